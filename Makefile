@@ -1,0 +1,61 @@
+# wxbot — `make run` starts the whole system, `make test` runs every test.
+# Needs only Python 3.11 and pip: everything else is installed into .venv.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+PROTO_OUT := libs/wxbot-proto/src
+PACKAGES := libs/wxbot-proto libs/wxbot-common libs/wxbot-wecom libs/wxbot-devkit \
+            services/gateway services/safety services/nlp services/context
+PROTOS := $(shell find proto -name '*.proto')
+PYSRC  := libs/wxbot-common/src libs/wxbot-wecom/src libs/wxbot-devkit/src services/*/src tests bench
+
+.PHONY: all install proto run test lint typecheck check bench clean
+
+all: install
+
+$(VENV)/bin/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): $(VENV)/bin/python constraints.txt requirements-dev.txt $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+	$(PIP) install -q -c constraints.txt setuptools -r requirements-dev.txt
+	$(MAKE) proto
+	$(PIP) install -q -c constraints.txt --no-build-isolation $(addprefix -e ,$(PACKAGES))
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Generated code is never committed: protoc + mypy-protobuf write typed modules into wxbot-proto.
+proto: $(VENV)/bin/python
+	@rm -rf $(PROTO_OUT)/wxbot_proto && mkdir -p $(PROTO_OUT)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I proto --python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+	  --mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) $(PROTOS)
+	@find $(PROTO_OUT)/wxbot_proto -type d -exec sh -c 'touch "$$0/__init__.py"' {} \;
+	@touch $(PROTO_OUT)/wxbot_proto/py.typed
+
+$(PROTO_OUT)/wxbot_proto/py.typed: $(PROTOS)
+	$(MAKE) proto
+
+run: install $(PROTO_OUT)/wxbot_proto/py.typed
+	$(VENV)/bin/wxbot-stack
+
+test: install $(PROTO_OUT)/wxbot_proto/py.typed
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check $(PYSRC)
+	$(VENV)/bin/ruff format --check $(PYSRC)
+
+typecheck: install $(PROTO_OUT)/wxbot_proto/py.typed
+	$(VENV)/bin/mypy $(PYSRC)
+
+check: lint typecheck test
+
+bench: install $(PROTO_OUT)/wxbot_proto/py.typed
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .run $(PROTO_OUT)/wxbot_proto

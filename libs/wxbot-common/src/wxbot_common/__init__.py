@@ -1,0 +1,1 @@
+"""Shared plumbing for wxbot services: settings, logging, telemetry, NATS and gRPC helpers."""

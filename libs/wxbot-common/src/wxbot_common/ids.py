@@ -1,0 +1,37 @@
+"""Deterministic ids: the same cause always yields the same event id, so redeliveries dedupe."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+WXBOT_NAMESPACE = uuid.UUID("6f1c4e0a-8a3b-5f7e-9d2c-1b0a9e8f7d6c")
+
+
+def inbound_event_id(channel: str, receiver: str, provider_msg_id: str) -> str:
+    """Id of a MessageReceived: one per provider message, whatever the number of deliveries."""
+    return str(uuid.uuid5(WXBOT_NAMESPACE, f"in:{channel}:{receiver}:{provider_msg_id}"))
+
+
+def derived_event_id(stage: str, input_event_id: str, output_kind: str) -> str:
+    """Id of an event a stage emits in reaction to another one."""
+    return str(uuid.uuid5(WXBOT_NAMESPACE, f"{stage}/{input_event_id}/{output_kind}"))
+
+
+def conversation_key(conversation_id: str) -> str:
+    """Opaque, subject-safe key of a conversation (no personal data in subjects, logs or spans)."""
+    return hashlib.sha256(conversation_id.encode()).hexdigest()[:20]
+
+
+def user_hash(user_id: str) -> str:
+    """A short stable hash of a user id for logs and metrics."""
+    return hashlib.sha256(f"user:{user_id}".encode()).hexdigest()[:16]
+
+
+def now_timestamp() -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(datetime.now(UTC))
+    return ts

@@ -1,0 +1,1 @@
+"""NATS JetStream plumbing: subjects, topology, connection, traced publish and consume."""

@@ -1,0 +1,219 @@
+"""The consume loop of a durable pull consumer, with the ack discipline in one place.
+
+Outcomes: handler returns → ack (after the handler has awaited its publishes' PubAcks);
+`TransientError` or an unexpected exception → `nak(delay)` with exponential backoff;
+`PermanentError`, an undecodable message, or the last allowed delivery → dead-letter + `term()`.
+Long handlers are kept alive with `in_progress()` every third of `ack_wait`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nats.errors
+from google.protobuf.message import Message
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from wxbot_common.errors import PermanentError, TransientError
+from wxbot_common.logs import get_logger
+from wxbot_common.nats.propagation import extract_context
+from wxbot_common.nats.publisher import EventPublisher
+from wxbot_common.nats.subjects import EVENTS_STREAM, EventKind
+from wxbot_common.nats.topology import ConsumerSpec
+
+
+@dataclass
+class Delivery:
+    """One decoded event handed to a handler, with its position in the log."""
+
+    kind: EventKind
+    event: Message
+    stream_sequence: int
+    num_delivered: int
+    msg: Msg
+
+    async def in_progress(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.msg.in_progress()
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+class ConsumerMetrics:
+    """Per-durable outcome counts and handling latency."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.outcomes = Counter(
+            "wxbot_consumer_messages",
+            "Messages settled by a consumer, by outcome (ack, nak, dead_letter)",
+            ["durable", "kind", "outcome"],
+            registry=registry,
+        )
+        self.redeliveries = Counter(
+            "wxbot_consumer_redeliveries",
+            "Messages received more than once",
+            ["durable"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "wxbot_consumer_handle_seconds",
+            "Time from receipt to settlement of one message",
+            ["durable", "kind"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+
+
+def backoff_delay(num_delivered: int, cap_s: float = 30.0) -> float:
+    """1 s, 2 s, 4 s … capped: spreads retries of a failing dependency."""
+    return float(min(cap_s, 2 ** max(0, num_delivered - 1)))
+
+
+class ConsumerLoop:
+    """Fetches from one durable and runs up to `concurrency` handlers at once."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        spec: ConsumerSpec,
+        handler: Handler,
+        publisher: EventPublisher,
+        tracer: trace.Tracer,
+        metrics: ConsumerMetrics,
+        concurrency: int = 256,
+    ) -> None:
+        self._js = js
+        self._spec = spec
+        self._handler = handler
+        self._publisher = publisher
+        self._tracer = tracer
+        self._metrics = metrics
+        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._log = get_logger("wxbot.consumer").bind(durable=spec.durable)
+
+    async def run(self) -> None:
+        """Fetch until `stop()`; the subscription binds to the durable ensured by the topology."""
+        sub = await self._js.pull_subscribe_bind(durable=self._spec.durable, stream=EVENTS_STREAM)
+        self._log.info("consumer_started", concurrency=self._concurrency)
+        while not self._stopping.is_set():
+            await self._slots.acquire()
+            free = 1
+            while free < 64 and not self._slots.locked():
+                await self._slots.acquire()
+                free += 1
+            try:
+                msgs = await sub.fetch(batch=free, timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                msgs = []
+            except nats.errors.Error as exc:
+                self._log.warning("fetch_failed", error=repr(exc))
+                msgs = []
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 1.0)
+            for _ in range(free - len(msgs)):
+                self._slots.release()
+            for msg in msgs:
+                task = asyncio.create_task(self._settle(msg))
+                self._inflight.add(task)
+                task.add_done_callback(self._done)
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._slots.release()
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop fetching, then let in-flight handlers finish (unfinished ones are redelivered)."""
+        self._stopping.set()
+        if self._inflight:
+            _, pending = await asyncio.wait(set(self._inflight), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+
+    async def _settle(self, msg: Msg) -> None:
+        started = time.perf_counter()
+        headers = dict(msg.headers or {})
+        md = msg.metadata
+        seq, delivered = md.sequence.stream, md.num_delivered
+        kind_label = "unknown"
+        parent = extract_context(headers)
+        with self._tracer.start_as_current_span(
+            f"process {msg.subject.rsplit('.', 1)[0]}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.consumer.group.name": self._spec.durable,
+                "messaging.message.id": headers.get("Nats-Msg-Id", ""),
+                "messaging.nats.stream_sequence": seq,
+                "messaging.nats.num_delivered": delivered,
+            },
+        ) as span:
+            if delivered > 1:
+                self._metrics.redeliveries.labels(self._spec.durable).inc()
+            heartbeat = asyncio.create_task(self._heartbeat(msg))
+            try:
+                kind = EventKind.from_subject(msg.subject)
+                kind_label = kind.name.lower()
+                span.set_attribute("messaging.destination.name", kind.template)
+                event = kind.decode(msg.data)
+                await self._handler(Delivery(kind, event, seq, delivered, msg))
+            except PermanentError as exc:
+                await self._dead_letter(msg, headers, seq, f"permanent: {exc}", span, kind_label)
+            except Exception as exc:
+                span.record_exception(exc)
+                if delivered >= self._spec.max_deliver:
+                    await self._dead_letter(msg, headers, seq, f"gave up: {exc!r}", span, kind_label)
+                else:
+                    delay = (
+                        exc.delay_s
+                        if isinstance(exc, TransientError) and exc.delay_s is not None
+                        else backoff_delay(delivered)
+                    )
+                    self._log.warning("handler_failed", seq=seq, delivered=delivered, delay_s=delay, error=repr(exc))
+                    span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=delay)
+                    self._metrics.outcomes.labels(self._spec.durable, kind_label, "nak").inc()
+            else:
+                await msg.ack()
+                self._metrics.outcomes.labels(self._spec.durable, kind_label, "ack").inc()
+            finally:
+                heartbeat.cancel()
+                self._metrics.duration.labels(self._spec.durable, kind_label).observe(time.perf_counter() - started)
+
+    async def _heartbeat(self, msg: Msg) -> None:
+        interval = max(1.0, self._spec.ack_wait_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _dead_letter(
+        self, msg: Msg, headers: dict[str, str], seq: int, reason: str, span: trace.Span, kind_label: str
+    ) -> None:
+        self._log.error("dead_letter", seq=seq, reason=reason)
+        span.set_status(trace.StatusCode.ERROR, "dead-lettered")
+        try:
+            await self._publisher.dead_letter(self._spec.durable, msg.subject, msg.data, headers, reason, seq)
+        except Exception as exc:  # keep the message: without its DLQ copy it must be redelivered
+            self._log.error("dead_letter_failed", seq=seq, error=repr(exc))
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=backoff_delay(msg.metadata.num_delivered))
+            return
+        await msg.term()
+        self._metrics.outcomes.labels(self._spec.durable, kind_label, "dead_letter").inc()

@@ -1,0 +1,76 @@
+"""Traced, deduplicated publishing of events to the log."""
+
+from __future__ import annotations
+
+import nats.errors
+from google.protobuf.message import Message
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from nats.js.errors import Error as JetStreamError
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from wxbot_common.errors import TransientError
+from wxbot_common.nats.propagation import inject_headers
+from wxbot_common.nats.subjects import HEADER_EVENT_TYPE, HEADER_MSG_ID, EventKind, dlq_subject, meta_of
+
+
+class EventPublisher:
+    """Publishes one event per call and waits for the PubAck.
+
+    The event id becomes `Nats-Msg-Id`, so republishing the same event within the stream's
+    duplicate window is a no-op (`PubAck.duplicate`). Failures surface as `TransientError`, which
+    a consumer loop turns into a delayed redelivery.
+    """
+
+    def __init__(self, js: JetStreamContext, tracer: trace.Tracer, timeout_s: float = 5.0) -> None:
+        self._js = js
+        self._tracer = tracer
+        self._timeout_s = timeout_s
+
+    async def publish(self, event: Message) -> PubAck:
+        kind = EventKind.of(event)
+        meta = meta_of(event)
+        if not meta.event_id or not meta.conversation_id:
+            raise ValueError(f"{kind.name} event without event_id/conversation_id")
+        subject = kind.subject(meta.conversation_id)
+        headers = {HEADER_MSG_ID: meta.event_id, HEADER_EVENT_TYPE: event.DESCRIPTOR.full_name}
+        with self._tracer.start_as_current_span(
+            f"send {kind.prefix}",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": kind.template,
+                "messaging.destination.template": kind.template,
+                "messaging.message.id": meta.event_id,
+                "wxbot.event.type": event.DESCRIPTOR.full_name,
+            },
+        ) as span:
+            inject_headers(headers)
+            try:
+                ack = await self._js.publish(
+                    subject, event.SerializeToString(), timeout=self._timeout_s, headers=headers
+                )
+            except (TimeoutError, nats.errors.Error, JetStreamError) as exc:
+                span.record_exception(exc)
+                span.set_status(trace.StatusCode.ERROR, "publish failed")
+                raise TransientError(f"publish {kind.name} failed: {exc!r}") from exc
+            span.set_attribute("messaging.nats.stream_sequence", ack.seq)
+            span.set_attribute("messaging.nats.duplicate", bool(ack.duplicate))
+            return ack
+
+    async def dead_letter(
+        self, durable: str, subject: str, data: bytes, headers: dict[str, str], reason: str, seq: int
+    ) -> None:
+        """Keep an unprocessable message, with why, in the DLQ stream for operators."""
+        dl_headers = {k: v for k, v in headers.items() if k != HEADER_MSG_ID}
+        dl_headers.update(
+            {
+                HEADER_MSG_ID: f"dlq:{durable}:{seq}",
+                "Wxbot-Dlq-Reason": reason[:500],
+                "Wxbot-Dlq-Subject": subject,
+                "Wxbot-Dlq-Sequence": str(seq),
+            }
+        )
+        await self._js.publish(dlq_subject(durable), data, timeout=self._timeout_s, headers=dl_headers)

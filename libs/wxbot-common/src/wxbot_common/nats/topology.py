@@ -1,0 +1,163 @@
+"""The streams and durable consumers of wxbot, ensured idempotently (add, else update).
+
+Run by every service at start-up and by the Kubernetes bootstrap Job:
+`python -m wxbot_common.nats.topology ensure`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from dataclasses import dataclass, field
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from wxbot_common.nats.subjects import DLQ_PREFIX, DLQ_STREAM, EVENTS_STREAM, EVENTS_SUBJECTS, EventKind
+
+DAY_S = 86400.0
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer: which kinds it reads and how patient it is."""
+
+    durable: str
+    kinds: tuple[EventKind, ...]
+    ack_wait_s: float = 30.0
+    max_deliver: int = 6
+    max_ack_pending: int = 2000
+    description: str = ""
+
+    @property
+    def filter_subjects(self) -> list[str]:
+        return [k.wildcard for k in self.kinds]
+
+    def config(self) -> ConsumerConfig:
+        subjects = self.filter_subjects
+        return ConsumerConfig(
+            durable_name=self.durable,
+            description=self.description or None,
+            deliver_policy=DeliverPolicy.NEW,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            max_deliver=self.max_deliver,
+            max_ack_pending=self.max_ack_pending,
+            max_waiting=512,
+            filter_subject=subjects[0] if len(subjects) == 1 else None,
+            filter_subjects=subjects if len(subjects) > 1 else None,
+        )
+
+
+SAFETY_INBOUND = ConsumerSpec(
+    "safety-inbound", (EventKind.RECEIVED,), description="safety: check messages on the way in"
+)
+SAFETY_OUTBOUND = ConsumerSpec(
+    "safety-outbound", (EventKind.DRAFTED,), description="safety: check drafted replies on the way out"
+)
+NLP_DRAFTER = ConsumerSpec(
+    "nlp-drafter",
+    (EventKind.ACCEPTED,),
+    ack_wait_s=60.0,
+    max_deliver=5,
+    description="nlp: draft an answer for each accepted message",
+)
+GATEWAY_DELIVERY = ConsumerSpec(
+    "gateway-delivery",
+    (EventKind.APPROVED, EventKind.REPLY_BLOCKED, EventKind.INBOUND_BLOCKED),
+    description="gateway: deliver approved replies and notices",
+)
+ALL_CONSUMERS = (SAFETY_INBOUND, SAFETY_OUTBOUND, NLP_DRAFTER, GATEWAY_DELIVERY)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    max_age_days: float = 30.0
+    replicas: int = 1
+    duplicate_window_s: float = 300.0
+    max_msg_size: int = 256 * 1024
+    consumers: tuple[ConsumerSpec, ...] = field(default=ALL_CONSUMERS)
+
+
+def events_stream_config(s: StreamSettings) -> StreamConfig:
+    return StreamConfig(
+        name=EVENTS_STREAM,
+        description="wxbot event log: every message, verdict and reply (replayable)",
+        subjects=[EVENTS_SUBJECTS],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=s.max_age_days * DAY_S,
+        duplicate_window=s.duplicate_window_s,
+        max_msg_size=s.max_msg_size,
+        num_replicas=s.replicas,
+        allow_direct=True,
+    )
+
+
+def dlq_stream_config(s: StreamSettings) -> StreamConfig:
+    return StreamConfig(
+        name=DLQ_STREAM,
+        description="wxbot dead letters: messages a consumer could not handle",
+        subjects=[f"{DLQ_PREFIX}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=14 * DAY_S,
+        duplicate_window=120.0,
+        num_replicas=s.replicas,
+    )
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    assert config.name is not None
+    try:
+        await js.stream_info(config.name)
+    except NotFoundError:
+        await js.add_stream(config)
+        return
+    await js.update_stream(config)
+
+
+async def ensure_topology(js: JetStreamContext, settings: StreamSettings | None = None) -> None:
+    """Create or update both streams and every durable consumer; safe to run concurrently."""
+    s = settings or StreamSettings()
+    await _ensure_stream(js, events_stream_config(s))
+    await _ensure_stream(js, dlq_stream_config(s))
+    for spec in s.consumers:
+        # Creating a durable with a changed config updates it (nats-server ≥ 2.10).
+        await js.add_consumer(EVENTS_STREAM, spec.config())
+
+
+async def _main(argv: list[str] | None = None) -> None:
+    from wxbot_common.nats.connection import connect_nats
+    from wxbot_common.settings import CommonSettings
+
+    parser = argparse.ArgumentParser(prog="python -m wxbot_common.nats.topology")
+    parser.add_argument("command", choices=["ensure"], help="create or update streams and consumers")
+    parser.parse_args(argv)
+    settings = CommonSettings()
+    nc = await connect_nats(settings, "wxbot-topology")
+    try:
+        await ensure_topology(
+            nc.jetstream(),
+            StreamSettings(max_age_days=settings.stream_max_age_days, replicas=settings.stream_replicas),
+        )
+    finally:
+        await nc.drain()
+    print(
+        f"topology ensured: streams {EVENTS_STREAM}, {DLQ_STREAM}; consumers "
+        + ", ".join(c.durable for c in ALL_CONSUMERS)
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(_main())

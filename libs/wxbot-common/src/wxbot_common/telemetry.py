@@ -1,0 +1,89 @@
+"""OpenTelemetry setup from the standard `OTEL_*` variables only.
+
+No endpoint configured → spans are still created (trace ids appear in logs) but nothing is
+exported, and nothing fails. `OTEL_EXPORTER_OTLP_PROTOCOL` (or the `_TRACES_` variant) picks
+`grpc` (default, port 4317) or `http/protobuf` (port 4318); `OTEL_TRACES_EXPORTER=none` turns
+export off, `console` prints spans.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+
+@dataclass
+class Telemetry:
+    """The configured tracer provider; `shutdown()` flushes spans before the process exits."""
+
+    provider: TracerProvider
+    exporting: bool
+
+    def tracer(self, name: str) -> trace.Tracer:
+        return self.provider.get_tracer(name)
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+
+def _exporter(env: Mapping[str, str]) -> SpanExporter | None:
+    kind = env.get("OTEL_TRACES_EXPORTER", "otlp").split(",")[0].strip().lower()
+    if kind == "none":
+        return None
+    if kind == "console":
+        return ConsoleSpanExporter()
+    if not (env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
+        return None
+    protocol = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+    ).lower()
+    if protocol.startswith("http"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        return HttpExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+    return GrpcExporter()
+
+
+def setup_telemetry(service_name: str, env: Mapping[str, str] | None = None) -> Telemetry:
+    """Install the global tracer provider and the library instrumentations.
+
+    Must run before any gRPC server/channel, httpx client or Redis client is created, because
+    the instrumentations wrap their constructors.
+    """
+    env = os.environ if env is None else env
+    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or service_name})
+    provider = TracerProvider(resource=resource)
+    exporter = _exporter(env)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    _instrument_libraries(provider)
+    return Telemetry(provider=provider, exporting=exporter is not None)
+
+
+def _instrument_libraries(provider: TracerProvider) -> None:
+    from opentelemetry.instrumentation.grpc import (
+        GrpcAioInstrumentorClient,
+        GrpcAioInstrumentorServer,
+        filters,
+    )
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    not_health = filters.negate(filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection")))
+    GrpcAioInstrumentorServer(filter_=not_health).instrument(  # type: ignore[no-untyped-call]
+        tracer_provider=provider
+    )
+    GrpcAioInstrumentorClient(filter_=not_health).instrument(  # type: ignore[no-untyped-call]
+        tracer_provider=provider
+    )
+    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+    RedisInstrumentor().instrument(tracer_provider=provider)

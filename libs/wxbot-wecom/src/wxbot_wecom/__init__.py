@@ -1,0 +1,1 @@
+"""The WeCom / WeChat Official Account wire protocol: signatures, callback crypto, message XML."""

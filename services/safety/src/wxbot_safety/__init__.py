@@ -1,0 +1,1 @@
+"""wxbot safety service."""
