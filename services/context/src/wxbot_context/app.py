@@ -1,0 +1,45 @@
+"""Composition root of the context service."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from wxbot_common.rpc import create_server, enable_reflection, set_serving
+from wxbot_common.runtime import ServiceRuntime
+from wxbot_context.grpc_service import ContextServicer
+from wxbot_context.projection import ProjectionMetrics, Projector, Watermark
+from wxbot_context.settings import ContextSettings
+from wxbot_context.store import ContextStore
+from wxbot_proto.context.v1 import context_pb2_grpc as pb_grpc
+
+SERVICE_NAME = "wxbot.context.v1.ContextService"
+
+
+async def main() -> None:
+    settings = ContextSettings()
+    runtime = ServiceRuntime("context", settings)
+    await runtime.start()
+
+    redis = Redis.from_url(settings.redis_url)
+    runtime.on_shutdown(redis.aclose)
+    store = ContextStore(redis, settings.context_ttl_s, settings.context_max_turns, settings.context_pending_stale_s)
+    watermark = Watermark()
+    projector = Projector(runtime.js, store, watermark, runtime.tracer, ProjectionMetrics(runtime.registry))
+    await projector.start()
+    runtime.on_shutdown(projector.stop)
+    runtime.readiness.set("projection", True)
+
+    server, health = create_server(settings.grpc_listen)
+    pb_grpc.add_ContextServiceServicer_to_server(ContextServicer(store, watermark, runtime.publisher, settings), server)
+    enable_reflection(server, [SERVICE_NAME])
+    await server.start()
+    await set_serving(health, [SERVICE_NAME], True)
+    runtime.log.info("grpc_listening", addr=settings.grpc_listen)
+
+    async def stop_grpc() -> None:
+        await set_serving(health, [SERVICE_NAME], False)
+        await server.stop(grace=5)
+
+    runtime.on_shutdown(stop_grpc)
+    await runtime.serve_http(None, settings.context_http_port)
+    await runtime.run_until_stopped()

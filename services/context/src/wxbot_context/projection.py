@@ -1,0 +1,188 @@
+"""The projection: reads the whole event log in order and folds it into conversation state.
+
+Every replica runs its own ordered consumer from the position stored in Redis and applies every
+event; the store's per-conversation sequence check makes a second application a no-op, so
+replicas need no coordination and any replica can answer any GetHistory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from redis.exceptions import RedisError
+
+from wxbot_common.errors import PermanentError
+from wxbot_common.ids import conversation_key
+from wxbot_common.logs import get_logger
+from wxbot_common.nats.propagation import extract_context
+from wxbot_common.nats.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, EventKind, meta_of
+from wxbot_context.store import ContextStore, Op, StoredTurn
+from wxbot_proto.events.v1 import events_pb2 as ev
+
+# Replies that are not part of the dialogue (command confirmations, system notices).
+_NOT_DIALOGUE = {ev.REPLY_SOURCE_COMMAND, ev.REPLY_SOURCE_NOTICE}
+
+
+@dataclass(frozen=True)
+class Change:
+    op: Op
+    turn: StoredTurn | None = None
+
+
+def change_for(kind: EventKind, event: Message, origin_seq: int) -> Change | None:
+    """What an event means for its conversation (pure; None = nothing to record)."""
+    now = time.time()
+    if kind is EventKind.RECEIVED:
+        return Change(Op.PENDING)
+    if kind is EventKind.ACCEPTED:
+        assert isinstance(event, ev.InboundAccepted)
+        return Change(Op.USER, StoredTurn("user", event.message.text, origin_seq, now))
+    if kind is EventKind.APPROVED:
+        assert isinstance(event, ev.ReplyApproved)
+        if event.source in _NOT_DIALOGUE:
+            return Change(Op.RESOLVE)
+        return Change(Op.ASSISTANT, StoredTurn("assistant", event.text, origin_seq, now))
+    if kind in (EventKind.INBOUND_BLOCKED, EventKind.REPLY_BLOCKED):
+        return Change(Op.RESOLVE)
+    if kind is EventKind.RESET:
+        return Change(Op.RESET)
+    return None
+
+
+class Watermark:
+    """How far this replica has read the log; lets readers wait for a sequence cheaply."""
+
+    def __init__(self) -> None:
+        self.applied = 0
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._n = 0
+        self._touched: dict[str, asyncio.Event] = {}
+
+    def advance(self, seq: int, ckey: str | None) -> None:
+        self.applied = max(self.applied, seq)
+        while self._waiters and self._waiters[0][0] <= self.applied:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)
+        if ckey is not None:
+            event = self._touched.pop(ckey, None)
+            if event is not None:
+                event.set()
+
+    async def wait_applied(self, seq: int, timeout_s: float) -> bool:
+        if self.applied >= seq:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._n += 1
+        heapq.heappush(self._waiters, (seq, self._n, fut))
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def conversation_changed(self, ckey: str) -> asyncio.Event:
+        """An event set the next time the projection touches `ckey` (register before reading)."""
+        return self._touched.setdefault(ckey, asyncio.Event())
+
+
+class ProjectionMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.applied = Counter(
+            "wxbot_context_events_applied", "Events folded into the projection", ["kind", "result"], registry=registry
+        )
+        self.position = Gauge("wxbot_context_position", "Stream sequence the projection has read", registry=registry)
+
+
+class Projector:
+    """Owns the ordered consumer and applies each event exactly once to the store."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        store: ContextStore,
+        watermark: Watermark,
+        tracer: trace.Tracer,
+        metrics: ProjectionMetrics,
+    ) -> None:
+        self._js = js
+        self._store = store
+        self._watermark = watermark
+        self._tracer = tracer
+        self._metrics = metrics
+        self._log = get_logger("wxbot.context.projection")
+        self._sub: object | None = None
+
+    async def start(self) -> None:
+        start = await self._store.position()
+        self._watermark.advance(start, None)
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start else DeliverPolicy.ALL,
+            opt_start_seq=start + 1 if start else None,
+        )
+        self._sub = await self._js.subscribe(
+            EVENTS_SUBJECTS, stream=EVENTS_STREAM, ordered_consumer=True, config=config, cb=self._on_msg
+        )
+        self._log.info("projection_started", from_sequence=start + 1)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()  # type: ignore[attr-defined]
+
+    async def _on_msg(self, msg: Msg) -> None:
+        seq = msg.metadata.sequence.stream
+        try:
+            kind = EventKind.from_subject(msg.subject)
+            event = kind.decode(msg.data)
+        except PermanentError as exc:
+            self._log.error("unreadable_event", seq=seq, error=str(exc))
+            await self._store.advance_position(seq)
+            self._watermark.advance(seq, None)
+            return
+        meta = meta_of(event)
+        origin = meta.origin_sequence or seq  # a MessageReceived is its own origin
+        change = change_for(kind, event, origin)
+        if change is None:
+            await self._store.advance_position(seq)
+            self._watermark.advance(seq, None)
+            self._metrics.applied.labels(kind.name.lower(), "ignored").inc()
+            return
+        ckey = conversation_key(meta.conversation_id)
+        with self._tracer.start_as_current_span(
+            f"process {kind.prefix}",
+            context=extract_context(msg.headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": kind.template,
+                "messaging.consumer.group.name": "context-projection",
+                "messaging.nats.stream_sequence": seq,
+                "wxbot.context.op": change.op.value,
+            },
+        ):
+            applied = await self._apply_with_retry(ckey, seq, change, origin)
+        self._watermark.advance(seq, ckey)
+        self._metrics.position.set(seq)
+        self._metrics.applied.labels(kind.name.lower(), "applied" if applied else "replayed").inc()
+
+    async def _apply_with_retry(self, ckey: str, seq: int, change: Change, origin: int) -> bool:
+        """Redis outages pause the projection (in order) instead of skipping events."""
+        delay = 0.1
+        while True:
+            try:
+                return await self._store.apply(ckey, seq, change.op, origin, change.turn)
+            except (RedisError, OSError) as exc:
+                self._log.warning("apply_failed_retrying", seq=seq, error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,145 @@
+"""Conversation state in Redis, written only by the projection and idempotent by stream position.
+
+Per conversation (`{ckey}` is a Redis Cluster hash tag, so one conversation lives in one slot):
+`wxbot:ctx:{ckey}:turns` (list of JSON turns), `:pending` (sorted set of the origin sequences of
+messages not yet answered, member `seq:unix_time`), `:seq` (last stream sequence applied).
+`wxbot:ctx:position` is the highest stream sequence applied by any replica.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from redis.asyncio import Redis
+
+POSITION_KEY = "wxbot:ctx:position"
+
+_APPLY = """
+local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+local seq = tonumber(ARGV[1])
+local applied = 0
+if seq > last then
+  local op = ARGV[2]
+  local origin = ARGV[3]
+  if op == 'pending' then
+    redis.call('ZADD', KEYS[2], origin, origin .. ':' .. ARGV[7])
+  elseif op == 'user' then
+    redis.call('RPUSH', KEYS[1], ARGV[4])
+  elseif op == 'resolve' then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], origin, origin)
+  elseif op == 'assistant' then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], origin, origin)
+    if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[1], ARGV[4]) end
+  elseif op == 'reset' then
+    redis.call('DEL', KEYS[1])
+  end
+  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[6]), -1)
+  redis.call('SET', KEYS[3], seq, 'EX', ARGV[5])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+  applied = 1
+end
+local pos = tonumber(redis.call('GET', KEYS[4]) or '0')
+if seq > pos then redis.call('SET', KEYS[4], seq) end
+return applied
+"""
+
+
+class Op(StrEnum):
+    PENDING = "pending"  # a message arrived and awaits an answer
+    USER = "user"  # the message passed safety: it becomes a user turn
+    RESOLVE = "resolve"  # the message was answered without an assistant turn (blocked)
+    ASSISTANT = "assistant"  # the answer was approved: resolve + assistant turn
+    RESET = "reset"  # the user asked to forget
+
+
+@dataclass(frozen=True)
+class StoredTurn:
+    role: str  # "user" | "assistant"
+    text: str
+    origin_sequence: int
+    at: float
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"r": self.role, "t": self.text, "s": self.origin_sequence, "at": round(self.at, 3)},
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> StoredTurn:
+        d = json.loads(raw)
+        return cls(role=d["r"], text=d["t"], origin_sequence=int(d["s"]), at=float(d["at"]))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    turns: list[StoredTurn]
+    pending_before: list[int]  # unanswered, non-stale origin sequences older than the asked one
+
+
+def _keys(ckey: str) -> list[str]:
+    base = f"wxbot:ctx:{{{ckey}}}"
+    return [f"{base}:turns", f"{base}:pending", f"{base}:seq", POSITION_KEY]
+
+
+class ContextStore:
+    """Applies projection operations atomically and reads conversation snapshots."""
+
+    def __init__(self, redis: Redis, ttl_s: int, max_turns: int, pending_stale_s: float) -> None:
+        self._redis = redis
+        self._ttl_s = ttl_s
+        self._max_turns = max_turns
+        self._stale_s = pending_stale_s
+        self._apply = redis.register_script(_APPLY)
+
+    async def apply(self, ckey: str, seq: int, op: Op, origin_seq: int, turn: StoredTurn | None = None) -> bool:
+        """Apply one event; False if this conversation already applied `seq` (a replay)."""
+        result = await self._apply(
+            keys=_keys(ckey),
+            args=[
+                seq,
+                op.value,
+                origin_seq,
+                turn.to_json() if turn else "",
+                self._ttl_s,
+                self._max_turns,
+                int(time.time()),
+            ],
+        )
+        return bool(result)
+
+    async def advance_position(self, seq: int) -> None:
+        """Record progress for events that touch no conversation."""
+        await self._redis.eval(
+            "local p = tonumber(redis.call('GET', KEYS[1]) or '0') "
+            "if tonumber(ARGV[1]) > p then redis.call('SET', KEYS[1], ARGV[1]) end return 0",
+            1,
+            POSITION_KEY,
+            seq,
+        )
+
+    async def position(self) -> int:
+        raw = await self._redis.get(POSITION_KEY)
+        return int(raw) if raw else 0
+
+    async def snapshot(self, ckey: str, before_sequence: int) -> Snapshot:
+        turns_key, pending_key, _, _ = _keys(ckey)
+        upper = f"({before_sequence}" if before_sequence > 0 else "+inf"
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.lrange(turns_key, 0, -1)
+            pipe.zrangebyscore(pending_key, "-inf", upper)
+            raw_turns, raw_pending = await pipe.execute()
+        turns = [StoredTurn.from_json(t) for t in raw_turns]
+        if before_sequence > 0:
+            turns = [t for t in turns if t.origin_sequence < before_sequence]
+        fresh_after = time.time() - self._stale_s
+        pending: list[int] = []
+        for member in raw_pending:
+            seq_s, _, at_s = (member.decode() if isinstance(member, bytes) else member).partition(":")
+            if float(at_s or 0) >= fresh_after:
+                pending.append(int(seq_s))
+        return Snapshot(turns=turns, pending_before=pending)

@@ -1,0 +1,101 @@
+"""Sensitive-term matching: Aho-Corasick over normalised text.
+
+Normalisation (NFKC folds full-width letters to half-width, then case folding, then dropping
+whitespace, zero-width characters and symbols) runs on both the lexicon and the text, so simple
+evasions ("Ｂａｄ", "b a d", "b.a.d") still match. Matches are mapped back to the original text so
+they can be masked in place.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import ahocorasick
+
+_ZERO_WIDTH = {"\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"}
+
+
+def _keep(ch: str) -> bool:
+    if ch in _ZERO_WIDTH or ch.isspace():
+        return False
+    cat = unicodedata.category(ch)
+    return not (cat.startswith("P") or cat.startswith("S") or cat.startswith("Z") or cat == "Cf")
+
+
+def normalise(text: str) -> tuple[str, list[int]]:
+    """Normalised text and, for each of its characters, the index of the source character."""
+    out: list[str] = []
+    origin: list[int] = []
+    for i, ch in enumerate(text):
+        for folded in unicodedata.normalize("NFKC", ch).casefold():
+            if _keep(folded):
+                out.append(folded)
+                origin.append(i)
+    return "".join(out), origin
+
+
+@dataclass(frozen=True)
+class Match:
+    term: str
+    start: int  # index in the original text
+    end: int  # exclusive
+
+
+class Lexicon:
+    """An immutable automaton over normalised terms."""
+
+    def __init__(self, terms: Iterable[str]) -> None:
+        self._automaton = ahocorasick.Automaton()
+        count = 0
+        for raw in terms:
+            term, _ = normalise(raw.strip())
+            if term:
+                self._automaton.add_word(term, term)
+                count += 1
+        self.size = count
+        if count:
+            self._automaton.make_automaton()
+
+    def find(self, text: str) -> list[Match]:
+        if not self.size or not text:
+            return []
+        norm, origin = normalise(text)
+        matches = []
+        for end, term in self._automaton.iter(norm):
+            start = end - len(term) + 1
+            matches.append(Match(term=term, start=origin[start], end=origin[end] + 1))
+        return matches
+
+    def mask(self, text: str, char: str = "＊") -> tuple[str, int]:
+        """Text with every matched span replaced by `char` per character, and the match count."""
+        matches = self.find(text)
+        if not matches:
+            return text, 0
+        chars = list(text)
+        for m in matches:
+            for i in range(m.start, m.end):
+                if not chars[i].isspace():
+                    chars[i] = char
+        return "".join(chars), len(matches)
+
+
+def load_terms(files: str, inline: str) -> list[str]:
+    """Terms from the given files (or the shipped default lexicon) plus inline ones."""
+    terms: list[str] = []
+    paths = [p.strip() for p in files.split(",") if p.strip()]
+    if paths:
+        for path in paths:
+            terms.extend(_lines(Path(path).read_text(encoding="utf-8")))
+    else:
+        default = resources.files("wxbot_safety").joinpath("lexicons/default.txt")
+        terms.extend(_lines(default.read_text(encoding="utf-8")))
+    terms.extend(t for t in inline.split(",") if t.strip())
+    return terms
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
