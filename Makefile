@@ -11,7 +11,7 @@ PACKAGES := libs/wxbot-proto libs/wxbot-common libs/wxbot-wecom libs/wxbot-devki
 PROTOS := $(shell find proto -name '*.proto')
 PYSRC  := libs/wxbot-common/src libs/wxbot-wecom/src libs/wxbot-devkit/src services/*/src tests bench
 
-.PHONY: all install proto run test lint typecheck check bench clean
+.PHONY: all install proto run demo test lint typecheck check bench clean
 
 all: install
 
@@ -41,6 +41,10 @@ $(PROTO_OUT)/wxbot_proto/py.typed: $(PROTOS)
 
 run: install $(PROTO_OUT)/wxbot_proto/py.typed
 	$(VENV)/bin/wxbot-stack
+
+# The same, with a fake WeCom API and a fake LLM on loopback: try the bot without any account.
+demo: install $(PROTO_OUT)/wxbot_proto/py.typed
+	$(VENV)/bin/wxbot-stack --with-fakes
 
 test: install $(PROTO_OUT)/wxbot_proto/py.typed
 	$(VENV)/bin/pytest

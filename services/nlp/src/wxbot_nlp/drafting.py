@@ -13,6 +13,7 @@ NO_LLM_NOTICE = (
 )
 APOLOGY = "抱歉，我暂时无法回答，请稍后再试。(Sorry, I can't answer right now; please try again later.)"
 RESET_DONE = "好的，我已清除我们之前的对话记忆。(Done: I have forgotten our conversation so far.)"
+NON_TEXT_NOTICE = "目前我只能阅读文字消息，请用文字描述您的问题。(I can only read text messages for now.)"
 HELP_TEXT = (
     "我是 wxbot，企业微信里的智能助手。直接发消息即可提问。\n"
     "命令：/reset 或 清除记忆 —— 清除对话记忆；/help 或 帮助 —— 显示本帮助。\n"

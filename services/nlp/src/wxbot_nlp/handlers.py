@@ -16,6 +16,7 @@ from wxbot_nlp.drafting import (
     APOLOGY,
     HELP_TEXT,
     NO_LLM_NOTICE,
+    NON_TEXT_NOTICE,
     RESET_DONE,
     Command,
     HistoryTurn,
@@ -76,6 +77,8 @@ class Drafter:
             await self._draft(accepted, RESET_DONE, ev.REPLY_SOURCE_COMMAND)
         elif command is Command.HELP:
             await self._draft(accepted, HELP_TEXT, ev.REPLY_SOURCE_COMMAND)
+        elif accepted.message.kind not in (ev.MESSAGE_KIND_TEXT, ev.MESSAGE_KIND_UNSPECIFIED):
+            await self._draft(accepted, NON_TEXT_NOTICE, ev.REPLY_SOURCE_NOTICE)
         elif self._backend is None:
             await self._draft(accepted, NO_LLM_NOTICE, ev.REPLY_SOURCE_NOTICE)
         else:

@@ -1,0 +1,1 @@
+"""Load generator for wxbot: `python -m bench --help` (or `make bench`)."""

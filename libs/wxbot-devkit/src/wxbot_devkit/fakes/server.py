@@ -1,0 +1,243 @@
+"""Run an ASGI app with uvicorn in-process (asyncio task or background thread) or as a small CLI process.
+
+The socket is bound before uvicorn starts, so port 0 works and `.base_url` is known immediately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Self
+
+import uvicorn
+from starlette.types import ASGIApp
+
+STARTUP_TIMEOUT_S = 10.0
+# Longer than any client pool's idle expiry (httpx: 5 s), so the server never closes a connection
+# the client is about to reuse.
+KEEP_ALIVE_S = 75
+
+
+class _NoSignalServer(uvicorn.Server):
+    """uvicorn.Server that leaves SIGINT/SIGTERM to the host process (pytest, the stack supervisor)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class AppServer:
+    """One uvicorn server for one ASGI app on `host` (default 127.0.0.1) and `port` (0 = any free port)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        handle_signals: bool = False,
+        graceful_timeout_s: float = 1.0,
+    ) -> None:
+        self._app = app
+        self._host = host
+        self._requested_port = port
+        self._handle_signals = handle_signals
+        self._graceful_timeout_s = graceful_timeout_s
+        self._sock: socket.socket | None = None
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_error: BaseException | None = None
+
+    @property
+    def port(self) -> int:
+        if self._sock is None:
+            raise RuntimeError("server not started")
+        port: int = self._sock.getsockname()[1]
+        return port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    def _prepare(self) -> tuple[uvicorn.Server, socket.socket]:
+        if self._server is not None:
+            raise RuntimeError("server already started")
+        # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP,
+        # and without it every response pays a ~40 ms Nagle/delayed-ACK stall.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self._host, self._requested_port))
+        except OSError:
+            sock.close()
+            raise
+        config = uvicorn.Config(
+            self._app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=KEEP_ALIVE_S,
+            timeout_graceful_shutdown=int(max(1.0, self._graceful_timeout_s)),
+            backlog=4096,
+        )
+        server = uvicorn.Server(config) if self._handle_signals else _NoSignalServer(config)
+        self._server, self._sock = server, sock
+        return server, sock
+
+    # -- asyncio task mode -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Serve on the running loop; returns once the socket accepts connections."""
+        server, sock = self._prepare()
+        self._task = asyncio.create_task(server.serve(sockets=[sock]), name=f"uvicorn:{self.port}")
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not server.started:
+            if self._task.done():
+                self._task.result()  # re-raises the startup error
+                raise RuntimeError("uvicorn exited during startup")
+            if time.monotonic() >= deadline:
+                raise TimeoutError("uvicorn did not start")
+            await asyncio.sleep(0.005)
+
+    async def wait_closed(self) -> None:
+        """Block until the server exits (by stop() or, with handle_signals, by SIGINT/SIGTERM)."""
+        if self._task is not None:
+            await self._task
+
+    async def stop(self) -> None:
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        try:
+            await self._task
+        finally:
+            self._reset()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- background thread mode (own event loop), for sync callers -----------------------------------
+
+    def start_in_thread(self) -> None:
+        server, sock = self._prepare()
+
+        def run() -> None:
+            try:
+                asyncio.run(server.serve(sockets=[sock]))
+            except BaseException as exc:  # surfaced by start_in_thread / stop_thread
+                self._thread_error = exc
+
+        self._thread = threading.Thread(target=run, name=f"uvicorn:{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("uvicorn exited during startup") from self._thread_error
+            if time.monotonic() >= deadline:
+                raise TimeoutError("uvicorn did not start")
+            time.sleep(0.005)
+
+    def stop_thread(self, timeout: float = 10.0) -> None:
+        if self._server is None or self._thread is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(timeout)
+        alive = self._thread.is_alive()
+        self._reset()
+        if alive:
+            raise TimeoutError("uvicorn thread did not stop")
+
+    def _reset(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        self._server = self._sock = self._task = self._thread = None
+
+
+class FakeService:
+    """Base for a fake: subclasses hold the state and build `app`; this adds in-process start/stop."""
+
+    def __init__(self) -> None:
+        self._app: ASGIApp | None = None
+        self._server: AppServer | None = None
+        self._closing = False  # set while stopping, so handlers parked by fault modes give up
+
+    def build_app(self) -> ASGIApp:
+        raise NotImplementedError
+
+    @property
+    def app(self) -> ASGIApp:
+        if self._app is None:
+            self._app = self.build_app()
+        return self._app
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} not started")
+        return self._server.base_url
+
+    async def start(self, port: int = 0, host: str = "127.0.0.1") -> None:
+        self._closing = False
+        self._server = AppServer(self.app, host=host, port=port)
+        await self._server.start()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._closing = True
+            await self._server.stop()
+            self._server = None
+
+    def start_in_thread(self, port: int = 0, host: str = "127.0.0.1") -> None:
+        self._closing = False
+        self._server = AppServer(self.app, host=host, port=port)
+        self._server.start_in_thread()
+
+    def stop_thread(self) -> None:
+        if self._server is not None:
+            self._closing = True
+            self._server.stop_thread()
+            self._server = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+def base_arg_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    return parser
+
+
+def serve_forever(app: ASGIApp, host: str, port: int, banner: Sequence[str] = ()) -> None:
+    """CLI entry: serve until SIGINT/SIGTERM; the first stdout line is the base URL (for supervisors)."""
+
+    async def run() -> None:
+        server = AppServer(app, host=host, port=port, handle_signals=True)
+        await server.start()
+        print(server.base_url, flush=True)
+        for line in banner:
+            print(line, flush=True)
+        await server.wait_closed()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())

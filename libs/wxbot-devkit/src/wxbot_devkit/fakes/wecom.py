@@ -1,0 +1,331 @@
+"""Fake WeCom API (replaces https://qyapi.weixin.qq.com): gettoken, message/send, media/get, plus fault knobs.
+
+Behaviour follows wecom-protocol.md §3: HTTP 200 with an `errcode` always, tokens per secret, 2048-byte
+content limit. Faults are scriptable from Python or, for a separate process, under `/_fake/...`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from types import MappingProxyType
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from wxbot_devkit.fakes.server import FakeService, base_arg_parser, serve_forever
+from wxbot_devkit.fakes.waiting import wait_until
+
+MAX_CONTENT_BYTES = 2048
+SUPPORTED_MSGTYPES = frozenset({"text", "markdown"})
+
+ERRMSGS: Mapping[int, str] = MappingProxyType(
+    {
+        -1: "system busy",
+        0: "ok",
+        40001: "invalid credential",
+        40007: "invalid media_id",
+        40008: "invalid message type",
+        40013: "invalid corpid",
+        40014: "invalid access_token",
+        40056: "invalid agentid",
+        41001: "access_token missing",
+        42001: "access_token expired",
+        44004: "empty content",
+        45002: "content size out of limit",
+        45009: "api freq out of limit",
+        45033: "api concurrent out of limit",
+        47001: "data format error",
+        48002: "api forbidden",
+        60020: "not allow to access from your ip",
+        81013: "user & party & tag all invalid",
+        82001: "All touser & toparty & totag invalid",
+        301002: "not allow operate another agent with this accesstoken",
+    }
+)
+
+
+def error_body(errcode: int) -> dict[str, Any]:
+    """Real errmsgs carry a changing hint; mimic it so clients branch on errcode only."""
+    text = ERRMSGS.get(errcode, "fake error")
+    hint = f"{text}, hint: [{int(time.time())}-fake], more info at https://open.work.weixin.qq.com/devtool/query?e={errcode}"
+    return {"errcode": errcode, "errmsg": hint}
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    """One accepted message/send call."""
+
+    touser: str
+    msgtype: str
+    content: str
+    agentid: int
+    received_at: float  # time.time()
+    msgid: str
+
+    @property
+    def recipients(self) -> list[str]:
+        return self.touser.split("|")
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    data: bytes
+    content_type: str
+    filename: str
+
+
+class FakeWeCom(FakeService):
+    """State and ASGI app of the fake. Thread-safe: the app may serve on another thread than the test."""
+
+    def __init__(
+        self,
+        corp_id: str = "wwfakecorp00000001",
+        corp_secret: str = "fake-secret",
+        *,
+        agent_id: int | None = None,
+        token_ttl_s: int = 7200,
+        latency_s: float = 0.0,
+        media: Mapping[str, bytes] | None = None,
+        record_limit: int = 100_000,
+    ) -> None:
+        super().__init__()
+        self.corp_id = corp_id
+        self.corp_secret = corp_secret
+        self.agent_id = agent_id  # when set, sends for another agentid get 301002
+        self.token_ttl_s = token_ttl_s
+        self._default_latency_s = latency_s
+        self.latency_s = latency_s
+        self._lock = threading.Lock()
+        self._tokens: dict[str, float] = {}  # token -> monotonic expiry
+        self._media: dict[str, Media] = {}
+        for media_id, data in (media or {}).items():
+            self.add_media(media_id, data)
+        self._messages: deque[SentMessage] = deque(maxlen=record_limit)
+        self._send_faults: deque[int] = deque()
+        self._gettoken_faults: deque[int] = deque()
+        self.gettoken_calls = 0
+        self.send_calls = 0
+
+    # -- knobs -------------------------------------------------------------------------------------
+
+    def fail_next_sends(self, *errcodes: int) -> None:
+        """The next len(errcodes) send calls answer these errcodes, in order (e.g. 42001, 45009, -1)."""
+        with self._lock:
+            self._send_faults.extend(errcodes)
+
+    def fail_next_gettokens(self, *errcodes: int) -> None:
+        with self._lock:
+            self._gettoken_faults.extend(errcodes)
+
+    def invalidate_tokens(self) -> None:
+        """Every token issued so far now gets 42001, as when WeCom revokes a token early."""
+        with self._lock:
+            self._tokens.clear()
+
+    def add_media(
+        self, media_id: str, data: bytes, content_type: str = "image/jpeg", filename: str | None = None
+    ) -> None:
+        with self._lock:
+            self._media[media_id] = Media(data, content_type, filename or f"{media_id}.bin")
+
+    def reset(self) -> None:
+        """Forget messages, counters and pending faults; issued tokens and media stay valid."""
+        with self._lock:
+            self._messages.clear()
+            self._send_faults.clear()
+            self._gettoken_faults.clear()
+            self.gettoken_calls = self.send_calls = 0
+            self.latency_s = self._default_latency_s
+
+    # -- inspection --------------------------------------------------------------------------------
+
+    @property
+    def messages(self) -> list[SentMessage]:
+        with self._lock:
+            return list(self._messages)
+
+    def messages_for(self, touser: str | None = None) -> list[SentMessage]:
+        msgs = self.messages
+        return msgs if touser is None else [m for m in msgs if touser in m.recipients]
+
+    async def wait_for_messages(
+        self,
+        touser: str | None = None,
+        count: int = 1,
+        timeout: float = 5.0,  # noqa: ASYNC109 - a deadline for polling, part of the test API
+    ) -> list[SentMessage]:
+        """Wait until at least `count` messages were accepted for `touser` (any user if None); returns them all."""
+        return await wait_until(
+            lambda: msgs if len(msgs := self.messages_for(touser)) >= count else None,
+            timeout,
+            f"{count} WeCom message(s) to {touser or 'anyone'} (have {len(self.messages_for(touser))})",
+        )
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "gettoken_calls": self.gettoken_calls,
+                "send_calls": self.send_calls,
+                "messages": len(self._messages),
+                "pending_send_errcodes": list(self._send_faults),
+                "latency_s": self.latency_s,
+            }
+
+    # -- protocol ----------------------------------------------------------------------------------
+
+    def _pop(self, faults: deque[int]) -> int | None:
+        with self._lock:
+            return faults.popleft() if faults else None
+
+    def _check_token(self, token: str | None) -> int:
+        if not token:
+            return 41001
+        with self._lock:
+            expiry = self._tokens.get(token)
+        return 0 if expiry is not None and expiry > time.monotonic() else 42001
+
+    async def _delay(self) -> None:
+        if self.latency_s > 0:
+            await asyncio.sleep(self.latency_s)
+
+    async def _gettoken(self, request: Request) -> Response:
+        with self._lock:
+            self.gettoken_calls += 1
+        await self._delay()
+        if (fault := self._pop(self._gettoken_faults)) is not None:
+            return JSONResponse(error_body(fault))
+        if request.query_params.get("corpid") != self.corp_id:
+            return JSONResponse(error_body(40013))
+        if request.query_params.get("corpsecret") != self.corp_secret:
+            return JSONResponse(error_body(40001))
+        token = secrets.token_urlsafe(48)
+        now = time.monotonic()
+        with self._lock:
+            if len(self._tokens) > 1000:
+                self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}
+            self._tokens[token] = now + self.token_ttl_s
+        return JSONResponse({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": self.token_ttl_s})
+
+    def _validate_send(self, body: object) -> tuple[int, SentMessage | None]:
+        if not isinstance(body, dict):
+            return 47001, None
+        agentid = body.get("agentid")
+        if not isinstance(agentid, int) or isinstance(agentid, bool):
+            return 40056, None
+        if self.agent_id is not None and agentid != self.agent_id:
+            return 301002, None
+        touser = body.get("touser")
+        if not isinstance(touser, str) or not touser:
+            return 82001, None
+        msgtype = body.get("msgtype")
+        if msgtype not in SUPPORTED_MSGTYPES:
+            return 40008, None
+        section = body.get(msgtype)
+        content = section.get("content") if isinstance(section, dict) else None
+        if not isinstance(content, str) or not content:
+            return 44004, None
+        if len(content.encode()) > MAX_CONTENT_BYTES:
+            return 45002, None
+        return 0, SentMessage(touser, msgtype, content, agentid, time.time(), secrets.token_hex(16))
+
+    async def _send(self, request: Request) -> Response:
+        with self._lock:
+            self.send_calls += 1
+        await self._delay()
+        if (fault := self._pop(self._send_faults)) is not None:
+            return JSONResponse(error_body(fault))
+        if errcode := self._check_token(request.query_params.get("access_token")):
+            return JSONResponse(error_body(errcode))
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return JSONResponse(error_body(47001))
+        errcode, message = self._validate_send(body)
+        if message is None:
+            return JSONResponse(error_body(errcode))
+        with self._lock:
+            self._messages.append(message)
+        return JSONResponse({"errcode": 0, "errmsg": "ok", "invaliduser": "", "msgid": message.msgid})
+
+    async def _media_get(self, request: Request) -> Response:
+        await self._delay()
+        if errcode := self._check_token(request.query_params.get("access_token")):
+            return JSONResponse(error_body(errcode))
+        with self._lock:
+            media = self._media.get(request.query_params.get("media_id", ""))
+        if media is None:
+            return JSONResponse(error_body(40007))
+        disposition = f'attachment; filename="{media.filename}"'
+        return Response(media.data, media_type=media.content_type, headers={"Content-Disposition": disposition})
+
+    # -- control API -------------------------------------------------------------------------------
+
+    async def _ctl_messages(self, request: Request) -> Response:
+        msgs = self.messages_for(request.query_params.get("touser"))
+        return JSONResponse({"messages": [asdict(m) for m in msgs]})
+
+    async def _ctl_faults(self, request: Request) -> Response:
+        spec = json.loads(await request.body() or b"{}")
+        self.fail_next_sends(*(int(c) for c in spec.get("send_errcodes", [])))
+        self.fail_next_gettokens(*(int(c) for c in spec.get("gettoken_errcodes", [])))
+        if "latency_s" in spec:
+            self.latency_s = float(spec["latency_s"])
+        if spec.get("invalidate_tokens"):
+            self.invalidate_tokens()
+        return JSONResponse(self.stats())
+
+    async def _ctl_reset(self, request: Request) -> Response:
+        self.reset()
+        return JSONResponse(self.stats())
+
+    async def _ctl_stats(self, request: Request) -> Response:
+        return JSONResponse(self.stats())
+
+    async def _ctl_add_media(self, request: Request) -> Response:
+        media_id = request.path_params["media_id"]
+        content_type = request.headers.get("content-type", "application/octet-stream")
+        self.add_media(media_id, await request.body(), content_type, request.query_params.get("filename"))
+        return JSONResponse({"media_id": media_id})
+
+    def build_app(self) -> ASGIApp:
+        return Starlette(
+            routes=[
+                Route("/cgi-bin/gettoken", self._gettoken, methods=["GET"]),
+                Route("/cgi-bin/message/send", self._send, methods=["POST"]),
+                Route("/cgi-bin/media/get", self._media_get, methods=["GET"]),
+                Route("/_fake/messages", self._ctl_messages, methods=["GET"]),
+                Route("/_fake/faults", self._ctl_faults, methods=["POST"]),
+                Route("/_fake/reset", self._ctl_reset, methods=["POST"]),
+                Route("/_fake/stats", self._ctl_stats, methods=["GET"]),
+                Route("/_fake/media/{media_id}", self._ctl_add_media, methods=["POST"]),
+            ]
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = base_arg_parser("Fake WeCom API server")
+    parser.add_argument("--corp-id", default="wwfakecorp00000001")
+    parser.add_argument("--corp-secret", default="fake-secret")
+    parser.add_argument("--agent-id", type=int, default=None)
+    parser.add_argument("--token-ttl", type=int, default=7200)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every API call")
+    args = parser.parse_args(argv)
+    fake = FakeWeCom(
+        args.corp_id, args.corp_secret, agent_id=args.agent_id, token_ttl_s=args.token_ttl, latency_s=args.latency
+    )
+    serve_forever(fake.app, args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

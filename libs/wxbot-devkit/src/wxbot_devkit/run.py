@@ -1,0 +1,93 @@
+"""`make run` / `make demo`: the whole system in the foreground until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from wxbot_devkit.system import Stack, StackConfig
+
+# Demo credentials for the fake WeCom (the protocol document's test configuration).
+DEMO_WECOM = {
+    "WECOM_CORP_ID": "ww0123456789abcdef",
+    "WECOM_AGENT_ID": "1000002",
+    "WECOM_SECRET": "demo-secret",
+    "WECOM_TOKEN": "GatewayTestToken2024",
+    "WECOM_ENCODING_AES_KEY": "26kD8iXhY7SDqeoaZPZDJRZuf3NgJfcC3M9TTHSPjos",
+}
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    env = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+    fakes: list[object] = []
+    if args.with_fakes:
+        from wxbot_devkit.fakes.llm import FakeLLM
+        from wxbot_devkit.fakes.wecom import FakeWeCom
+
+        wecom = FakeWeCom(DEMO_WECOM["WECOM_CORP_ID"], DEMO_WECOM["WECOM_SECRET"])
+        llm = FakeLLM(latency_s=args.fake_llm_latency)
+        await wecom.start()
+        await llm.start()
+        fakes = [llm, wecom]
+        env.update({**DEMO_WECOM, "WECOM_API_BASE": wecom.base_url, "LLM_BASE_URL": f"{llm.base_url}/v1"})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    config = StackConfig(run_dir=Path(args.run_dir).resolve(), ports="default", extra_env=env, persist=True,
+                         echo=sys.stdout)
+    try:
+        async with Stack(config) as stack:
+            print(_banner(stack, args.with_fakes, fakes), flush=True)
+            waiter = asyncio.create_task(stop.wait())
+            watchers = [asyncio.create_task(_exited(r.child)) for r in stack.replicas]
+            done, _ = await asyncio.wait([waiter, *watchers], return_when=asyncio.FIRST_COMPLETED)
+            if waiter not in done:
+                print("a service exited unexpectedly: stopping everything", flush=True)
+            for task in [waiter, *watchers]:
+                task.cancel()
+            print("stopping…", flush=True)
+    finally:
+        for fake in fakes:
+            with contextlib.suppress(Exception):
+                await fake.stop()  # type: ignore[attr-defined]
+
+
+async def _exited(child: object) -> None:
+    while getattr(child, "returncode", None) is None:
+        await asyncio.sleep(0.5)
+
+
+def _banner(stack: Stack, with_fakes: bool, fakes: list[object]) -> str:
+    env = stack.env | stack.config.extra_env
+    lines = ["", "=" * 72, "wxbot is ready", ""]
+    lines.append(f"  WeCom callback URL   {stack.gateway_url}/wecom/callback")
+    for service, urls in stack.service_urls().items():
+        lines.append(f"  {service:<20} {urls[0]}/healthz  /readyz  /metrics")
+    lines.append(f"  NATS                 {stack.nats.url}   (data in {stack.nats.store_dir})")
+    lines.append(f"  Redis                {stack.redis.url}")
+    wecom = "fake WeCom at " + env.get("WECOM_API_BASE", "") if with_fakes else (
+        "configured" if env.get("WECOM_CORP_ID") else "NOT configured: set WECOM_* in .env (see README)")
+    llm = env.get("LLM_BASE_URL") or "none: answers say that no LLM is configured (set LLM_BASE_URL)"
+    lines += ["", f"  WeCom                {wecom}", f"  LLM                  {llm}"]
+    lines += ["", "  Send a message:      .venv/bin/python -m wxbot_devkit.say 'hello'"]
+    lines += [f"  {note}" for note in stack.notes]
+    lines += ["", "Ctrl-C stops everything.", "=" * 72, ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="wxbot-stack", description=__doc__)
+    parser.add_argument("--with-fakes", action="store_true", help="also run a fake WeCom API and a fake LLM")
+    parser.add_argument("--fake-llm-latency", type=float, default=0.3, help="seconds the fake LLM takes")
+    parser.add_argument("--run-dir", default=".run", help="where NATS and Redis keep their data")
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+    print("stopped", flush=True)

@@ -1,0 +1,153 @@
+"""The whole wxbot on one machine: NATS, Redis, topology, the four services as separate processes.
+
+`Stack` is used by `make run` (through `main`), by the end-to-end tests and by the benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Self, TextIO
+
+from wxbot_devkit.launch import Child, NatsServer, RedisServer, free_port, port_is_free
+
+SERVICES = ("context", "safety", "nlp", "gateway")  # start order: context serves the others
+DEFAULT_PORTS = {"gateway": 8080, "safety": 8081, "nlp": 8082, "context": 8083, "grpc": 50051,
+                 "nats": 4222, "redis": 6379}
+HTTP_PORT_VAR = {"gateway": "GATEWAY_PORT", "safety": "SAFETY_HTTP_PORT", "nlp": "NLP_HTTP_PORT",
+                 "context": "CONTEXT_HTTP_PORT"}
+
+
+@dataclass
+class StackConfig:
+    run_dir: Path
+    ports: Literal["default", "free"] = "free"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    replicas: dict[str, int] = field(default_factory=dict)
+    persist: bool = False  # keep Redis data across restarts (NATS always keeps its file store)
+    echo: TextIO | None = None  # where prefixed child output goes (tests: nowhere, but captured)
+    ready_timeout_s: float = 60.0
+
+
+@dataclass
+class Replica:
+    service: str
+    index: int
+    child: Child
+    http_port: int
+
+    @property
+    def ready_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/readyz"
+
+
+class Stack:
+    """Starts everything in order and stops it in reverse; an async context manager."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.env = {**os.environ, **config.extra_env}
+        self.notes: list[str] = []
+        self.nats = NatsServer(config.run_dir / "nats", self._port("nats", "NATS_PORT"), echo=config.echo)
+        self.redis = RedisServer(
+            config.run_dir / "redis", self._port("redis", "REDIS_PORT"), persist=config.persist, echo=config.echo
+        )
+        self.replicas: list[Replica] = []
+        self.grpc_ports: list[int] = []
+
+    def _port(self, name: str, var: str | None = None) -> int:
+        if var and self.env.get(var):
+            return int(self.env[var])
+        if self.config.ports == "free":
+            return free_port()
+        wanted = DEFAULT_PORTS[name]
+        if port_is_free(wanted):
+            return wanted
+        chosen = free_port()
+        self.notes.append(f"port {wanted} ({name}) is busy: using {chosen}")
+        return chosen
+
+    @property
+    def gateway_url(self) -> str:
+        return self.gateway_urls[0]
+
+    @property
+    def gateway_urls(self) -> list[str]:
+        host = self.env.get("GATEWAY_HOST", "127.0.0.1")
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        return [f"http://{host}:{r.http_port}" for r in self.replicas if r.service == "gateway"]
+
+    def service_urls(self) -> dict[str, list[str]]:
+        urls: dict[str, list[str]] = {}
+        for r in self.replicas:
+            urls.setdefault(r.service, []).append(f"http://127.0.0.1:{r.http_port}")
+        return urls
+
+    def logs(self, service: str) -> list[str]:
+        return [line for r in self.replicas if r.service == service for line in r.child.lines]
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.gather(self.nats.start(), self.redis.start())
+        base = {**self.env, "NATS_URL": self.nats.url, "REDIS_URL": self.redis.url}
+        await self._ensure_topology(base)
+        count = {s: max(1, self.config.replicas.get(s, 1)) for s in SERVICES}
+        self.grpc_ports = [
+            self._port("grpc", "CONTEXT_GRPC_PORT") if i == 0 else free_port() for i in range(count["context"])
+        ]
+        grpc_target = (
+            f"127.0.0.1:{self.grpc_ports[0]}"
+            if len(self.grpc_ports) == 1
+            else "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in self.grpc_ports)
+        )
+        base["CONTEXT_GRPC_ADDR"] = grpc_target
+        colour = 0
+        for service in SERVICES:
+            for i in range(count[service]):
+                port = self._port(service, HTTP_PORT_VAR[service]) if i == 0 else free_port()
+                env = {**base, HTTP_PORT_VAR[service]: str(port), "OTEL_SERVICE_NAME": service}
+                if service == "context":
+                    env["CONTEXT_GRPC_LISTEN"] = f"127.0.0.1:{self.grpc_ports[i]}"
+                name = service if count[service] == 1 else f"{service}-{i + 1}"
+                child = Child(name, [sys.executable, "-m", f"wxbot_{service}"], env=env,
+                              cwd=self.config.run_dir, echo=self.config.echo, colour=colour)
+                colour += 1
+                self.replicas.append(Replica(service, i, child, port))
+        first, rest = self.replicas[: count["context"]], self.replicas[count["context"] :]
+        await self._start_replicas(first)
+        await self._start_replicas(rest)
+
+    async def _start_replicas(self, replicas: list[Replica]) -> None:
+        for r in replicas:
+            await r.child.start()
+        await asyncio.gather(*(r.child.wait_http_ok(r.ready_url, self.config.ready_timeout_s) for r in replicas))
+
+    async def _ensure_topology(self, env: dict[str, str]) -> None:
+        child = Child("topology", [sys.executable, "-m", "wxbot_common.nats.topology", "ensure"], env=env,
+                      cwd=self.config.run_dir, echo=self.config.echo)
+        await child.start()
+        try:
+            code = await child.wait(timeout_s=60.0)
+        finally:
+            await child.stop(grace_s=1.0)
+        if code != 0:
+            raise RuntimeError(f"topology ensure failed ({code}):\n{child.tail()}")
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(r.child.stop() for r in reversed(self.replicas) if r.service != "context"))
+        await asyncio.gather(*(r.child.stop() for r in self.replicas if r.service == "context"))
+        await asyncio.gather(self.redis.stop(), self.nats.stop())

@@ -1,0 +1,50 @@
+"""Composition root of the gateway."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from redis.asyncio import Redis
+
+from wxbot_common.nats.topology import GATEWAY_DELIVERY
+from wxbot_common.ops import ops_routes
+from wxbot_common.runtime import ServiceRuntime
+from wxbot_gateway.callback import wecom_router
+from wxbot_gateway.delivery import ReplyDelivery
+from wxbot_gateway.metrics import GatewayMetrics
+from wxbot_gateway.settings import GatewaySettings
+from wxbot_gateway.wecom_api import WeComClient
+
+
+def build_http_app(settings: GatewaySettings, runtime: ServiceRuntime, metrics: GatewayMetrics) -> FastAPI:
+    app = FastAPI(title="wxbot gateway", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(wecom_router(settings, runtime.publisher, metrics))
+    app.router.routes.extend(ops_routes(runtime.readiness, runtime.registry))
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    return app
+
+
+async def main() -> None:
+    settings = GatewaySettings()
+    runtime = ServiceRuntime("gateway", settings)
+    await runtime.start()
+
+    metrics = GatewayMetrics(runtime.registry)
+    redis = Redis.from_url(settings.redis_url)
+    runtime.on_shutdown(redis.aclose)
+    http = httpx.AsyncClient(timeout=settings.wecom_timeout_s, limits=httpx.Limits(max_connections=200))
+    runtime.on_shutdown(http.aclose)
+    wecom = (
+        WeComClient(
+            http, redis, settings.wecom_api_base, settings.wecom_corp_id, settings.wecom_secret, settings.wecom_agent_id
+        )
+        if settings.wecom_configured and settings.wecom_secret
+        else None
+    )
+    runtime.readiness.set(
+        "wecom", True, "configured" if wecom else "not configured: set WECOM_* to receive and send messages"
+    )
+    runtime.consume(GATEWAY_DELIVERY, ReplyDelivery(wecom, redis, runtime.publisher, metrics).handle)
+    await runtime.serve_http(build_http_app(settings, runtime, metrics), settings.gateway_port, settings.gateway_host)
+    await runtime.run_until_stopped()

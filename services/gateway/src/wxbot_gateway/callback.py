@@ -1,0 +1,106 @@
+"""`GET`/`POST /wecom/callback`: verify, decrypt, publish, answer at once.
+
+The handler does no slow work (no WeCom API call, no LLM): WeCom retries any callback that takes
+over 5 s, and each retry would be a chance to answer twice. A bad request gets a 4xx and
+publishes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
+
+from wxbot_common.errors import TransientError
+from wxbot_common.logs import get_logger
+from wxbot_common.nats.publisher import EventPublisher
+from wxbot_gateway.inbound import received_from_wecom
+from wxbot_gateway.metrics import GatewayMetrics
+from wxbot_gateway.settings import GatewaySettings
+from wxbot_wecom.crypto import CallbackCrypto
+from wxbot_wecom.errors import SignatureError, WeComProtocolError
+from wxbot_wecom.messages import parse_envelope, parse_inbound
+
+CHANNEL = "wecom"
+
+
+class BodyTooLargeError(Exception):
+    pass
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def wecom_router(settings: GatewaySettings, publisher: EventPublisher, metrics: GatewayMetrics) -> APIRouter:
+    router = APIRouter()
+    log = get_logger("wxbot.gateway.callback")
+    crypto = (
+        CallbackCrypto(settings.wecom_token, settings.wecom_encoding_aes_key, settings.wecom_corp_id)
+        if settings.wecom_configured
+        else None
+    )
+
+    def reject(status: int, reason: str) -> Response:
+        metrics.callbacks.labels(CHANNEL, reason).inc()
+        return PlainTextResponse(reason, status_code=status)
+
+    @router.get("/wecom/callback")
+    async def verify_url(msg_signature: str = "", timestamp: str = "", nonce: str = "", echostr: str = "") -> Response:
+        if crypto is None:
+            return reject(503, "wecom_not_configured")
+        try:
+            echo = crypto.verify_url(msg_signature, timestamp, nonce, echostr)
+        except SignatureError:
+            return reject(403, "bad_signature")
+        except WeComProtocolError as exc:
+            return reject(400, exc.code)
+        metrics.callbacks.labels(CHANNEL, "url_verified").inc()
+        return PlainTextResponse(echo)
+
+    @router.post("/wecom/callback")
+    async def receive(request: Request, msg_signature: str = "", timestamp: str = "", nonce: str = "") -> Response:
+        if crypto is None:
+            return reject(503, "wecom_not_configured")
+        try:
+            body = await read_limited(request, settings.gateway_max_body_bytes)
+        except BodyTooLargeError:
+            return reject(413, "too_large")
+        window = settings.wecom_timestamp_window_s
+        if window and (not timestamp.isdigit() or abs(time.time() - int(timestamp)) > window):
+            return reject(403, "stale_timestamp")
+        try:
+            envelope = parse_envelope(body)
+            plain = crypto.verify_and_decrypt(msg_signature, timestamp, nonce, envelope.encrypt)
+            message = parse_inbound(plain)
+        except SignatureError:
+            return reject(403, "bad_signature")
+        except WeComProtocolError as exc:
+            return reject(400, exc.code)
+        if settings.wecom_agent_id and message.agent_id and message.agent_id != settings.wecom_agent_id:
+            return reject(403, "unknown_agent")
+        if message.msg_type == "event":
+            # Events need no answer at this depth; acknowledging stops WeCom's retries.
+            metrics.callbacks.labels(CHANNEL, "event_ignored").inc()
+            return Response(status_code=200)
+        event = received_from_wecom(message, settings.wecom_corp_id, settings.wecom_agent_id)
+        try:
+            ack = await publisher.publish(event)
+        except TransientError as exc:
+            log.error("publish_failed", error=str(exc))
+            return reject(503, "unavailable")  # WeCom retries; the event id keeps it one message
+        metrics.callbacks.labels(CHANNEL, "duplicate" if ack.duplicate else "accepted").inc()
+        return Response(status_code=200)
+
+    return router

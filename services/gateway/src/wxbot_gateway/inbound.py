@@ -1,0 +1,48 @@
+"""Turning a decrypted WeCom message into a MessageReceived event (pure)."""
+
+from __future__ import annotations
+
+from wxbot_common.ids import inbound_event_id, now_timestamp
+from wxbot_proto.events.v1 import events_pb2 as ev
+from wxbot_wecom.messages import InboundMessage, dedup_key
+
+KINDS = {
+    "text": ev.MESSAGE_KIND_TEXT,
+    "image": ev.MESSAGE_KIND_IMAGE,
+    "voice": ev.MESSAGE_KIND_VOICE,
+    "video": ev.MESSAGE_KIND_VIDEO,
+    "file": ev.MESSAGE_KIND_FILE,
+    "location": ev.MESSAGE_KIND_LOCATION,
+    "link": ev.MESSAGE_KIND_LINK,
+    "event": ev.MESSAGE_KIND_EVENT,
+}
+
+
+def wecom_conversation_id(corp_id: str, agent_id: str, user_id: str) -> str:
+    return f"wecom:{corp_id}:{agent_id}:user:{user_id}"
+
+
+def received_from_wecom(msg: InboundMessage, corp_id: str, agent_id: str) -> ev.MessageReceived:
+    """One event per WeCom message: the id comes from MsgId (events: sender+time+event)."""
+    agent = msg.agent_id or agent_id
+    event = ev.MessageReceived(
+        provider_msg_id=msg.msg_id or "",
+        kind=KINDS.get(msg.msg_type, ev.MESSAGE_KIND_UNSPECIFIED),
+        text=msg.content or "",
+        media_id=msg.media_id or "",
+    )
+    event.meta.event_id = inbound_event_id("wecom", f"{corp_id}:{agent}", dedup_key(msg))
+    event.meta.conversation_id = wecom_conversation_id(corp_id, agent, msg.from_user_name)
+    event.meta.correlation_id = event.meta.event_id
+    event.meta.channel = ev.CHANNEL_WECOM_APP
+    event.meta.occurred_at.CopyFrom(now_timestamp())
+    event.reply_to.corp_id = corp_id
+    event.reply_to.agent_id = agent
+    event.reply_to.user_id = msg.from_user_name
+    for key, value in msg.fields.items():
+        event.attributes[key] = value
+    if msg.event:
+        event.attributes["Event"] = msg.event
+    if msg.event_key:
+        event.attributes["EventKey"] = msg.event_key
+    return event

@@ -1,0 +1,27 @@
+"""Settings of the gateway (environment variables, then `.env`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from wxbot_common.settings import CommonSettings
+
+
+class GatewaySettings(CommonSettings):
+    gateway_host: str = Field("127.0.0.1", description="HTTP listener address (0.0.0.0 in containers)")
+    gateway_port: int = Field(8080, description="HTTP port: callbacks, /healthz, /readyz, /metrics")
+    wecom_corp_id: str = Field("", description="CorpID (ww…): the receive id of the callback crypto")
+    wecom_agent_id: str = Field("", description="AgentID of the self-built app")
+    wecom_secret: str = Field("", description="Secret of the app, for gettoken")
+    wecom_token: str = Field("", description="callback Token (signature)")
+    wecom_encoding_aes_key: str = Field("", description="callback EncodingAESKey (43 characters)")
+    wecom_api_base: str = Field("https://qyapi.weixin.qq.com", description="WeCom API base URL")
+    wecom_timeout_s: float = Field(10.0, description="timeout of one WeCom API call")
+    gateway_max_body_bytes: int = Field(64 * 1024, description="larger callback bodies get 413")
+    wecom_timestamp_window_s: int = Field(
+        600, description="POST callbacks whose timestamp is further than this from now get 403 (0 = off)"
+    )
+
+    @property
+    def wecom_configured(self) -> bool:
+        return all((self.wecom_corp_id, self.wecom_token, self.wecom_encoding_aes_key))
