@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import uvloop
 
 from bench.report import Results
 from wxbot_devkit.fakes.llm import FakeLLM
@@ -179,4 +180,4 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", type=float, default=3.0, help="seconds without messages before counting duplicates")
     parser.add_argument("--replicas", nargs="*", help="service=count, e.g. nlp=2 safety=2")
     args = parser.parse_args(argv)
-    print(asyncio.run(run(args)).render())
+    print(uvloop.run(run(args)).render())

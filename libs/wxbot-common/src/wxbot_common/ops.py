@@ -85,6 +85,7 @@ class HttpServer:
             log_config=None,
             access_log=False,
             lifespan="off",
+            http="httptools",
             limit_concurrency=limit_concurrency,
             timeout_graceful_shutdown=5,
         )

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
+import uvloop
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from opentelemetry import trace
@@ -28,6 +30,12 @@ from wxbot_common.settings import CommonSettings
 from wxbot_common.telemetry import Telemetry, setup_telemetry
 
 ShutdownHook = Callable[[], Awaitable[None]]
+
+
+def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Entry point of every service process: `main()` on a uvloop event loop (about twice
+    as fast as the default loop for this socket-bound work)."""
+    uvloop.run(main())
 
 
 class ServiceRuntime:

@@ -100,7 +100,9 @@ class Child:
         self.env = dict(env) if env is not None else dict(os.environ)
         self.cwd = cwd
         self._echo = echo
-        self._prefix = f"{COLOURS[colour % len(COLOURS)]}{name:<9}|{RESET} " if echo and echo.isatty() else f"{name:<9}| "
+        self._prefix = (
+            f"{COLOURS[colour % len(COLOURS)]}{name:<9}|{RESET} " if echo and echo.isatty() else f"{name:<9}| "
+        )
         self.lines: deque[str] = deque(maxlen=keep_lines)
         self._proc: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -156,6 +158,11 @@ class Child:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{self.name} not ready at {url} after {timeout_s:.0f} s:\n{self.tail()}")
                 await asyncio.sleep(0.1)
+
+    async def exited(self) -> int:
+        """Wait, without limit, until the process exits; its return code."""
+        assert self._proc is not None, "start() first"
+        return await self._proc.wait()
 
     async def wait(self, timeout_s: float) -> int:
         """Wait for the process to exit on its own; its return code."""
@@ -236,8 +243,21 @@ class RedisServer:
     def __init__(self, data_dir: Path, port: int = 0, persist: bool = False, echo: TextIO | None = None) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
-        argv = [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-                "--save", "", "--appendonly", "yes" if persist else "no", "--protected-mode", "no"]
+        argv = [
+            find_redis_server(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if persist else "no",
+            "--protected-mode",
+            "no",
+        ]
         self.child = Child("redis", argv, echo=echo, colour=7)
 
     @property

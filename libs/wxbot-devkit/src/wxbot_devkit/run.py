@@ -23,7 +23,7 @@ DEMO_WECOM = {
 }
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace, run_dir: Path) -> None:
     env = {k: v for k, v in dotenv_values(".env").items() if v is not None}
     fakes: list[object] = []
     if args.with_fakes:
@@ -40,13 +40,12 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    config = StackConfig(run_dir=Path(args.run_dir).resolve(), ports="default", extra_env=env, persist=True,
-                         echo=sys.stdout)
+    config = StackConfig(run_dir=run_dir, ports="default", extra_env=env, persist=True, echo=sys.stdout)
     try:
         async with Stack(config) as stack:
             print(_banner(stack, args.with_fakes, fakes), flush=True)
             waiter = asyncio.create_task(stop.wait())
-            watchers = [asyncio.create_task(_exited(r.child)) for r in stack.replicas]
+            watchers = [asyncio.create_task(r.child.exited()) for r in stack.replicas]
             done, _ = await asyncio.wait([waiter, *watchers], return_when=asyncio.FIRST_COMPLETED)
             if waiter not in done:
                 print("a service exited unexpectedly: stopping everything", flush=True)
@@ -59,11 +58,6 @@ async def _serve(args: argparse.Namespace) -> None:
                 await fake.stop()  # type: ignore[attr-defined]
 
 
-async def _exited(child: object) -> None:
-    while getattr(child, "returncode", None) is None:
-        await asyncio.sleep(0.5)
-
-
 def _banner(stack: Stack, with_fakes: bool, fakes: list[object]) -> str:
     env = stack.env | stack.config.extra_env
     lines = ["", "=" * 72, "wxbot is ready", ""]
@@ -72,8 +66,11 @@ def _banner(stack: Stack, with_fakes: bool, fakes: list[object]) -> str:
         lines.append(f"  {service:<20} {urls[0]}/healthz  /readyz  /metrics")
     lines.append(f"  NATS                 {stack.nats.url}   (data in {stack.nats.store_dir})")
     lines.append(f"  Redis                {stack.redis.url}")
-    wecom = "fake WeCom at " + env.get("WECOM_API_BASE", "") if with_fakes else (
-        "configured" if env.get("WECOM_CORP_ID") else "NOT configured: set WECOM_* in .env (see README)")
+    wecom = (
+        "fake WeCom at " + env.get("WECOM_API_BASE", "")
+        if with_fakes
+        else ("configured" if env.get("WECOM_CORP_ID") else "NOT configured: set WECOM_* in .env (see README)")
+    )
     llm = env.get("LLM_BASE_URL") or "none: answers say that no LLM is configured (set LLM_BASE_URL)"
     lines += ["", f"  WeCom                {wecom}", f"  LLM                  {llm}"]
     lines += ["", "  Send a message:      .venv/bin/python -m wxbot_devkit.say 'hello'"]
@@ -89,5 +86,5 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-dir", default=".run", help="where NATS and Redis keep their data")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
+        asyncio.run(_serve(args, Path(args.run_dir).resolve()))
     print("stopped", flush=True)

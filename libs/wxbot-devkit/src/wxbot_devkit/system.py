@@ -15,10 +15,21 @@ from typing import Literal, Self, TextIO
 from wxbot_devkit.launch import Child, NatsServer, RedisServer, free_port, port_is_free
 
 SERVICES = ("context", "safety", "nlp", "gateway")  # start order: context serves the others
-DEFAULT_PORTS = {"gateway": 8080, "safety": 8081, "nlp": 8082, "context": 8083, "grpc": 50051,
-                 "nats": 4222, "redis": 6379}
-HTTP_PORT_VAR = {"gateway": "GATEWAY_PORT", "safety": "SAFETY_HTTP_PORT", "nlp": "NLP_HTTP_PORT",
-                 "context": "CONTEXT_HTTP_PORT"}
+DEFAULT_PORTS = {
+    "gateway": 8080,
+    "safety": 8081,
+    "nlp": 8082,
+    "context": 8083,
+    "grpc": 50051,
+    "nats": 4222,
+    "redis": 6379,
+}
+HTTP_PORT_VAR = {
+    "gateway": "GATEWAY_PORT",
+    "safety": "SAFETY_HTTP_PORT",
+    "nlp": "NLP_HTTP_PORT",
+    "context": "CONTEXT_HTTP_PORT",
+}
 
 
 @dataclass
@@ -123,8 +134,14 @@ class Stack:
                 if service == "context":
                     env["CONTEXT_GRPC_LISTEN"] = f"127.0.0.1:{self.grpc_ports[i]}"
                 name = service if count[service] == 1 else f"{service}-{i + 1}"
-                child = Child(name, [sys.executable, "-m", f"wxbot_{service}"], env=env,
-                              cwd=self.config.run_dir, echo=self.config.echo, colour=colour)
+                child = Child(
+                    name,
+                    [sys.executable, "-m", f"wxbot_{service}"],
+                    env=env,
+                    cwd=self.config.run_dir,
+                    echo=self.config.echo,
+                    colour=colour,
+                )
                 colour += 1
                 self.replicas.append(Replica(service, i, child, port))
         first, rest = self.replicas[: count["context"]], self.replicas[count["context"] :]
@@ -137,8 +154,13 @@ class Stack:
         await asyncio.gather(*(r.child.wait_http_ok(r.ready_url, self.config.ready_timeout_s) for r in replicas))
 
     async def _ensure_topology(self, env: dict[str, str]) -> None:
-        child = Child("topology", [sys.executable, "-m", "wxbot_common.nats.topology", "ensure"], env=env,
-                      cwd=self.config.run_dir, echo=self.config.echo)
+        child = Child(
+            "topology",
+            [sys.executable, "-m", "wxbot_common.nats.topology", "ensure"],
+            env=env,
+            cwd=self.config.run_dir,
+            echo=self.config.echo,
+        )
         await child.start()
         try:
             code = await child.wait(timeout_s=60.0)

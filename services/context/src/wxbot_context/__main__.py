@@ -1,12 +1,11 @@
 """`python -m wxbot_context`: run the context service."""
 
-import asyncio
-
+from wxbot_common.runtime import run_service
 from wxbot_context.app import main
 
 
 def run() -> None:
-    asyncio.run(main())
+    run_service(main)
 
 
 if __name__ == "__main__":

@@ -152,8 +152,7 @@ class Projector:
         meta = meta_of(event)
         origin = meta.origin_sequence or seq  # a MessageReceived is its own origin
         change = change_for(kind, event, origin)
-        if change is None:
-            await self._store.advance_position(seq)
+        if change is None:  # the stored position catches up with the next applied event
             self._watermark.advance(seq, None)
             self._metrics.applied.labels(kind.name.lower(), "ignored").inc()
             return

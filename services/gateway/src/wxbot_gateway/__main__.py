@@ -1,12 +1,11 @@
-"""`python -m wxbot_gateway`: run the gateway."""
+"""`python -m wxbot_gateway`: run the gateway service."""
 
-import asyncio
-
+from wxbot_common.runtime import run_service
 from wxbot_gateway.app import main
 
 
 def run() -> None:
-    asyncio.run(main())
+    run_service(main)
 
 
 if __name__ == "__main__":

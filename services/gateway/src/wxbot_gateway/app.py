@@ -21,7 +21,7 @@ def build_http_app(settings: GatewaySettings, runtime: ServiceRuntime, metrics: 
     app = FastAPI(title="wxbot gateway", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(wecom_router(settings, runtime.publisher, metrics))
     app.router.routes.extend(ops_routes(runtime.readiness, runtime.registry))
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"])
     return app
 
 

@@ -1,12 +1,11 @@
 """`python -m wxbot_safety`: run the safety service."""
 
-import asyncio
-
+from wxbot_common.runtime import run_service
 from wxbot_safety.app import main
 
 
 def run() -> None:
-    asyncio.run(main())
+    run_service(main)
 
 
 if __name__ == "__main__":

@@ -165,7 +165,7 @@ class ConsumerLoop:
         ) as span:
             if delivered > 1:
                 self._metrics.redeliveries.labels(self._spec.durable).inc()
-            heartbeat = asyncio.create_task(self._heartbeat(msg))
+            heartbeat = asyncio.create_task(self._heartbeat(msg)) if self._spec.heartbeat else None
             try:
                 kind = EventKind.from_subject(msg.subject)
                 kind_label = kind.name.lower()
@@ -193,7 +193,8 @@ class ConsumerLoop:
                 await msg.ack()
                 self._metrics.outcomes.labels(self._spec.durable, kind_label, "ack").inc()
             finally:
-                heartbeat.cancel()
+                if heartbeat is not None:
+                    heartbeat.cancel()
                 self._metrics.duration.labels(self._spec.durable, kind_label).observe(time.perf_counter() - started)
 
     async def _heartbeat(self, msg: Msg) -> None:

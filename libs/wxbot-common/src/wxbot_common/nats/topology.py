@@ -37,6 +37,7 @@ class ConsumerSpec:
     max_deliver: int = 6
     max_ack_pending: int = 2000
     description: str = ""
+    heartbeat: bool = False  # send in_progress() during long handlers (LLM calls)
 
     @property
     def filter_subjects(self) -> list[str]:
@@ -69,6 +70,7 @@ NLP_DRAFTER = ConsumerSpec(
     (EventKind.ACCEPTED,),
     ack_wait_s=60.0,
     max_deliver=5,
+    heartbeat=True,
     description="nlp: draft an answer for each accepted message",
 )
 GATEWAY_DELIVERY = ConsumerSpec(
