@@ -43,6 +43,7 @@ async def _serve(args: argparse.Namespace, run_dir: Path) -> None:
     config = StackConfig(run_dir=run_dir, ports="default", extra_env=env, persist=True, echo=sys.stdout)
     try:
         async with Stack(config) as stack:
+            _write_stack_env(stack, run_dir / "stack.env")
             print(_banner(stack, args.with_fakes, fakes), flush=True)
             waiter = asyncio.create_task(stop.wait())
             watchers = [asyncio.create_task(r.child.exited()) for r in stack.replicas]
@@ -56,6 +57,17 @@ async def _serve(args: argparse.Namespace, run_dir: Path) -> None:
         for fake in fakes:
             with contextlib.suppress(Exception):
                 await fake.stop()  # type: ignore[attr-defined]
+
+
+SAY_KEYS = ("WECOM_CORP_ID", "WECOM_AGENT_ID", "WECOM_TOKEN", "WECOM_ENCODING_AES_KEY", "WECOM_API_BASE")
+
+
+def _write_stack_env(stack: Stack, path: Path) -> None:
+    """What `wxbot_devkit.say` needs to talk to this stack (owner-only: it holds the callback key)."""
+    env = stack.env | stack.config.extra_env
+    lines = [f"GATEWAY_URL={stack.gateway_url}"] + [f"{k}={env[k]}" for k in SAY_KEYS if env.get(k)]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
 
 
 def _banner(stack: Stack, with_fakes: bool, fakes: list[object]) -> str:

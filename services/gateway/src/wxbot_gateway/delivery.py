@@ -11,8 +11,9 @@ from google.protobuf.message import Message
 from redis.asyncio import Redis
 
 from wxbot_common.errors import TransientError
-from wxbot_common.ids import derived_event_id, now_timestamp, user_hash
+from wxbot_common.ids import user_hash
 from wxbot_common.logs import get_logger
+from wxbot_common.meta import derive_meta
 from wxbot_common.nats.consumer import Delivery
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import meta_of
@@ -70,20 +71,10 @@ class ReplyDelivery:
             return
         self._metrics.deliveries.labels("wecom", "sent", "0").inc()
         sent = ev.ReplySent(parts=len(msgids), provider_msg_ids=msgids)
-        _derive(sent.meta, meta, "sent")
+        derive_meta(sent.meta, meta, "gateway", "sent")
         await self._publisher.publish(sent)
 
     async def _failed(self, meta: ev.EventMeta, errcode: int, error: str, retryable: bool) -> None:
         failed = ev.ReplyFailed(errcode=errcode, error=error[:500], retryable=retryable)
-        _derive(failed.meta, meta, "failed")
+        derive_meta(failed.meta, meta, "gateway", "failed")
         await self._publisher.publish(failed)
-
-
-def _derive(out: ev.EventMeta, src: ev.EventMeta, kind: str) -> None:
-    out.event_id = derived_event_id("gateway", src.event_id, kind)
-    out.conversation_id = src.conversation_id
-    out.causation_id = src.event_id
-    out.correlation_id = src.correlation_id
-    out.channel = src.channel
-    out.origin_sequence = src.origin_sequence
-    out.occurred_at.CopyFrom(now_timestamp())

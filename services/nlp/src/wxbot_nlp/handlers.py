@@ -8,8 +8,8 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from wxbot_common.errors import PermanentError, TransientError
-from wxbot_common.ids import derived_event_id, now_timestamp
 from wxbot_common.logs import get_logger
+from wxbot_common.meta import derive_meta
 from wxbot_common.nats.consumer import Delivery
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_nlp.drafting import (
@@ -130,7 +130,7 @@ class Drafter:
 
     async def _publish_reset(self, accepted: ev.InboundAccepted) -> None:
         reset = ev.ConversationReset()
-        _derive_meta(reset.meta, accepted.meta, "reset")
+        derive_meta(reset.meta, accepted.meta, "nlp", "reset")
         await self._publisher.publish(reset)
 
     async def _draft(
@@ -145,16 +145,6 @@ class Drafter:
             drafted.model = completion.model
             drafted.prompt_tokens = completion.prompt_tokens
             drafted.completion_tokens = completion.completion_tokens
-        _derive_meta(drafted.meta, accepted.meta, "drafted")
+        derive_meta(drafted.meta, accepted.meta, "nlp", "drafted")
         await self._publisher.publish(drafted)
         self._metrics.replies.labels(ev.ReplySource.Name(source).removeprefix("REPLY_SOURCE_").lower()).inc()
-
-
-def _derive_meta(out: ev.EventMeta, src: ev.EventMeta, kind: str) -> None:
-    out.event_id = derived_event_id("nlp", src.event_id, kind)
-    out.conversation_id = src.conversation_id
-    out.causation_id = src.event_id
-    out.correlation_id = src.correlation_id or src.event_id
-    out.channel = src.channel
-    out.origin_sequence = src.origin_sequence
-    out.occurred_at.CopyFrom(now_timestamp())

@@ -6,8 +6,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from redis.exceptions import RedisError
 
 from wxbot_common.errors import TransientError
-from wxbot_common.ids import derived_event_id, now_timestamp, user_hash
+from wxbot_common.ids import user_hash
 from wxbot_common.logs import get_logger
+from wxbot_common.meta import derive_meta
 from wxbot_common.nats.consumer import Delivery
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_proto.events.v1 import events_pb2 as ev
@@ -31,16 +32,6 @@ class SafetyMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
             registry=registry,
         )
-
-
-def _meta(out: ev.EventMeta, src: ev.EventMeta, kind: str, origin_seq: int) -> None:
-    out.event_id = derived_event_id("safety", src.event_id, kind)
-    out.conversation_id = src.conversation_id
-    out.causation_id = src.event_id
-    out.correlation_id = src.correlation_id or src.event_id
-    out.channel = src.channel
-    out.origin_sequence = origin_seq
-    out.occurred_at.CopyFrom(now_timestamp())
 
 
 class SafetyStages:
@@ -72,11 +63,11 @@ class SafetyStages:
         origin = delivery.stream_sequence
         if verdict.allowed:
             accepted = ev.InboundAccepted(message=received)
-            _meta(accepted.meta, received.meta, "accepted", origin)
+            derive_meta(accepted.meta, received.meta, "safety", "accepted", origin)
             await self._publisher.publish(accepted)
         else:
             blocked = ev.InboundBlocked(reply_to=received.reply_to, reason=verdict.reason, notice=verdict.notice)
-            _meta(blocked.meta, received.meta, "blocked", origin)
+            derive_meta(blocked.meta, received.meta, "safety", "blocked", origin)
             await self._publisher.publish(blocked)
             self._log.info("inbound_blocked", reason=verdict.reason, user=user_hash(received.reply_to.user_id))
         self._metrics.decisions.labels(
@@ -91,6 +82,6 @@ class SafetyStages:
         approved = ev.ReplyApproved(
             reply_to=drafted.reply_to, text=verdict.text, source=drafted.source, masked=verdict.masked
         )
-        _meta(approved.meta, drafted.meta, "approved", drafted.meta.origin_sequence)
+        derive_meta(approved.meta, drafted.meta, "safety", "approved", drafted.meta.origin_sequence)
         await self._publisher.publish(approved)
         self._metrics.decisions.labels("outbound", "approved", "masked" if verdict.masked else "ok").inc()
