@@ -13,8 +13,10 @@ from wxbot_common.runtime import ServiceRuntime
 from wxbot_gateway.callback import wecom_router
 from wxbot_gateway.delivery import ReplyDelivery
 from wxbot_gateway.metrics import GatewayMetrics
+from wxbot_gateway.senders import ReplySender, WeComAppSender
 from wxbot_gateway.settings import GatewaySettings
 from wxbot_gateway.wecom_api import WeComClient
+from wxbot_proto.events.v1 import events_pb2 as ev
 
 
 def build_http_app(settings: GatewaySettings, runtime: ServiceRuntime, metrics: GatewayMetrics) -> FastAPI:
@@ -45,6 +47,9 @@ async def main() -> None:
     runtime.readiness.set(
         "wecom", True, "configured" if wecom else "not configured: set WECOM_* to receive and send messages"
     )
-    runtime.consume(GATEWAY_DELIVERY, ReplyDelivery(wecom, redis, runtime.publisher, metrics).handle)
+    senders: dict[int, ReplySender] = {}
+    if wecom is not None:
+        senders[ev.CHANNEL_WECOM_APP] = WeComAppSender(wecom)
+    runtime.consume(GATEWAY_DELIVERY, ReplyDelivery(senders, redis, runtime.publisher, metrics).handle)
     await runtime.serve_http(build_http_app(settings, runtime, metrics), settings.gateway_port, settings.gateway_host)
     await runtime.run_until_stopped()

@@ -1,11 +1,14 @@
 """Delivering approved replies and notices to users, once each.
 
-Each reply is claimed in Redis before the send (SET NX): a redelivered event finds the claim and
-sends nothing. A transient failure releases the claim so the retry can send; a crash between
-claim and send therefore loses that one reply rather than sending it twice.
+Each part of a reply is claimed in Redis before it is sent (SET NX): a redelivered event finds
+the claims of the parts already sent and sends only the rest. A transient failure releases the
+claim of the failing part so the retry can send it; a crash between claim and send therefore
+loses that one part rather than sending it twice.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from google.protobuf.message import Message
 from redis.asyncio import Redis
@@ -18,7 +21,8 @@ from wxbot_common.nats.consumer import Delivery
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import meta_of
 from wxbot_gateway.metrics import GatewayMetrics
-from wxbot_gateway.wecom_api import BAD_SECRET, WeComApiError, WeComClient
+from wxbot_gateway.senders import ReplySender
+from wxbot_gateway.wecom_api import BAD_SECRET, WeComApiError
 from wxbot_proto.events.v1 import events_pb2 as ev
 
 CLAIM_TTL_S = 24 * 3600
@@ -34,9 +38,13 @@ def _reply_of(event: Message) -> tuple[ev.ReplyAddress, str]:
 
 class ReplyDelivery:
     def __init__(
-        self, wecom: WeComClient | None, redis: Redis, publisher: EventPublisher, metrics: GatewayMetrics
+        self,
+        senders: Mapping[int, ReplySender],
+        redis: Redis,
+        publisher: EventPublisher,
+        metrics: GatewayMetrics,
     ) -> None:
-        self._wecom = wecom
+        self._senders = senders
         self._redis = redis
         self._publisher = publisher
         self._metrics = metrics
@@ -48,28 +56,37 @@ class ReplyDelivery:
         address, text = _reply_of(event)
         if not text:
             return  # a notice-less block: the user is deliberately told nothing
-        if self._wecom is None or meta.channel != ev.CHANNEL_WECOM_APP:
-            self._metrics.deliveries.labels("wecom", "no_channel", "").inc()
-            await self._failed(meta, 0, "channel not configured in this gateway", retryable=False)
+        sender = self._senders.get(meta.channel)
+        channel = ev.Channel.Name(meta.channel).removeprefix("CHANNEL_").lower()
+        if sender is None:
+            self._metrics.deliveries.labels(channel, "no_channel", "").inc()
+            await self._failed(meta, 0, f"channel {channel} not configured in this gateway", retryable=False)
             return
-        claim = f"wxbot:gateway:delivery:{meta.event_id}"
-        if not await self._redis.set(claim, "1", nx=True, ex=CLAIM_TTL_S):
-            self._metrics.deliveries.labels("wecom", "already_sent", "").inc()
-            return
+        msgids: list[str] = []
         try:
-            msgids = await self._wecom.send_text(address.user_id, text)
+            for index, part in enumerate(sender.split(text)):
+                claim = f"wxbot:gateway:delivery:{meta.event_id}:{index}"
+                if not await self._redis.set(claim, "1", nx=True, ex=CLAIM_TTL_S):
+                    continue  # sent by an earlier delivery of this event
+                try:
+                    msgids.append(await sender.send_part(address, part))
+                except TransientError:
+                    await self._redis.delete(claim)
+                    raise
         except TransientError:
-            await self._redis.delete(claim)
-            self._metrics.deliveries.labels("wecom", "retry", "").inc()
+            self._metrics.deliveries.labels(sender.name, "retry", "").inc()
             raise
         except WeComApiError as exc:
-            self._metrics.deliveries.labels("wecom", "failed", str(exc.errcode)).inc()
+            self._metrics.deliveries.labels(sender.name, "failed", str(exc.errcode)).inc()
             if exc.errcode == BAD_SECRET:
                 self._log.error("wecom_config_error", errcode=exc.errcode)
             self._log.warning("delivery_failed", errcode=exc.errcode, user=user_hash(address.user_id))
             await self._failed(meta, exc.errcode, str(exc), retryable=False)
             return
-        self._metrics.deliveries.labels("wecom", "sent", "0").inc()
+        if not msgids:
+            self._metrics.deliveries.labels(sender.name, "already_sent", "").inc()
+            return
+        self._metrics.deliveries.labels(sender.name, "sent", "0").inc()
         sent = ev.ReplySent(parts=len(msgids), provider_msg_ids=msgids)
         derive_meta(sent.meta, meta, "gateway", "sent")
         await self._publisher.publish(sent)

@@ -15,7 +15,6 @@ from redis.asyncio import Redis
 
 from wxbot_common.errors import TransientError
 from wxbot_common.logs import get_logger
-from wxbot_gateway.text_split import split_utf8
 
 TOKEN_EXPIRED = {40014, 42001}  # invalid / expired access_token: refresh once, retry once
 RETRY_LATER = {-1, 45009, 45033}  # busy, frequency limit, concurrency limit
@@ -79,13 +78,10 @@ class WeComClient:
     async def _drop_token(self, token: str) -> None:
         await self._redis.eval(_DELETE_IF_EQUAL, 1, self._key, token)
 
-    async def send_text(self, user_id: str, content: str) -> list[str]:
-        """Send `content` to one member, split into ordered parts of ≤ 2048 bytes; their msgids."""
-        msgids = []
-        for part in split_utf8(content):
-            body = {"touser": user_id, "msgtype": "text", "agentid": self._agent_id, "text": {"content": part}}
-            msgids.append(await self._send(body))
-        return msgids
+    async def send_part(self, user_id: str, content: str) -> str:
+        """Send one text (≤ 2048 bytes) to one member; its msgid."""
+        body = {"touser": user_id, "msgtype": "text", "agentid": self._agent_id, "text": {"content": content}}
+        return await self._send(body)
 
     async def _send(self, body: dict[str, Any]) -> str:
         for attempt in (1, 2):

@@ -1,0 +1,43 @@
+"""How a reply reaches a user on one channel: split into parts, then send each part.
+
+Delivery (`wxbot_gateway.delivery`) is channel-agnostic: it claims each part once in Redis and
+asks the channel's sender to send it. A new channel is one `ReplySender` registered in the
+composition root.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from wxbot_gateway.text_split import split_utf8
+from wxbot_gateway.wecom_api import WeComClient
+from wxbot_proto.events.v1 import events_pb2 as ev
+
+
+class ReplySender(Protocol):
+    """One channel's outbound side. Raise TransientError to retry later, WeComApiError-like errors to fail."""
+
+    name: str  # metric label
+
+    def split(self, text: str) -> list[str]:
+        """The ordered parts `text` is sent as (each within the channel's size limit)."""
+        ...
+
+    async def send_part(self, address: ev.ReplyAddress, part: str) -> str:
+        """Send one part; the provider's message id ("" when it has none)."""
+        ...
+
+
+class WeComAppSender:
+    """WeCom self-built app: `message/send`, text parts of ≤ 2048 bytes."""
+
+    name = "wecom"
+
+    def __init__(self, client: WeComClient) -> None:
+        self._client = client
+
+    def split(self, text: str) -> list[str]:
+        return split_utf8(text)
+
+    async def send_part(self, address: ev.ReplyAddress, part: str) -> str:
+        return await self._client.send_part(address.user_id, part)
