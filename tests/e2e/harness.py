@@ -5,15 +5,18 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import httpx
 
-from wxbot_devkit.fakes.llm import ChatRequest, FakeLLM
+from wxbot_devkit.fakes.llm import ChatRequest, FakeLLM, ReplyFn
 from wxbot_devkit.fakes.wecom import FakeWeCom
-from wxbot_devkit.otlp_sink import OtlpSink
-from wxbot_devkit.system import Stack
+from wxbot_devkit.otlp_sink import OtlpSink, SpanRecord
+from wxbot_devkit.system import Stack, StackConfig
 from wxbot_wecom.crypto import CallbackCrypto
 from wxbot_wecom.messages import build_inner_text_xml
 
@@ -26,6 +29,69 @@ LLM_KEY = "sk-e2e"
 def llm_reply(request: ChatRequest) -> str:
     """Deterministic answers that show what the model was given."""
     return f"LLM says: {request.last_user_message} (saw {len(request.messages)} messages)"
+
+
+def wecom_env(wecom: FakeWeCom, llm: FakeLLM) -> dict[str, str]:
+    """The variables that point a stack at the fakes, with the protocol document's test app."""
+    return {
+        "WECOM_CORP_ID": CONFIG["corpid"],
+        "WECOM_AGENT_ID": CONFIG["agentid"],
+        "WECOM_SECRET": SECRET,
+        "WECOM_TOKEN": CONFIG["token"],
+        "WECOM_ENCODING_AES_KEY": CONFIG["encoding_aes_key"],
+        "WECOM_API_BASE": wecom.base_url,
+        "LLM_BASE_URL": f"{llm.base_url}/v1",
+        "LLM_API_KEY": LLM_KEY,
+        "LLM_MODEL": "fake-model",
+        "SAFETY_RATE_PER_MINUTE": "1000",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+
+
+@asynccontextmanager
+async def running_world(
+    run_dir: Path,
+    env: dict[str, str] | None = None,
+    replicas: dict[str, int] | None = None,
+    reply: ReplyFn = llm_reply,
+    otlp_protocol: Literal["grpc", "http/protobuf"] = "http/protobuf",
+) -> AsyncIterator[World]:
+    """Fakes plus a whole stack pointed at them; `env` overrides or adds variables."""
+    wecom = FakeWeCom(corp_id=CONFIG["corpid"], corp_secret=SECRET)
+    llm = FakeLLM(api_key=LLM_KEY, reply=reply)
+    sink = OtlpSink()
+    await wecom.start()
+    await llm.start()
+    await sink.start()
+    full_env = {**wecom_env(wecom, llm), **sink.otel_env(otlp_protocol), **(env or {})}
+    stack = Stack(StackConfig(run_dir=run_dir, ports="free", extra_env=full_env, replicas=replicas or {}))
+    try:
+        async with stack:
+            yield World(stack, wecom, llm, sink)
+    finally:
+        await sink.stop()
+        await llm.stop()
+        await wecom.stop()
+
+
+TRACED_SERVICES = {"gateway", "safety", "nlp", "context"}
+
+
+def find_message_trace(spans: list[SpanRecord]) -> list[SpanRecord] | None:
+    """The spans of a callback's trace once it covers all four services and the WeCom send, else None."""
+    roots = [
+        s
+        for s in spans
+        if s.service_name == "gateway" and s.kind == "SERVER" and not s.parent_span_id and "POST" in s.name
+    ]
+    for root in roots:
+        trace = [s for s in spans if s.trace_id == root.trace_id]
+        sent = any(
+            s.kind == "CLIENT" and s.service_name == "gateway" and "message/send" in str(s.attributes) for s in trace
+        )
+        if {s.service_name for s in trace} >= TRACED_SERVICES and sent:
+            return trace
+    return None
 
 
 @dataclass
@@ -43,8 +109,10 @@ def _crypto() -> CallbackCrypto:
     return CallbackCrypto(CONFIG["token"], CONFIG["encoding_aes_key"], CONFIG["corpid"])
 
 
-async def send_text(world: World, user: str, text: str, msg_id: int | None = None) -> tuple[httpx.Response, int]:
-    """POST an encrypted text callback the way WeCom does; returns the response and the MsgId."""
+async def send_text(
+    world: World, user: str, text: str, msg_id: int | None = None, gateway_url: str | None = None
+) -> tuple[httpx.Response, int]:
+    """POST an encrypted text callback the way WeCom does (to `gateway_url`, else the first replica)."""
     msg_id = msg_id or next(_MSG_IDS)
     inner = build_inner_text_xml(
         to_user=CONFIG["corpid"],
@@ -61,7 +129,7 @@ async def send_text(world: World, user: str, text: str, msg_id: int | None = Non
         to_user_name=CONFIG["corpid"],
         agent_id=CONFIG["agentid"],
     )
-    async with httpx.AsyncClient(base_url=world.stack.gateway_url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=gateway_url or world.stack.gateway_url, timeout=10) as client:
         resp = await client.post(
             "/wecom/callback", params=params, content=body.encode(), headers={"Content-Type": "text/xml"}
         )

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.harness import World, send_text
-from wxbot_devkit.otlp_sink import SpanRecord
+from tests.e2e.harness import TRACED_SERVICES, World, find_message_trace, send_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
-
-SERVICES = {"gateway", "safety", "nlp", "context"}
 
 
 async def test_spans_of_one_message_share_a_trace_across_services(world: World) -> None:
@@ -17,27 +14,10 @@ async def test_spans_of_one_message_share_a_trace_across_services(world: World) 
     await send_text(world, user, "trace me")
     await world.wecom.wait_for_messages(user, 1, timeout=20)
 
-    def callback_trace(spans: list[SpanRecord]) -> list[SpanRecord] | None:
-        roots = [
-            s
-            for s in spans
-            if s.service_name == "gateway" and s.kind == "SERVER" and not s.parent_span_id and "POST" in s.name
-        ]
-        for root in roots:
-            trace = [s for s in spans if s.trace_id == root.trace_id]
-            have = {s.service_name for s in trace}
-            sent = any(
-                s.kind == "CLIENT" and s.service_name == "gateway" and "message/send" in str(s.attributes)
-                for s in trace
-            )
-            if have >= SERVICES and sent:
-                return trace
-        return None
-
-    trace = await world.sink.wait_for(callback_trace, timeout=30)
+    trace = await world.sink.wait_for(find_message_trace, timeout=30)
     by_id = {s.span_id: s for s in trace}
     consumers = [s for s in trace if s.kind == "CONSUMER"]
-    assert {s.service_name for s in consumers} >= SERVICES
+    assert {s.service_name for s in consumers} >= TRACED_SERVICES
     for span in consumers:  # every consumer span is parented by the producer span of its message
         parent = by_id.get(span.parent_span_id)
         assert parent is not None and parent.kind == "PRODUCER", span.name

@@ -11,6 +11,7 @@ from wxbot_common.nats.topology import GATEWAY_DELIVERY
 from wxbot_common.ops import ops_routes
 from wxbot_common.runtime import ServiceRuntime
 from wxbot_gateway.callback import wecom_router
+from wxbot_gateway.dedupe import SeenMessages
 from wxbot_gateway.delivery import ReplyDelivery
 from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.senders import ReplySender, WeComAppSender
@@ -19,9 +20,11 @@ from wxbot_gateway.wecom_api import WeComClient
 from wxbot_proto.events.v1 import events_pb2 as ev
 
 
-def build_http_app(settings: GatewaySettings, runtime: ServiceRuntime, metrics: GatewayMetrics) -> FastAPI:
+def build_http_app(
+    settings: GatewaySettings, runtime: ServiceRuntime, seen: SeenMessages, metrics: GatewayMetrics
+) -> FastAPI:
     app = FastAPI(title="wxbot gateway", docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(wecom_router(settings, runtime.publisher, metrics))
+    app.include_router(wecom_router(settings, runtime.publisher, seen, metrics))
     app.router.routes.extend(ops_routes(runtime.readiness, runtime.registry))
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"])
     return app
@@ -37,9 +40,21 @@ async def main() -> None:
     runtime.on_shutdown(redis.aclose)
     http = httpx.AsyncClient(timeout=settings.wecom_timeout_s, limits=httpx.Limits(max_connections=200))
     runtime.on_shutdown(http.aclose)
+
+    def config_error(errcode: int, errmsg: str) -> None:
+        # Stays ready (callbacks still work), but the detail and the metric say what is wrong.
+        metrics.config_errors.labels("wecom", str(errcode)).inc()
+        runtime.readiness.set("wecom", True, f"WECOM_SECRET rejected by gettoken (errcode {errcode}): fix it")
+
     wecom = (
         WeComClient(
-            http, redis, settings.wecom_api_base, settings.wecom_corp_id, settings.wecom_secret, settings.wecom_agent_id
+            http,
+            redis,
+            settings.wecom_api_base,
+            settings.wecom_corp_id,
+            settings.wecom_secret,
+            settings.wecom_agent_id,
+            on_config_error=config_error,
         )
         if settings.wecom_configured and settings.wecom_secret
         else None
@@ -49,7 +64,11 @@ async def main() -> None:
     )
     senders: dict[int, ReplySender] = {}
     if wecom is not None:
-        senders[ev.CHANNEL_WECOM_APP] = WeComAppSender(wecom)
-    runtime.consume(GATEWAY_DELIVERY, ReplyDelivery(senders, redis, runtime.publisher, metrics).handle)
-    await runtime.serve_http(build_http_app(settings, runtime, metrics), settings.gateway_port, settings.gateway_host)
+        senders[ev.CHANNEL_WECOM_APP] = WeComAppSender(wecom, settings.wecom_reply_format)
+    delivery = ReplyDelivery(senders, redis, runtime.publisher, metrics, settings.gateway_retry_base_s)
+    runtime.consume(GATEWAY_DELIVERY, delivery.handle)
+    seen = SeenMessages(redis, settings.gateway_dedup_ttl_s)
+    await runtime.serve_http(
+        build_http_app(settings, runtime, seen, metrics), settings.gateway_port, settings.gateway_host
+    )
     await runtime.run_until_stopped()

@@ -11,11 +11,14 @@ import time
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
+from google.protobuf.message import Message
 
 from wxbot_common.errors import TransientError
 from wxbot_common.logs import get_logger
 from wxbot_common.nats.publisher import EventPublisher
-from wxbot_gateway.inbound import received_from_wecom
+from wxbot_common.nats.subjects import meta_of
+from wxbot_gateway.dedupe import SeenMessages
+from wxbot_gateway.inbound import channel_event_from_wecom, received_from_wecom
 from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.settings import GatewaySettings
 from wxbot_wecom.crypto import CallbackCrypto
@@ -43,7 +46,15 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def wecom_router(settings: GatewaySettings, publisher: EventPublisher, metrics: GatewayMetrics) -> APIRouter:
+def xml_content_type(header: str) -> bool:
+    """WeCom posts XML (text/xml or application/xml; some proxies drop the header): anything else is refused."""
+    media = header.split(";", 1)[0].strip().lower()
+    return media in ("", "text/xml", "application/xml", "text/plain")
+
+
+def wecom_router(
+    settings: GatewaySettings, publisher: EventPublisher, seen: SeenMessages, metrics: GatewayMetrics
+) -> APIRouter:
     router = APIRouter()
     log = get_logger("wxbot.gateway.callback")
     crypto = (
@@ -73,6 +84,8 @@ def wecom_router(settings: GatewaySettings, publisher: EventPublisher, metrics: 
     async def receive(request: Request, msg_signature: str = "", timestamp: str = "", nonce: str = "") -> Response:
         if crypto is None:
             return reject(503, "wecom_not_configured")
+        if not xml_content_type(request.headers.get("content-type", "")):
+            return reject(415, "unsupported_media_type")
         try:
             body = await read_limited(request, settings.gateway_max_body_bytes)
         except BodyTooLargeError:
@@ -90,17 +103,24 @@ def wecom_router(settings: GatewaySettings, publisher: EventPublisher, metrics: 
             return reject(400, exc.code)
         if settings.wecom_agent_id and message.agent_id and message.agent_id != settings.wecom_agent_id:
             return reject(403, "unknown_agent")
-        if message.msg_type == "event":
-            # Events need no answer at this depth; acknowledging stops WeCom's retries.
-            metrics.callbacks.labels(CHANNEL, "event_ignored").inc()
+        # Events (enter_agent, subscribe, click…) need no answer: they are logged, never sent to the LLM.
+        event: Message = (
+            channel_event_from_wecom(message, settings.wecom_corp_id, settings.wecom_agent_id)
+            if message.msg_type == "event"
+            else received_from_wecom(message, settings.wecom_corp_id, settings.wecom_agent_id)
+        )
+        event_id = meta_of(event).event_id
+        if await seen.seen(event_id):
+            metrics.callbacks.labels(CHANNEL, "duplicate").inc()
             return Response(status_code=200)
-        event = received_from_wecom(message, settings.wecom_corp_id, settings.wecom_agent_id)
         try:
             ack = await publisher.publish(event)
         except TransientError as exc:
             log.error("publish_failed", error=str(exc))
             return reject(503, "unavailable")  # WeCom retries; the event id keeps it one message
-        metrics.callbacks.labels(CHANNEL, "duplicate" if ack.duplicate else "accepted").inc()
+        await seen.remember(event_id)
+        outcome = "duplicate" if ack.duplicate else ("event" if message.msg_type == "event" else "accepted")
+        metrics.callbacks.labels(CHANNEL, outcome).inc()
         return Response(status_code=200)
 
     return router

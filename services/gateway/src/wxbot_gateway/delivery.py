@@ -8,6 +8,7 @@ loses that one part rather than sending it twice.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 
 from google.protobuf.message import Message
@@ -26,6 +27,13 @@ from wxbot_gateway.wecom_api import BAD_SECRET, WeComApiError
 from wxbot_proto.events.v1 import events_pb2 as ev
 
 CLAIM_TTL_S = 24 * 3600
+MAX_RETRY_DELAY_S = 120.0
+
+
+def retry_delay(attempt: int, base_s: float) -> float:
+    """Exponential backoff with full jitter in [½, 1½]: replicas that hit a rate limit together spread out."""
+    exponential: float = base_s * 2.0 ** max(0, attempt - 1)
+    return min(MAX_RETRY_DELAY_S, exponential) * random.uniform(0.5, 1.5)
 
 
 def _reply_of(event: Message) -> tuple[ev.ReplyAddress, str]:
@@ -43,8 +51,10 @@ class ReplyDelivery:
         redis: Redis,
         publisher: EventPublisher,
         metrics: GatewayMetrics,
+        retry_base_s: float = 2.0,
     ) -> None:
         self._senders = senders
+        self._retry_base_s = retry_base_s
         self._redis = redis
         self._publisher = publisher
         self._metrics = metrics
@@ -73,9 +83,10 @@ class ReplyDelivery:
                 except TransientError:
                     await self._redis.delete(claim)
                     raise
-        except TransientError:
+        except TransientError as exc:
             self._metrics.deliveries.labels(sender.name, "retry", "").inc()
-            raise
+            delay = retry_delay(delivery.num_delivered, self._retry_base_s if exc.delay_s is None else exc.delay_s)
+            raise TransientError(str(exc), delay_s=delay) from exc
         except WeComApiError as exc:
             self._metrics.deliveries.labels(sender.name, "failed", str(exc.errcode)).inc()
             if exc.errcode == BAD_SECRET:

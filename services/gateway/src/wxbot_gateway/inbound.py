@@ -22,6 +22,27 @@ def wecom_conversation_id(corp_id: str, agent_id: str, user_id: str) -> str:
     return f"wecom:{corp_id}:{agent_id}:user:{user_id}"
 
 
+def _address(event: ev.MessageReceived | ev.ChannelEventReceived, corp_id: str, agent: str, user: str) -> None:
+    event.reply_to.corp_id = corp_id
+    event.reply_to.agent_id = agent
+    event.reply_to.user_id = user
+
+
+def channel_event_from_wecom(msg: InboundMessage, corp_id: str, agent_id: str) -> ev.ChannelEventReceived:
+    """One log entry per WeCom event; its id comes from sender + CreateTime + event (retries share it)."""
+    agent = msg.agent_id or agent_id
+    event = ev.ChannelEventReceived(event=msg.event or "", event_key=msg.event_key or "")
+    event.meta.event_id = inbound_event_id("wecom", f"{corp_id}:{agent}", dedup_key(msg))
+    event.meta.conversation_id = wecom_conversation_id(corp_id, agent, msg.from_user_name)
+    event.meta.correlation_id = event.meta.event_id
+    event.meta.channel = ev.CHANNEL_WECOM_APP
+    event.meta.occurred_at.CopyFrom(now_timestamp())
+    _address(event, corp_id, agent, msg.from_user_name)
+    for key, value in msg.fields.items():
+        event.attributes[key] = value
+    return event
+
+
 def received_from_wecom(msg: InboundMessage, corp_id: str, agent_id: str) -> ev.MessageReceived:
     """One event per WeCom message: the id comes from MsgId (events: sender+time+event)."""
     agent = msg.agent_id or agent_id
@@ -36,9 +57,7 @@ def received_from_wecom(msg: InboundMessage, corp_id: str, agent_id: str) -> ev.
     event.meta.correlation_id = event.meta.event_id
     event.meta.channel = ev.CHANNEL_WECOM_APP
     event.meta.occurred_at.CopyFrom(now_timestamp())
-    event.reply_to.corp_id = corp_id
-    event.reply_to.agent_id = agent
-    event.reply_to.user_id = msg.from_user_name
+    _address(event, corp_id, agent, msg.from_user_name)
     for key, value in msg.fields.items():
         event.attributes[key] = value
     if msg.event:

@@ -16,3 +16,9 @@ class GatewayMetrics:
             ["channel", "outcome", "errcode"],
             registry=registry,
         )
+        self.config_errors = Counter(
+            "wxbot_gateway_config_errors",
+            "Provider answers that mean our configuration is wrong (e.g. 40001: bad secret)",
+            ["channel", "errcode"],
+            registry=registry,
+        )

@@ -29,15 +29,16 @@ class ReplySender(Protocol):
 
 
 class WeComAppSender:
-    """WeCom self-built app: `message/send`, text parts of ≤ 2048 bytes."""
+    """WeCom self-built app: `message/send`, text (or markdown) parts of ≤ 2048 bytes."""
 
     name = "wecom"
 
-    def __init__(self, client: WeComClient) -> None:
+    def __init__(self, client: WeComClient, msgtype: str = "text") -> None:
         self._client = client
+        self._msgtype = msgtype
 
     def split(self, text: str) -> list[str]:
         return split_utf8(text)
 
     async def send_part(self, address: ev.ReplyAddress, part: str) -> str:
-        return await self._client.send_part(address.user_id, part)
+        return await self._client.send_part(address.user_id, part, self._msgtype)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from wxbot_common.settings import CommonSettings
@@ -20,6 +22,15 @@ class GatewaySettings(CommonSettings):
     gateway_max_body_bytes: int = Field(64 * 1024, description="larger callback bodies get 413")
     wecom_timestamp_window_s: int = Field(
         600, description="POST callbacks whose timestamp is further than this from now get 403 (0 = off)"
+    )
+    wecom_reply_format: Literal["text", "markdown"] = Field(
+        "text", description="message type of replies in the self-built app: text or markdown"
+    )
+    gateway_dedup_ttl_s: int = Field(
+        86400, description="how long a callback's MsgId is remembered, so a late retry is not a new message"
+    )
+    gateway_retry_base_s: float = Field(
+        2.0, description="first delay before a delivery is retried after WeCom asks to slow down; doubles, jittered"
     )
 
     @property

@@ -1,13 +1,20 @@
-"""The WeCom server API the gateway calls: gettoken and message/send.
+"""The WeCom server API the gateway calls: gettoken, message/send and media/get.
 
-The access token lives in Redis so every replica shares one token per app; refreshes are
-single-flight per process and only replace the token that failed. Branching is on `errcode`
-only (its `errmsg` text changes).
+The access token lives in Redis so every replica shares one token per app. Refreshing is
+single-flight across replicas: a short Redis lock lets one replica call `gettoken` while the
+others wait for the token to appear; a rejected token is dropped only if it is still the stored
+one. A rejected secret (40001) is a configuration error: it is remembered for a while so that
+messages fail fast instead of hammering `gettoken`. Branching is on `errcode` only (its `errmsg`
+text changes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -19,6 +26,9 @@ from wxbot_common.logs import get_logger
 TOKEN_EXPIRED = {40014, 42001}  # invalid / expired access_token: refresh once, retry once
 RETRY_LATER = {-1, 45009, 45033}  # busy, frequency limit, concurrency limit
 BAD_SECRET = 40001
+REFRESH_AHEAD_S = 300  # a token is replaced this long before WeCom says it expires
+LOCK_TTL_MS = 10_000
+CONFIG_ERROR_HOLD_S = 60  # how long a rejected secret fails messages without asking again
 _DELETE_IF_EQUAL = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
@@ -30,9 +40,39 @@ class WeComApiError(Exception):
         self.errcode = errcode
 
 
+@dataclass(frozen=True, slots=True)
+class Media:
+    data: bytes
+    content_type: str
+    filename: str | None
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _json_error(resp: httpx.Response) -> tuple[int, str] | None:
+    """(errcode, errmsg) when a download answered a JSON error instead of the file (WeCom uses HTTP 200)."""
+    head = resp.content[:1024].lstrip()
+    if "json" not in resp.headers.get("content-type", "") and not head.startswith(b'{"errcode"'):
+        return None
+    try:
+        data = resp.json()
+        return int(data.get("errcode", -1)), str(data.get("errmsg", ""))
+    except (ValueError, AttributeError, TypeError):
+        return -1, f"unreadable error body ({len(resp.content)} bytes)"
+
+
 class WeComClient:
     def __init__(
-        self, http: httpx.AsyncClient, redis: Redis, base_url: str, corp_id: str, secret: str, agent_id: str
+        self,
+        http: httpx.AsyncClient,
+        redis: Redis,
+        base_url: str,
+        corp_id: str,
+        secret: str,
+        agent_id: str,
+        on_config_error: Callable[[int, str], None] | None = None,
     ) -> None:
         self._http = http
         self._redis = redis
@@ -41,52 +81,80 @@ class WeComClient:
         self._secret = secret
         self._agent_id = int(agent_id) if agent_id.isdigit() else 0
         self._key = f"wxbot:gateway:token:{corp_id}:{agent_id}"
-        self._lock = asyncio.Lock()
+        self._lock_key = f"{self._key}:lock"
+        self._error_key = f"{self._key}:config-error"
+        self._local = asyncio.Lock()
+        self._on_config_error = on_config_error
         self._log = get_logger("wxbot.gateway.wecom")
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            resp = await self._http.request(method, f"{self._base}{path}", **kwargs)
-            data: dict[str, Any] = resp.json()
-        except (httpx.HTTPError, ValueError) as exc:
+            return await self._http.request(method, f"{self._base}{path}", **kwargs)
+        except httpx.HTTPError as exc:
             raise TransientError(f"WeCom {path} unreachable: {exc!r}") from exc
+
+    async def _call_json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        resp = await self._call(method, path, **kwargs)
+        try:
+            data: dict[str, Any] = resp.json()
+        except ValueError as exc:
+            raise TransientError(f"WeCom {path} answered HTTP {resp.status_code} without JSON") from exc
         return data
 
-    async def token(self) -> str:
-        cached = await self._redis.get(self._key)
-        if cached:
-            return cached.decode() if isinstance(cached, bytes) else str(cached)
-        async with self._lock:
-            cached = await self._redis.get(self._key)
-            if cached:
-                return cached.decode() if isinstance(cached, bytes) else str(cached)
-            data = await self._call(
-                "GET", "/cgi-bin/gettoken", params={"corpid": self._corp_id, "corpsecret": self._secret}
-            )
-            errcode = int(data.get("errcode", 0))
-            if errcode in RETRY_LATER:
-                raise TransientError(f"gettoken errcode {errcode}", delay_s=5.0)
-            if errcode != 0 or not data.get("access_token"):
-                if errcode == BAD_SECRET:
-                    self._log.error("wecom_bad_secret", hint="WECOM_SECRET is wrong; not retrying")
-                raise WeComApiError(errcode, str(data.get("errmsg", "")))
-            token = str(data["access_token"])
-            ttl = max(60, int(data.get("expires_in", 7200)) - 300)  # refresh ahead of expiry
-            await self._redis.set(self._key, token, ex=ttl)
-            return token
+    async def token(self, wait_s: float = 10.0) -> str:
+        """The shared access token; at most one `gettoken` per expiry across every replica."""
+        deadline = time.monotonic() + wait_s
+        async with self._local:  # one waiter per process; the others reuse what it finds
+            while True:
+                cached = await self._redis.get(self._key)
+                if cached:
+                    return _text(cached)
+                held = await self._redis.get(self._error_key)
+                if held:
+                    raise WeComApiError(BAD_SECRET, f"secret rejected recently: {_text(held)}")
+                owner = secrets.token_hex(8)
+                if await self._redis.set(self._lock_key, owner, nx=True, px=LOCK_TTL_MS):
+                    try:
+                        return await self._fetch_token()
+                    finally:
+                        await self._redis.eval(_DELETE_IF_EQUAL, 1, self._lock_key, owner)
+                if time.monotonic() > deadline:
+                    raise TransientError("another replica is refreshing the WeCom token", delay_s=1.0)
+                await asyncio.sleep(0.05)  # poll interval while another replica refreshes, bounded above
+
+    async def _fetch_token(self) -> str:
+        data = await self._call_json(
+            "GET", "/cgi-bin/gettoken", params={"corpid": self._corp_id, "corpsecret": self._secret}
+        )
+        errcode = int(data.get("errcode", 0))
+        if errcode in RETRY_LATER:
+            raise TransientError(f"gettoken errcode {errcode}")
+        if errcode != 0 or not data.get("access_token"):
+            errmsg = str(data.get("errmsg", ""))
+            if errcode == BAD_SECRET:
+                self._log.error("wecom_bad_secret", errcode=errcode, hint="WECOM_SECRET is wrong; not retrying")
+                await self._redis.set(self._error_key, f"errcode {errcode}", ex=CONFIG_ERROR_HOLD_S)
+                if self._on_config_error is not None:
+                    self._on_config_error(errcode, errmsg)
+            raise WeComApiError(errcode, errmsg)
+        token = str(data["access_token"])
+        ttl = max(60, int(data.get("expires_in", 7200)) - REFRESH_AHEAD_S)
+        await self._redis.set(self._key, token, ex=ttl)
+        self._log.info("wecom_token_refreshed", ttl_s=ttl)
+        return token
 
     async def _drop_token(self, token: str) -> None:
         await self._redis.eval(_DELETE_IF_EQUAL, 1, self._key, token)
 
-    async def send_part(self, user_id: str, content: str) -> str:
-        """Send one text (≤ 2048 bytes) to one member; its msgid."""
-        body = {"touser": user_id, "msgtype": "text", "agentid": self._agent_id, "text": {"content": content}}
+    async def send_part(self, user_id: str, content: str, msgtype: str = "text") -> str:
+        """Send one text or markdown message (≤ 2048 bytes) to one member; its msgid."""
+        body = {"touser": user_id, "msgtype": msgtype, "agentid": self._agent_id, msgtype: {"content": content}}
         return await self._send(body)
 
     async def _send(self, body: dict[str, Any]) -> str:
         for attempt in (1, 2):
             token = await self.token()
-            data = await self._call("POST", "/cgi-bin/message/send", params={"access_token": token}, json=body)
+            data = await self._call_json("POST", "/cgi-bin/message/send", params={"access_token": token}, json=body)
             errcode = int(data.get("errcode", 0))
             if errcode == 0:
                 return str(data.get("msgid", ""))
@@ -94,6 +162,26 @@ class WeComClient:
                 await self._drop_token(token)
                 continue
             if errcode in RETRY_LATER:
-                raise TransientError(f"message/send errcode {errcode}", delay_s=2.0 if errcode == -1 else 10.0)
+                raise TransientError(f"message/send errcode {errcode}")  # backoff: the caller's
             raise WeComApiError(errcode, str(data.get("errmsg", "")))
+        raise WeComApiError(42001, "token still rejected after a refresh")
+
+    async def get_media(self, media_id: str) -> Media:
+        """Download a temporary media file; WeCom answers errors as JSON with HTTP 200."""
+        for attempt in (1, 2):
+            token = await self.token()
+            resp = await self._call("GET", "/cgi-bin/media/get", params={"access_token": token, "media_id": media_id})
+            error = _json_error(resp)
+            if error is None:
+                disposition = resp.headers.get("content-disposition", "")
+                filename = disposition.split("filename=", 1)[1].strip('"') if "filename=" in disposition else None
+                content_type = resp.headers.get("content-type", "application/octet-stream")
+                return Media(resp.content, content_type, filename)
+            errcode, errmsg = error
+            if errcode in TOKEN_EXPIRED and attempt == 1:
+                await self._drop_token(token)
+                continue
+            if errcode in RETRY_LATER:
+                raise TransientError(f"media/get errcode {errcode}")
+            raise WeComApiError(errcode, errmsg)
         raise WeComApiError(42001, "token still rejected after a refresh")

@@ -35,6 +35,7 @@ class EventKind(enum.Enum):
     SENT = ("reply", "sent", ev.ReplySent)
     FAILED = ("reply", "failed", ev.ReplyFailed)
     RESET = ("conversation", "reset", ev.ConversationReset)
+    CHANNEL_EVENT = ("channel", "event", ev.ChannelEventReceived)
 
     def __init__(self, entity: str, event: str, message_type: type[Message]) -> None:
         self.entity = entity

@@ -1,0 +1,39 @@
+"""Remembering which provider messages were already published, beyond JetStream's duplicate window.
+
+WeCom retries a callback up to three times; JetStream's `Nats-Msg-Id` dedupe covers retries
+within its window (and concurrent deliveries to different replicas). A record per event id in
+Redis, with a TTL, covers late retries. The record is written only after the publish succeeded,
+so a failed publish never hides the retry that would have fixed it.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from wxbot_common.logs import get_logger
+
+
+class SeenMessages:
+    def __init__(self, redis: Redis, ttl_s: int) -> None:
+        self._redis = redis
+        self._ttl_s = ttl_s
+        self._log = get_logger("wxbot.gateway.dedupe")
+
+    @staticmethod
+    def _key(event_id: str) -> str:
+        return f"wxbot:gateway:seen:{event_id}"
+
+    async def seen(self, event_id: str) -> bool:
+        """True when the event was published before; Redis trouble answers False (JetStream still dedupes)."""
+        try:
+            return bool(await self._redis.exists(self._key(event_id)))
+        except RedisError as exc:
+            self._log.warning("dedupe_unavailable", error=repr(exc))
+            return False
+
+    async def remember(self, event_id: str) -> None:
+        try:
+            await self._redis.set(self._key(event_id), "1", ex=self._ttl_s)
+        except RedisError as exc:
+            self._log.warning("dedupe_unavailable", error=repr(exc))

@@ -1,0 +1,306 @@
+"""The gateway as WeCom sees it: retried callbacks, flaky APIs, hostile input, long replies.
+
+Two gateway replicas run behind two ports, as two pods behind a Service would; spans go to
+the OTLP receiver over gRPC (the session stack uses http/protobuf).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import nats
+import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from tests.e2e.harness import (
+    CONFIG,
+    TRACED_SERVICES,
+    World,
+    _crypto,
+    find_message_trace,
+    llm_reply,
+    running_world,
+    send_text,
+)
+from wxbot_common.nats.subjects import EVENTS_STREAM
+from wxbot_devkit.fakes.llm import ChatRequest
+from wxbot_devkit.fakes.waiting import wait_until
+from wxbot_devkit.fakes.wecom import SentMessage
+from wxbot_wecom.crypto import CallbackCrypto, decode_aes_key
+from wxbot_wecom.messages import build_envelope_xml, build_inner_event_xml, build_inner_text_xml
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+LONG_REPLY = "\n\n".join(
+    f"第{i}段：企业微信机器人的回答需要按字节拆分，每一段都不能超过两千零四十八个字节。" * 6 for i in range(1, 10)
+)
+
+
+def replies(request: ChatRequest) -> str:
+    if request.last_user_message == "long please":
+        return LONG_REPLY
+    return llm_reply(request)
+
+
+@pytest.fixture(scope="module")
+async def gw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    env = {"GATEWAY_RETRY_BASE_S": "0.2"}
+    async with running_world(
+        tmp_path_factory.mktemp("gateway"), env, replicas={"gateway": 2}, reply=replies, otlp_protocol="grpc"
+    ) as world:
+        yield world
+
+
+async def stream_last_seq(world: World) -> int:
+    nc = await nats.connect(world.stack.nats.url)
+    try:
+        info = await nc.jetstream().stream_info(EVENTS_STREAM)
+        return int(info.state.last_seq)
+    finally:
+        await nc.drain()
+
+
+def _signed(crypto: CallbackCrypto, encrypt: str, timestamp: str | None = None) -> tuple[dict[str, str], str]:
+    ts = timestamp or str(int(time.time()))
+    params = {"msg_signature": crypto.sign(ts, "n1", encrypt), "timestamp": ts, "nonce": "n1"}
+    return params, build_envelope_xml(CONFIG["corpid"], encrypt, CONFIG["agentid"])
+
+
+def _inner(user: str, agent_id: str = CONFIG["agentid"]) -> str:
+    now = int(time.time())
+    return build_inner_text_xml(CONFIG["corpid"], user, now, "hostile?", str(now * 1000), agent_id)
+
+
+def _raw_encrypt(plain: bytes) -> str:
+    """AES-CBC with the app's key but without the protocol's padding rules (for bad-padding input)."""
+    key = decode_aes_key(CONFIG["encoding_aes_key"])
+    enc = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
+    return base64.b64encode(enc.update(plain) + enc.finalize()).decode()
+
+
+Request = tuple[str, dict[str, str], bytes, dict[str, str]]  # method, query, body, headers
+XML = {"Content-Type": "text/xml"}
+
+
+def hostile_requests() -> dict[str, tuple[Callable[[], Request], int]]:
+    crypto = _crypto()
+    user = "e2e-hostile"
+
+    def good_parts() -> tuple[dict[str, str], str]:
+        return _signed(crypto, crypto.encrypt(_inner(user).encode()))
+
+    def no_signature() -> Request:
+        params, body = good_parts()
+        return "POST", {k: v for k, v in params.items() if k != "msg_signature"}, body.encode(), XML
+
+    def wrong_signature() -> Request:
+        params, body = good_parts()
+        return "POST", {**params, "msg_signature": "0" * 40}, body.encode(), XML
+
+    def stale_timestamp() -> Request:
+        params, body = _signed(crypto, crypto.encrypt(_inner(user).encode()), str(int(time.time()) - 3600))
+        return "POST", params, body.encode(), XML
+
+    def malformed_xml() -> Request:
+        params, _ = good_parts()
+        return "POST", params, b"<xml><Encrypt>unclosed", XML
+
+    def entity_expansion() -> Request:
+        params, _ = good_parts()
+        bomb = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;">]>'
+        return "POST", params, f"{bomb}<xml><Encrypt>&b;</Encrypt></xml>".encode(), XML
+
+    def invalid_base64() -> Request:
+        params, body = _signed(crypto, "not*base64*at*all")
+        return "POST", params, body.encode(), XML
+
+    def bad_padding() -> Request:
+        params, body = _signed(crypto, _raw_encrypt(bytes(31) + b"\x00"))
+        return "POST", params, body.encode(), XML
+
+    def wrong_receive_id() -> Request:
+        other = CallbackCrypto(CONFIG["token"], CONFIG["encoding_aes_key"], "wwsomeoneelse0000")
+        params, body = _signed(crypto, other.encrypt(_inner(user).encode()))
+        return "POST", params, body.encode(), XML
+
+    def too_large() -> Request:
+        params, _ = good_parts()
+        return "POST", params, b"<xml>" + b"x" * (65 * 1024) + b"</xml>", XML
+
+    def wrong_method() -> Request:
+        params, body = good_parts()
+        return "PUT", params, body.encode(), XML
+
+    def wrong_content_type() -> Request:
+        params, body = good_parts()
+        return "POST", params, body.encode(), {"Content-Type": "application/json"}
+
+    def unknown_agent() -> Request:
+        params, body = _signed(crypto, crypto.encrypt(_inner(user, agent_id="999999").encode()))
+        return "POST", params, body.encode(), XML
+
+    def garbage_inner_xml() -> Request:
+        params, body = _signed(crypto, crypto.encrypt(b"this is not xml"))
+        return "POST", params, body.encode(), XML
+
+    return {
+        "no signature": (no_signature, 403),
+        "wrong signature": (wrong_signature, 403),
+        "stale timestamp": (stale_timestamp, 403),
+        "malformed XML": (malformed_xml, 400),
+        "DOCTYPE / entity expansion": (entity_expansion, 400),
+        "invalid base64": (invalid_base64, 400),
+        "bad padding": (bad_padding, 400),
+        "wrong receive id": (wrong_receive_id, 400),
+        "body over the size limit": (too_large, 413),
+        "wrong method": (wrong_method, 405),
+        "wrong content type": (wrong_content_type, 415),
+        "unknown AgentID": (unknown_agent, 403),
+        "inner payload not XML": (garbage_inner_xml, 400),
+    }
+
+
+HOSTILE = hostile_requests()
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+async def test_hostile_input_gets_a_4xx_publishes_nothing_and_the_gateway_keeps_serving(gw: World, case: str) -> None:
+    build, status = HOSTILE[case]
+    method, params, body, headers = build()
+    before = await stream_last_seq(gw)
+    async with httpx.AsyncClient(base_url=gw.stack.gateway_url, timeout=10) as client:
+        resp = await client.request(method, "/wecom/callback", params=params, content=body, headers=headers)
+    assert resp.status_code == status, resp.text
+    assert await stream_last_seq(gw) == before
+
+    user = f"e2e-after-{case.replace(' ', '-').replace('/', '')}"
+    ok, _ = await send_text(gw, user, "still there?")
+    assert ok.status_code == 200
+    answered = await gw.wecom.wait_for_messages(user, 1, timeout=20)
+    assert answered[0].content.startswith("LLM says: still there?")
+
+
+async def test_three_retries_of_one_message_across_two_replicas_get_exactly_one_reply(gw: World) -> None:
+    user = "e2e-retries"
+    first, second = gw.stack.gateway_urls
+    resp, msg_id = await send_text(gw, user, "retried question", gateway_url=first)
+    retries = await asyncio.gather(
+        send_text(gw, user, "retried question", msg_id=msg_id, gateway_url=second),
+        send_text(gw, user, "retried question", msg_id=msg_id, gateway_url=first),
+        send_text(gw, user, "retried question", msg_id=msg_id, gateway_url=second),
+    )
+    assert resp.status_code == 200 and all(r.status_code == 200 for r, _ in retries)
+    await send_text(gw, user, "next question", gateway_url=second)
+    await gw.wecom.wait_for_messages(user, 2, timeout=30)
+    texts = [m.content for m in gw.wecom.messages_for(user)]
+    assert texts == [
+        "LLM says: retried question (saw 2 messages)",
+        "LLM says: next question (saw 4 messages)",
+    ]
+    assert sum(1 for r in gw.llm.requests if r.last_user_message == "retried question") == 1
+
+
+async def test_an_expired_token_then_a_frequency_limit_still_deliver_exactly_once(gw: World) -> None:
+    user = "e2e-flaky-wecom"
+    gw.wecom.fail_next_sends(42001, 45009)
+    await send_text(gw, user, "flaky api")
+    await gw.wecom.wait_for_messages(user, 1, timeout=30)
+    await send_text(gw, user, "after the storm")
+    await gw.wecom.wait_for_messages(user, 2, timeout=30)
+    texts = [m.content for m in gw.wecom.messages_for(user)]
+    assert texts == ["LLM says: flaky api (saw 2 messages)", "LLM says: after the storm (saw 4 messages)"]
+
+
+async def test_a_long_chinese_reply_arrives_as_ordered_parts_within_the_limit(gw: World) -> None:
+    user = "e2e-long"
+    assert len(LONG_REPLY.encode()) > 5000
+    await send_text(gw, user, "long please")
+
+    def all_parts() -> list[SentMessage] | None:
+        got = gw.wecom.messages_for(user)
+        return got if sum(len(p.content) for p in got) >= len(LONG_REPLY) else None
+
+    parts = await wait_until(all_parts, 30, "every part of the long reply")
+    assert len(parts) >= 3
+    assert all(len(p.content.encode()) <= 2048 for p in parts)
+    assert "".join(p.content for p in parts) == LONG_REPLY
+
+
+async def test_events_are_acknowledged_and_never_reach_the_llm(gw: World) -> None:
+    user = "e2e-events"
+    crypto = _crypto()
+    asked_before = len(gw.llm.requests)
+    before = await stream_last_seq(gw)
+    async with httpx.AsyncClient(base_url=gw.stack.gateway_url, timeout=10) as client:
+        for event in ("enter_agent", "subscribe", "click"):
+            inner = build_inner_event_xml(CONFIG["corpid"], user, int(time.time()), event, "KEY", CONFIG["agentid"])
+            params, body = crypto.build_callback(
+                inner, str(int(time.time())), "n2", CONFIG["corpid"], CONFIG["agentid"]
+            )
+            resp = await client.post("/wecom/callback", params=params, content=body.encode(), headers=XML)
+            assert resp.status_code == 200 and resp.content == b""
+    assert await stream_last_seq(gw) == before + 3  # recorded in the log
+    await send_text(gw, user, "a real question")
+    await gw.wecom.wait_for_messages(user, 1, timeout=20)
+    asked = [r.last_user_message for r in gw.llm.requests[asked_before:]]
+    assert "a real question" in asked and not any("enter_agent" in a or "subscribe" in a for a in asked)
+    assert [m.content for m in gw.wecom.messages_for(user)] == ["LLM says: a real question (saw 2 messages)"]
+
+
+async def test_both_replicas_share_one_access_token(gw: World) -> None:
+    users = [f"e2e-token-{i}" for i in range(8)]
+    urls = gw.stack.gateway_urls
+    await asyncio.gather(*(send_text(gw, u, "token?", gateway_url=urls[i % 2]) for i, u in enumerate(users)))
+    for user in users:
+        await gw.wecom.wait_for_messages(user, 1, timeout=30)
+    # One gettoken for the module's lifetime so far, plus one after the 42001 test invalidated it.
+    assert gw.wecom.stats()["gettoken_calls"] <= 2
+
+
+async def test_the_trace_of_one_message_spans_all_services_over_otlp_grpc(gw: World) -> None:
+    user = "e2e-grpc-trace"
+    await send_text(gw, user, "trace me over grpc")
+    await gw.wecom.wait_for_messages(user, 1, timeout=20)
+    trace = await gw.sink.wait_for(find_message_trace, timeout=30)
+    assert {s.service_name for s in trace} >= TRACED_SERVICES
+    assert len({s.trace_id for s in trace}) == 1
+
+
+async def test_a_rejected_secret_fails_fast_and_is_visible_in_readiness(gw: World) -> None:
+    """Last in the module: it leaves the app's secret marked bad for a minute."""
+    user = "e2e-bad-secret"
+    gw.wecom.invalidate_tokens()
+    gw.wecom.fail_next_gettokens(40001, 40001, 40001)
+    await send_text(gw, user, "does the secret work?")
+
+    async def detail() -> str:
+        async with httpx.AsyncClient(timeout=5) as client:
+            bodies = [(await client.get(f"{u}/readyz")).text for u in gw.stack.gateway_urls]
+        return " ".join(bodies)
+
+    deadline = time.monotonic() + 30
+    while "40001" not in await detail():
+        assert time.monotonic() < deadline, "readiness never reported the rejected secret"
+        await asyncio.sleep(0.2)
+    calls = gw.wecom.stats()["gettoken_calls"]
+    await send_text(gw, user, "and now?")
+    await send_text(gw, user, "and now again?")
+    async with httpx.AsyncClient(timeout=5) as client:
+        deadline = time.monotonic() + 30
+        while True:
+            metrics = "".join([(await client.get(f"{u}/metrics")).text for u in gw.stack.gateway_urls])
+            failed = [
+                line
+                for line in metrics.splitlines()
+                if line.startswith("wxbot_gateway_deliveries_total") and 'errcode="40001"' in line
+            ]
+            if sum(float(line.rsplit(" ", 1)[1]) for line in failed) >= 3:
+                break
+            assert time.monotonic() < deadline, "the three messages did not all fail with 40001"
+            await asyncio.sleep(0.2)
+    assert gw.wecom.stats()["gettoken_calls"] == calls  # no gettoken loop
+    assert gw.wecom.messages_for(user) == []
