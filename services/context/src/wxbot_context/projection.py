@@ -39,9 +39,14 @@ class Change:
     turn: StoredTurn | None = None
 
 
+def event_time(meta: ev.EventMeta) -> float:
+    """When the event happened (unix seconds): replays age turns by it, not by the time of the replay."""
+    return meta.occurred_at.seconds + meta.occurred_at.nanos / 1e9 if meta.occurred_at.seconds else time.time()
+
+
 def change_for(kind: EventKind, event: Message, origin_seq: int) -> Change | None:
     """What an event means for its conversation (pure; None = nothing to record)."""
-    now = time.time()
+    now = event_time(meta_of(event))
     if kind is EventKind.RECEIVED:
         return Change(Op.PENDING)
     if kind is EventKind.ACCEPTED:
@@ -170,17 +175,17 @@ class Projector:
                 "wxbot.context.op": change.op.value,
             },
         ):
-            applied = await self._apply_with_retry(ckey, seq, change, origin)
+            applied = await self._apply_with_retry(ckey, seq, change, origin, event_time(meta))
         self._watermark.advance(seq, ckey)
         self._metrics.position.set(seq)
         self._metrics.applied.labels(kind.name.lower(), "applied" if applied else "replayed").inc()
 
-    async def _apply_with_retry(self, ckey: str, seq: int, change: Change, origin: int) -> bool:
+    async def _apply_with_retry(self, ckey: str, seq: int, change: Change, origin: int, at: float) -> bool:
         """Redis outages pause the projection (in order) instead of skipping events."""
         delay = 0.1
         while True:
             try:
-                return await self._store.apply(ckey, seq, change.op, origin, change.turn)
+                return await self._store.apply(ckey, seq, change.op, origin, at, change.turn)
             except (RedisError, OSError) as exc:
                 self._log.warning("apply_failed_retrying", seq=seq, error=repr(exc))
                 await asyncio.sleep(delay)

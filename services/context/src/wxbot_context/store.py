@@ -37,9 +37,9 @@ if seq > last then
     redis.call('DEL', KEYS[1])
   end
   redis.call('LTRIM', KEYS[1], -tonumber(ARGV[6]), -1)
-  redis.call('SET', KEYS[3], seq, 'EX', ARGV[5])
-  redis.call('EXPIRE', KEYS[1], ARGV[5])
-  redis.call('EXPIRE', KEYS[2], ARGV[5])
+  redis.call('SET', KEYS[3], seq, 'EXAT', ARGV[5])
+  redis.call('EXPIREAT', KEYS[1], ARGV[5])
+  redis.call('EXPIREAT', KEYS[2], ARGV[5])
   applied = 1
 end
 local pos = tonumber(redis.call('GET', KEYS[4]) or '0')
@@ -96,8 +96,14 @@ class ContextStore:
         self._stale_s = pending_stale_s
         self._apply = redis.register_script(_APPLY)
 
-    async def apply(self, ckey: str, seq: int, op: Op, origin_seq: int, turn: StoredTurn | None = None) -> bool:
-        """Apply one event; False if this conversation already applied `seq` (a replay)."""
+    async def apply(
+        self, ckey: str, seq: int, op: Op, origin_seq: int, at: float, turn: StoredTurn | None = None
+    ) -> bool:
+        """Apply one event that happened at `at`; False if this conversation already applied `seq` (a replay).
+
+        The conversation expires `ttl` after its latest event's own time, so a rebuild from the log
+        forgets exactly the conversations that live operation had forgotten.
+        """
         result = await self._apply(
             keys=_keys(ckey),
             args=[
@@ -105,9 +111,9 @@ class ContextStore:
                 op.value,
                 origin_seq,
                 turn.to_json() if turn else "",
-                self._ttl_s,
+                int(at) + self._ttl_s,
                 self._max_turns,
-                int(time.time()),
+                int(at),
             ],
         )
         return bool(result)
