@@ -13,6 +13,7 @@ from typing import Literal
 
 import httpx
 
+from wxbot_common.ids import inbound_event_id
 from wxbot_devkit.fakes.llm import ChatRequest, FakeLLM, ReplyFn
 from wxbot_devkit.fakes.wecom import FakeWeCom
 from wxbot_devkit.otlp_sink import OtlpSink, SpanRecord
@@ -77,8 +78,11 @@ async def running_world(
 TRACED_SERVICES = {"gateway", "safety", "nlp", "context"}
 
 
-def find_message_trace(spans: list[SpanRecord]) -> list[SpanRecord] | None:
-    """The spans of a callback's trace once it covers all four services and the WeCom send, else None."""
+def find_message_trace(spans: list[SpanRecord], event_id: str | None = None) -> list[SpanRecord] | None:
+    """The spans of a callback's trace once it covers all four services and the WeCom send, else None.
+
+    With `event_id`, only the trace whose gateway producer span published that event qualifies.
+    """
     roots = [
         s
         for s in spans
@@ -89,9 +93,15 @@ def find_message_trace(spans: list[SpanRecord]) -> list[SpanRecord] | None:
         sent = any(
             s.kind == "CLIENT" and s.service_name == "gateway" and "message/send" in str(s.attributes) for s in trace
         )
-        if {s.service_name for s in trace} >= TRACED_SERVICES and sent:
+        ours = event_id is None or any(s.attributes.get("messaging.message.id") == event_id for s in trace)
+        if {s.service_name for s in trace} >= TRACED_SERVICES and sent and ours:
             return trace
     return None
+
+
+def wecom_event_id(msg_id: int) -> str:
+    """The id the gateway gives the MessageReceived of a WeCom MsgId (to find that message's trace)."""
+    return inbound_event_id("wecom", f"{CONFIG['corpid']}:{CONFIG['agentid']}", f"MsgId={msg_id}")
 
 
 @dataclass

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.harness import TRACED_SERVICES, World, find_message_trace, send_text
+from tests.e2e.harness import (
+    LLM_KEY,
+    SECRET,
+    TRACED_SERVICES,
+    World,
+    find_message_trace,
+    send_text,
+    wecom_event_id,
+)
+from wxbot_devkit.otlp_sink import SpanRecord
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -28,3 +37,49 @@ async def test_spans_of_one_message_share_a_trace_across_services(world: World) 
     assert any(
         s.service_name == "nlp" and s.kind == "CLIENT" and "chat/completions" in str(s.attributes) for s in trace
     )
+
+
+def _child(trace: list[SpanRecord], parent: SpanRecord, service: str, kind: str, name_part: str) -> SpanRecord:
+    found = [
+        s
+        for s in trace
+        if s.parent_span_id == parent.span_id and s.service_name == service and s.kind == kind and name_part in s.name
+    ]
+    assert found, f"no {service} {kind} '{name_part}' span under {parent.service_name} '{parent.name}'"
+    return found[0]
+
+
+async def test_the_span_tree_follows_the_message_and_carries_no_content_or_secrets(world: World) -> None:
+    user, text = "e2e-tree-user-5521", "tree text 7731 should never be in a span"
+    _, msg_id = await send_text(world, user, text)
+    await world.wecom.wait_for_messages(user, 1, timeout=20)
+    trace = await world.sink.wait_for(lambda spans: find_message_trace(spans, wecom_event_id(msg_id)), timeout=30)
+
+    # gateway → safety → nlp → context → nlp → safety → gateway, parent → child across every hop
+    root = next(s for s in trace if s.service_name == "gateway" and s.kind == "SERVER" and not s.parent_span_id)
+    published = _child(trace, root, "gateway", "PRODUCER", "inbound.received")
+    checked_in = _child(trace, published, "safety", "CONSUMER", "inbound.received")
+    accepted = _child(trace, checked_in, "safety", "PRODUCER", "inbound.accepted")
+    drafting = _child(trace, accepted, "nlp", "CONSUMER", "inbound.accepted")
+    history_call = _child(trace, drafting, "nlp", "CLIENT", "GetHistory")
+    _child(trace, history_call, "context", "SERVER", "GetHistory")
+    drafted = _child(trace, drafting, "nlp", "PRODUCER", "reply.drafted")
+    checked_out = _child(trace, drafted, "safety", "CONSUMER", "reply.drafted")
+    approved = _child(trace, checked_out, "safety", "PRODUCER", "reply.approved")
+    delivering = _child(trace, approved, "gateway", "CONSUMER", "reply.approved")
+    sends = [s for s in trace if s.parent_span_id == delivering.span_id and "message/send" in str(s.attributes)]
+    assert len(sends) == 1 and sends[0].kind == "CLIENT"
+    assert len({s.trace_id for s in trace}) == 1
+
+    # semantic conventions on the hops
+    assert published.attributes["messaging.system"] == "nats"
+    assert history_call.attributes["rpc.system"] == "grpc"
+    assert any(s.attributes.get("db.system") == "redis" for s in trace)
+
+    # no message content, raw user id or credential in any attribute
+    everything = " ".join(f"{s.name} {s.attributes}" for s in trace)
+    for forbidden in (text, "7731", user, SECRET, LLM_KEY):
+        assert forbidden not in everything, forbidden
+    tokens = [s.attributes.get("http.url", "") for s in trace if "access_token" in str(s.attributes)]
+    assert tokens and all("access_token=REDACTED" in t for t in tokens)
+    assert all("corpsecret=REDACTED" in str(s.attributes) for s in trace if "corpsecret" in str(s.attributes))

@@ -9,13 +9,17 @@ export off, `console` prints spans.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import Span
 
 
 @dataclass
@@ -69,6 +73,34 @@ def setup_telemetry(service_name: str, env: Mapping[str, str] | None = None) -> 
     return Telemetry(provider=provider, exporting=exporter is not None)
 
 
+_SECRET_PARAM = re.compile(r"token|secret|key|sig|password|code", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """`url` with the values of credential-like query parameters replaced (WeCom puts the
+    access token and the app secret in the query string; spans must never carry them)."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    query = [
+        (k, "REDACTED" if _SECRET_PARAM.search(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="")))
+
+
+def _redact_http_url(span: Span, request: Any) -> None:
+    url = str(request.url)
+    if span.is_recording() and "?" in url:
+        present = getattr(span, "attributes", None) or {}
+        for key in ("http.url", "url.full"):  # old and new HTTP semantic conventions
+            if key in present:
+                span.set_attribute(key, redact_url(url))
+
+
+async def _async_redact_http_url(span: Span, request: Any) -> None:
+    _redact_http_url(span, request)
+
+
 def _instrument_libraries(provider: TracerProvider) -> None:
     from opentelemetry.instrumentation.grpc import (
         GrpcAioInstrumentorClient,
@@ -85,5 +117,7 @@ def _instrument_libraries(provider: TracerProvider) -> None:
     GrpcAioInstrumentorClient(filter_=not_health).instrument(  # type: ignore[no-untyped-call]
         tracer_provider=provider
     )
-    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+    HTTPXClientInstrumentor().instrument(
+        tracer_provider=provider, request_hook=_redact_http_url, async_request_hook=_async_redact_http_url
+    )
     RedisInstrumentor().instrument(tracer_provider=provider)
