@@ -8,13 +8,18 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # the documented `health.aio` alias
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
+
+from wxbot_common.red_metrics import GrpcRedMetrics
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 
 
-def create_server(addr: str) -> tuple[grpc.aio.Server, HealthServicer]:
-    """A server listening on `addr` with health (NOT_SERVING until the app says so)."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+def create_server(addr: str, registry: CollectorRegistry | None = None) -> tuple[grpc.aio.Server, HealthServicer]:
+    """A server listening on `addr` with health (NOT_SERVING until the app says so) and, given a
+    registry, RED metrics of its methods."""
+    interceptors = [GrpcRedMetrics(registry)] if registry is not None else []
+    server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
     servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     server.add_insecure_port(addr)

@@ -26,6 +26,7 @@ from wxbot_common.nats.consumer import ConsumerLoop, ConsumerMetrics, Handler
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.topology import ConsumerSpec, StreamSettings, ensure_topology
 from wxbot_common.ops import HttpServer, Readiness, ops_app
+from wxbot_common.red_metrics import HttpRedMetrics
 from wxbot_common.settings import CommonSettings
 from wxbot_common.telemetry import Telemetry, setup_telemetry
 
@@ -93,7 +94,8 @@ class ServiceRuntime:
 
     async def serve_http(self, app: ASGIApp | None, port: int, host: str | None = None) -> None:
         """Serve `app` (default: just the ops endpoints) on `port`."""
-        self._http = HttpServer(app or ops_app(self.readiness, self.registry), host or self.settings.http_host, port)
+        served = HttpRedMetrics(app, self.registry) if app is not None else ops_app(self.readiness, self.registry)
+        self._http = HttpServer(served, host or self.settings.http_host, port)
         await self._http.start()
         self.log.info("http_listening", host=host or self.settings.http_host, port=port)
 

@@ -29,7 +29,7 @@ async def main() -> None:
     runtime.on_shutdown(projector.stop)
     runtime.readiness.set("projection", True)
 
-    server, health = create_server(settings.grpc_listen)
+    server, health = create_server(settings.grpc_listen, runtime.registry)
     pb_grpc.add_ContextServiceServicer_to_server(ContextServicer(store, watermark, runtime.publisher, settings), server)
     enable_reflection(server, [SERVICE_NAME])
     await server.start()

@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from wxbot_common.errors import PermanentError, TransientError
 from wxbot_common.logs import get_logger
@@ -61,6 +61,18 @@ class ConsumerMetrics:
         self.redeliveries = Counter(
             "wxbot_consumer_redeliveries",
             "Messages received more than once",
+            ["durable"],
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "wxbot_consumer_pending",
+            "Messages in the stream that the durable has not delivered yet (consumer lag)",
+            ["durable"],
+            registry=registry,
+        )
+        self.ack_pending = Gauge(
+            "wxbot_consumer_ack_pending",
+            "Messages delivered to the durable and not yet acknowledged",
             ["durable"],
             registry=registry,
         )
@@ -107,6 +119,7 @@ class ConsumerLoop:
         """Fetch until `stop()`; the subscription binds to the durable ensured by the topology."""
         sub = await self._js.pull_subscribe_bind(durable=self._spec.durable, stream=EVENTS_STREAM)
         self._log.info("consumer_started", concurrency=self._concurrency)
+        lag = asyncio.create_task(self._watch_lag(), name=f"lag:{self._spec.durable}")
         while not self._stopping.is_set():
             await self._slots.acquire()
             free = 1
@@ -128,8 +141,22 @@ class ConsumerLoop:
                 task = asyncio.create_task(self._settle(msg))
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
+        lag.cancel()
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+    async def _watch_lag(self, every_s: float = 10.0) -> None:
+        """Publish the durable's lag as gauges (what the consumer-lag alert watches)."""
+        durable = self._spec.durable
+        while not self._stopping.is_set():
+            try:
+                info = await self._js.consumer_info(EVENTS_STREAM, durable)
+                self._metrics.pending.labels(durable).set(info.num_pending or 0)
+                self._metrics.ack_pending.labels(durable).set(info.num_ack_pending or 0)
+            except (nats.errors.Error, TimeoutError) as exc:
+                self._log.debug("consumer_info_failed", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), every_s)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
