@@ -166,6 +166,9 @@ async def run(args: argparse.Namespace) -> Results:
     await wecom.stop()
     results.replies = sum(1 for tag in watcher.waiting if watcher.counts[tag] >= 1)
     results.duplicated = sum(c - 1 for c in watcher.counts.values() if c > 1)
+    results.llm_max_in_flight = llm.max_in_flight
+    if replicas:
+        results.replicas = ", ".join(f"{k}×{v}" for k, v in replicas.items()) + ", others ×1"
     return results
 
 

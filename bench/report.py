@@ -50,6 +50,8 @@ class Results:
     duplicated: int = 0
     callbacks_failed: int = 0
     retries_sent: int = 0
+    llm_max_in_flight: int = 0
+    replicas: str = "one of each service"
 
     def render(self) -> str:
         def row(name: str, values: list[float]) -> str:
@@ -65,11 +67,13 @@ class Results:
                 f"wxbot bench — {self.users} users × {self.messages // max(self.users, 1)} messages, "
                 f"fake LLM latency {self.llm_latency_s:.2f} s, WeCom retries {self.retry_rate:.0%}",
                 f"  machine                {machine()}",
+                f"  replicas               {self.replicas}",
                 f"  replies/s              {rate:8.1f}   ({self.replies} replies in {self.wall_s:.1f} s)",
                 row("callback ack", self.ack_s),
                 row("end-to-end reply", self.e2e_s),
                 f"  lost replies           {self.lost}",
                 f"  duplicated replies     {self.duplicated}",
                 f"  failed callbacks       {self.callbacks_failed}   (retried deliveries sent: {self.retries_sent})",
+                f"  LLM calls in flight    {self.llm_max_in_flight} at peak (one conversation = at most one)",
             ]
         )

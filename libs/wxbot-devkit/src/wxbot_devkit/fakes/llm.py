@@ -100,6 +100,8 @@ class FakeLLM(FakeService):
         self._requests: deque[ChatRequest] = deque(maxlen=record_limit)
         self._faults: deque[int] = deque()
         self.calls = 0
+        self.in_flight = 0  # calls waiting out `latency_s` right now
+        self.max_in_flight = 0  # the most that ever waited at once: how many calls the bot overlaps
 
     # -- knobs -------------------------------------------------------------------------------------
 
@@ -136,6 +138,7 @@ class FakeLLM(FakeService):
         with self._lock:
             return {
                 "calls": self.calls,
+                "max_in_flight": self.max_in_flight,
                 "pending_statuses": list(self._faults),
                 "hang": self.hang,
                 "latency_s": self.latency_s,
@@ -176,7 +179,14 @@ class FakeLLM(FakeService):
         if self._closing:
             return openai_error(503, "fake shutting down", "server_error")
         if self.latency_s > 0:
-            await asyncio.sleep(self.latency_s)
+            with self._lock:
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(self.latency_s)
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
         text = self.reply(chat)
         prompt_tokens = sum(count_tokens(content_text(m.get("content"))) + 4 for m in messages if isinstance(m, dict))
         usage = {
