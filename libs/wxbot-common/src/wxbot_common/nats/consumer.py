@@ -70,6 +70,12 @@ class ConsumerMetrics:
             ["durable"],
             registry=registry,
         )
+        self.in_flight = Gauge(
+            "wxbot_consumer_in_flight",
+            "Messages this process is handling right now (saturation: compare with its concurrency)",
+            ["durable"],
+            registry=registry,
+        )
         self.ack_pending = Gauge(
             "wxbot_consumer_ack_pending",
             "Messages delivered to the durable and not yet acknowledged",
@@ -140,6 +146,7 @@ class ConsumerLoop:
             for msg in msgs:
                 task = asyncio.create_task(self._settle(msg))
                 self._inflight.add(task)
+                self._metrics.in_flight.labels(self._spec.durable).inc()
                 task.add_done_callback(self._done)
         lag.cancel()
         with contextlib.suppress(Exception):
@@ -160,6 +167,7 @@ class ConsumerLoop:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
+        self._metrics.in_flight.labels(self._spec.durable).dec()
         self._slots.release()
 
     async def stop(self, grace_s: float) -> None:
@@ -199,6 +207,13 @@ class ConsumerLoop:
                 span.set_attribute("messaging.destination.name", kind.template)
                 event = kind.decode(msg.data)
                 await self._handler(Delivery(kind, event, seq, delivered, msg))
+            except asyncio.CancelledError:
+                # Shutting down mid-handler: hand the message back now rather than after ack_wait,
+                # so another replica answers it at once (outputs so far are deduped by their ids).
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(msg.nak())
+                self._metrics.outcomes.labels(self._spec.durable, kind_label, "nak").inc()
+                raise
             except PermanentError as exc:
                 await self._dead_letter(msg, headers, seq, f"permanent: {exc}", span, kind_label)
             except Exception as exc:
