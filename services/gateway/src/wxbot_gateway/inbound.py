@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from wxbot_common.ids import inbound_event_id, now_timestamp
+from wxbot_gateway.conversation import conversation_id
 from wxbot_proto.events.v1 import events_pb2 as ev
 from wxbot_wecom.messages import InboundMessage, dedup_key
 
@@ -19,7 +20,7 @@ KINDS = {
 
 
 def wecom_conversation_id(corp_id: str, agent_id: str, user_id: str) -> str:
-    return f"wecom:{corp_id}:{agent_id}:user:{user_id}"
+    return conversation_id("wecom", f"{corp_id}:{agent_id}", user_id)
 
 
 def _address(event: ev.MessageReceived | ev.ChannelEventReceived, corp_id: str, agent: str, user: str) -> None:

@@ -32,6 +32,9 @@ class GatewaySettings(CommonSettings):
     gateway_retry_base_s: float = Field(
         2.0, description="first delay before a delivery is retried after WeCom asks to slow down; doubles, jittered"
     )
+    conversation_group_scope: Literal["group", "member"] = Field(
+        "group", description="group chats: one memory per group, or one per member"
+    )
 
     @property
     def wecom_configured(self) -> bool:
