@@ -38,7 +38,10 @@ async def main() -> None:
     metrics = GatewayMetrics(runtime.registry)
     redis = Redis.from_url(settings.redis_url)
     runtime.on_shutdown(redis.aclose)
-    http = httpx.AsyncClient(timeout=settings.wecom_timeout_s, limits=httpx.Limits(max_connections=200))
+    # A small pool: httpcore scans every pooled connection per request, and WeCom answers in
+    # tens of milliseconds, so a few dozen connections carry hundreds of sends per second.
+    limits = httpx.Limits(max_connections=settings.wecom_max_connections)
+    http = httpx.AsyncClient(timeout=settings.wecom_timeout_s, limits=limits)
     runtime.on_shutdown(http.aclose)
 
     def config_error(errcode: int, errmsg: str) -> None:

@@ -19,6 +19,7 @@ class GatewaySettings(CommonSettings):
     wecom_encoding_aes_key: str = Field("", description="callback EncodingAESKey (43 characters)")
     wecom_api_base: str = Field("https://qyapi.weixin.qq.com", description="WeCom API base URL")
     wecom_timeout_s: float = Field(10.0, description="timeout of one WeCom API call")
+    wecom_max_connections: int = Field(32, description="HTTP connections to the WeCom API per gateway replica")
     gateway_max_body_bytes: int = Field(64 * 1024, description="larger callback bodies get 413")
     wecom_timestamp_window_s: int = Field(
         600, description="POST callbacks whose timestamp is further than this from now get 403 (0 = off)"
