@@ -270,6 +270,41 @@ async def test_the_trace_of_one_message_spans_all_services_over_otlp_grpc(gw: Wo
     assert len({s.trace_id for s in trace}) == 1
 
 
+def _inner_of(kind: str, user: str, msg_id: int) -> str:
+    extra = {
+        "image": "<PicUrl><![CDATA[http://example.invalid/p.jpg]]></PicUrl><MediaId><![CDATA[media-img]]></MediaId>",
+        "voice": "<MediaId><![CDATA[media-voice]]></MediaId><Format><![CDATA[amr]]></Format>",
+        "video": "<MediaId><![CDATA[media-video]]></MediaId><ThumbMediaId><![CDATA[thumb]]></ThumbMediaId>",
+        "file": "<MediaId><![CDATA[media-file]]></MediaId><FileName><![CDATA[a.pdf]]></FileName>",
+        "location": "<Location_X>23.134521</Location_X><Location_Y>113.358803</Location_Y><Scale>20</Scale>"
+        "<Label><![CDATA[广州塔]]></Label><AppType><![CDATA[wxwork]]></AppType>",
+        "link": "<Title><![CDATA[wxbot]]></Title><Description><![CDATA[a bot]]></Description>"
+        "<Url><![CDATA[https://example.invalid/]]></Url><PicUrl><![CDATA[]]></PicUrl>",
+    }[kind]
+    return (
+        f"<xml><ToUserName><![CDATA[{CONFIG['corpid']}]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>"
+        f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[{kind}]]></MsgType>{extra}"
+        f"<MsgId>{msg_id}</MsgId><AgentID>{CONFIG['agentid']}</AgentID></xml>"
+    )
+
+
+@pytest.mark.parametrize("kind", ["image", "voice", "video", "file", "location", "link"])
+async def test_every_message_type_is_accepted_and_answered_once(gw: World, kind: str) -> None:
+    user = f"e2e-type-{kind}"
+    crypto = _crypto()
+    msg_id = 7_400_000_000_000_000_000 + len(kind) * 1000 + sum(map(ord, kind))
+    params, body = crypto.build_callback(
+        _inner_of(kind, user, msg_id), str(int(time.time())), "n3", CONFIG["corpid"], CONFIG["agentid"]
+    )
+    async with httpx.AsyncClient(base_url=gw.stack.gateway_url, timeout=10) as client:
+        resp = await client.post("/wecom/callback", params=params, content=body.encode(), headers=XML)
+    assert resp.status_code == 200 and resp.content == b""
+    replies = await gw.wecom.wait_for_messages(user, 1, timeout=20)
+    assert len(replies) == 1 and replies[0].content
+    if kind in ("image", "voice", "video", "file"):  # media the bot cannot read: a notice, no LLM call
+        assert not replies[0].content.startswith("LLM says")
+
+
 async def test_a_rejected_secret_fails_fast_and_is_visible_in_readiness(gw: World) -> None:
     """Last in the module: it leaves the app's secret marked bad for a minute."""
     user = "e2e-bad-secret"

@@ -29,6 +29,23 @@ def _address(event: ev.MessageReceived | ev.ChannelEventReceived, corp_id: str, 
     event.reply_to.user_id = user
 
 
+def describe(msg: InboundMessage) -> str:
+    """The text a message stands for: its content, or a short description of a non-text message
+    (what context records and what the nlp stage may show a model); media stay referenced by id."""
+    f = msg.fields
+    if msg.msg_type == "text":
+        return msg.content or ""
+    if msg.msg_type == "location":
+        label = f.get("Label", "").strip()
+        return f"[location] {label} ({f.get('Location_X', '?')}, {f.get('Location_Y', '?')})".replace("  ", " ")
+    if msg.msg_type == "link":
+        parts = [f.get("Title", ""), f.get("Description", ""), f.get("Url", "")]
+        return "[link] " + " — ".join(p for p in parts if p)
+    if msg.msg_type == "voice" and f.get("Recognition"):
+        return f["Recognition"]  # speech-to-text, when the platform provides it
+    return f"[{msg.msg_type}]"
+
+
 def channel_event_from_wecom(msg: InboundMessage, corp_id: str, agent_id: str) -> ev.ChannelEventReceived:
     """One log entry per WeCom event; its id comes from sender + CreateTime + event (retries share it)."""
     agent = msg.agent_id or agent_id
@@ -50,7 +67,7 @@ def received_from_wecom(msg: InboundMessage, corp_id: str, agent_id: str) -> ev.
     event = ev.MessageReceived(
         provider_msg_id=msg.msg_id or "",
         kind=KINDS.get(msg.msg_type, ev.MESSAGE_KIND_UNSPECIFIED),
-        text=msg.content or "",
+        text=describe(msg),
         media_id=msg.media_id or "",
     )
     event.meta.event_id = inbound_event_id("wecom", f"{corp_id}:{agent}", dedup_key(msg))
