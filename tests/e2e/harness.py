@@ -76,10 +76,27 @@ async def running_world(
 
 
 TRACED_SERVICES = {"gateway", "safety", "nlp", "context"}
+# (service, kind, part of the name) of every span one answered message must produce.
+MESSAGE_SPANS = [
+    ("gateway", "SERVER", "POST"),
+    ("gateway", "PRODUCER", "inbound.received"),
+    ("safety", "CONSUMER", "inbound.received"),
+    ("safety", "PRODUCER", "inbound.accepted"),
+    ("nlp", "CONSUMER", "inbound.accepted"),
+    ("nlp", "CLIENT", "GetHistory"),
+    ("context", "SERVER", "GetHistory"),
+    ("nlp", "CLIENT", "chat "),
+    ("nlp", "PRODUCER", "reply.drafted"),
+    ("safety", "CONSUMER", "reply.drafted"),
+    ("safety", "PRODUCER", "reply.approved"),
+    ("gateway", "CONSUMER", "reply.approved"),
+    ("context", "CONSUMER", "reply.approved"),
+]
 
 
 def find_message_trace(spans: list[SpanRecord], event_id: str | None = None) -> list[SpanRecord] | None:
-    """The spans of a callback's trace once it covers all four services and the WeCom send, else None.
+    """The spans of a callback's trace once it covers all four services and the WeCom send and every
+    span's parent has arrived too, else None.
 
     With `event_id`, only the trace whose gateway producer span published that event qualifies.
     """
@@ -94,7 +111,14 @@ def find_message_trace(spans: list[SpanRecord], event_id: str | None = None) -> 
             s.kind == "CLIENT" and s.service_name == "gateway" and "message/send" in str(s.attributes) for s in trace
         )
         ours = event_id is None or any(s.attributes.get("messaging.message.id") == event_id for s in trace)
-        if {s.service_name for s in trace} >= TRACED_SERVICES and sent and ours:
+        ids = {s.span_id for s in trace}
+        whole = all(s.parent_span_id in ids for s in trace if s is not root)  # parents end (export) last
+        have = {s.service_name for s in trace}
+        complete = all(
+            any(s.service_name == svc and s.kind == kind and part in s.name for s in trace)
+            for svc, kind, part in MESSAGE_SPANS
+        )
+        if have >= TRACED_SERVICES and sent and ours and whole and complete:
             return trace
     return None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.e2e.harness import (
@@ -63,6 +65,11 @@ async def test_the_span_tree_follows_the_message_and_carries_no_content_or_secre
     drafting = _child(trace, accepted, "nlp", "CONSUMER", "inbound.accepted")
     history_call = _child(trace, drafting, "nlp", "CLIENT", "GetHistory")
     _child(trace, history_call, "context", "SERVER", "GetHistory")
+    llm = _child(trace, drafting, "nlp", "CLIENT", "chat ")
+    assert llm.attributes["gen_ai.operation.name"] == "chat"
+    assert llm.attributes["gen_ai.request.model"] == "fake-model"
+    assert llm.attributes["gen_ai.usage.input_tokens"] > 0 and llm.attributes["gen_ai.usage.output_tokens"] > 0
+    assert any("chat/completions" in str(s.attributes) for s in trace if s.parent_span_id == llm.span_id)
     drafted = _child(trace, drafting, "nlp", "PRODUCER", "reply.drafted")
     checked_out = _child(trace, drafted, "safety", "CONSUMER", "reply.drafted")
     approved = _child(trace, checked_out, "safety", "PRODUCER", "reply.approved")
@@ -83,3 +90,16 @@ async def test_the_span_tree_follows_the_message_and_carries_no_content_or_secre
     tokens = [s.attributes.get("http.url", "") for s in trace if "access_token" in str(s.attributes)]
     assert tokens and all("access_token=REDACTED" in t for t in tokens)
     assert all("corpsecret=REDACTED" in str(s.attributes) for s in trace if "corpsecret" in str(s.attributes))
+
+
+async def test_logs_are_json_with_trace_ids_and_hold_no_content_user_id_or_secret(world: World) -> None:
+    user, text = "e2e-logs-user-8830", "log text 4419 must not be logged"
+    await send_text(world, user, text)
+    await world.wecom.wait_for_messages(user, 1, timeout=20)
+    lines = [line for service in sorted(TRACED_SERVICES) for line in world.stack.logs(service)]
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert records and len(records) >= len(lines) * 0.9  # JSON lines (a stray library line may not be)
+    assert any(r.get("trace_id") and r.get("span_id") for r in records)
+    everything = "\n".join(lines)
+    for forbidden in (text, "4419", user, SECRET, LLM_KEY, world.stack.env.get("WECOM_ENCODING_AES_KEY", "-")):
+        assert forbidden not in everything, forbidden

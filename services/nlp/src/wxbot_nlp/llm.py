@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 
 class LlmUnavailableError(Exception):
@@ -43,6 +45,7 @@ class OpenAICompatibleBackend:
     ) -> None:
         self._client = client
         self._url = base_url.rstrip("/") + "/chat/completions"
+        self._host = httpx.URL(base_url).host
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._model = model
         self._timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
@@ -50,6 +53,31 @@ class OpenAICompatibleBackend:
         self._temperature = temperature
 
     async def complete(self, messages: list[dict[str, str]]) -> Completion:
+        """One chat completion inside a `chat {model}` span with the gen_ai.* semantic attributes."""
+        tracer = trace.get_tracer("wxbot.nlp.llm")
+        with tracer.start_as_current_span(
+            f"chat {self._model}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.system": "openai",
+                "gen_ai.request.model": self._model,
+                "gen_ai.request.max_tokens": self._max_tokens,
+                "gen_ai.request.temperature": self._temperature,
+                "server.address": self._host,
+            },
+        ) as span:
+            completion = await self._complete(messages)
+            span.set_attributes(
+                {
+                    "gen_ai.response.model": completion.model,
+                    "gen_ai.usage.input_tokens": completion.prompt_tokens,
+                    "gen_ai.usage.output_tokens": completion.completion_tokens,
+                }
+            )
+            return completion
+
+    async def _complete(self, messages: list[dict[str, str]]) -> Completion:
         body: dict[str, Any] = {
             "model": self._model,
             "messages": messages,
