@@ -1,19 +1,34 @@
-"""The two safety stages as consumer handlers: check, then publish the verdict as an event."""
+"""The two safety stages as consumer handlers: gather facts, decide (pure policy), publish the verdict.
+
+Every block is recorded in the log as an InboundBlocked / ReplyBlocked event with its reason
+(the audit trail); logs carry the reason and a hashed user id, never the message text.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 
-from wxbot_common.errors import TransientError
 from wxbot_common.ids import user_hash
 from wxbot_common.logs import get_logger
 from wxbot_common.meta import derive_meta
 from wxbot_common.nats.consumer import Delivery
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_proto.events.v1 import events_pb2 as ev
+from wxbot_safety.injection import InjectionDetector
 from wxbot_safety.lexicon import Lexicon
-from wxbot_safety.policy import check_inbound, check_outbound
+from wxbot_safety.policy import (
+    InjectionAction,
+    Limits,
+    OutputAction,
+    RateFacts,
+    Verdict,
+    check_inbound,
+    check_outbound,
+    unavailable_verdict,
+)
 from wxbot_safety.ratelimit import RateCounter
 
 
@@ -25,6 +40,9 @@ class SafetyMetrics:
             ["stage", "verdict", "reason"],
             registry=registry,
         )
+        self.flags = Counter(
+            "wxbot_safety_flags", "Non-blocking findings on accepted messages", ["flag"], registry=registry
+        )
         self.latency = Histogram(
             "wxbot_safety_check_seconds",
             "Time to decide one message",
@@ -32,6 +50,13 @@ class SafetyMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
             registry=registry,
         )
+        self.redis_errors = Counter(
+            "wxbot_safety_redis_errors",
+            "Rate counter lookups that failed, by the policy applied",
+            ["policy"],
+            registry=registry,
+        )
+        self.lexicon_terms = Gauge("wxbot_safety_lexicon_terms", "Terms in the lexicon in service", registry=registry)
 
 
 class SafetyStages:
@@ -40,36 +65,74 @@ class SafetyStages:
         publisher: EventPublisher,
         rate: RateCounter,
         lexicon: Lexicon,
-        per_minute: int,
+        limits: Limits,
         metrics: SafetyMetrics,
+        *,
+        fail_open: bool = True,
+        injection_action: InjectionAction = "flag",
+        output_action: OutputAction = "mask",
+        blocked_users: frozenset[str] = frozenset(),
     ) -> None:
         self._publisher = publisher
         self._rate = rate
-        self.lexicon = lexicon
-        self._per_minute = per_minute
+        self._limits = limits
         self._metrics = metrics
+        self._fail_open = fail_open
+        self._detector = InjectionDetector()
+        self._injection_action = injection_action
+        self._output_action = output_action
+        self._blocked = blocked_users
         self._log = get_logger("wxbot.safety")
+        self.lexicon = lexicon
+        self.swap_lexicon(lexicon)
+
+    def swap_lexicon(self, lexicon: Lexicon) -> None:
+        self.lexicon = lexicon  # one reference swap: in-flight checks finish with the old automaton
+        self._metrics.lexicon_terms.set(lexicon.size)
+
+    async def _rate_facts(self, received: ev.MessageReceived) -> RateFacts | None:
+        """The user's counts; None when Redis is down and the policy is fail-closed."""
+        user = received.reply_to
+        try:
+            minute, day = await self._rate.hit(user_hash(f"{received.meta.channel}:{user.corp_id}:{user.user_id}"))
+            return RateFacts(minute, day)
+        except (RedisError, OSError) as exc:
+            policy = "open" if self._fail_open else "closed"
+            self._metrics.redis_errors.labels(policy).inc()
+            self._log.warning("rate_counter_unavailable", policy=policy, error=repr(exc))
+            return RateFacts(None, None) if self._fail_open else None
 
     async def inbound(self, delivery: Delivery) -> None:
         received = delivery.event
         assert isinstance(received, ev.MessageReceived)
-        with self._metrics.latency.labels("inbound").time():
-            try:
-                user = received.reply_to
-                count = await self._rate.hit(user_hash(f"{received.meta.channel}:{user.corp_id}:{user.user_id}"))
-            except RedisError as exc:
-                raise TransientError(f"rate counter unavailable: {exc!r}") from exc
-            verdict = check_inbound(received.text, count, self._per_minute, self.lexicon)
+        started = time.perf_counter()
+        user = received.reply_to.user_id
+        blocked_user = user in self._blocked or user_hash(user) in self._blocked
+        rate = RateFacts(None, None) if blocked_user else await self._rate_facts(received)
+        verdict: Verdict = (
+            unavailable_verdict()
+            if rate is None
+            else check_inbound(
+                received.text, rate, self._limits, self.lexicon, self._detector, self._injection_action, blocked_user
+            )
+        )
+        self._metrics.latency.labels("inbound").observe(time.perf_counter() - started)
         origin = delivery.stream_sequence
         if verdict.allowed:
-            accepted = ev.InboundAccepted(message=received)
+            accepted = ev.InboundAccepted(message=received, flags=verdict.flags)
             derive_meta(accepted.meta, received.meta, "safety", "accepted", origin)
             await self._publisher.publish(accepted)
+            for flag in verdict.flags:
+                self._metrics.flags.labels(flag.split(":", 1)[0]).inc()
+            if verdict.flags:
+                self._log.info("inbound_flagged", flags=verdict.flags, user=user_hash(user))
         else:
             blocked = ev.InboundBlocked(reply_to=received.reply_to, reason=verdict.reason, notice=verdict.notice)
             derive_meta(blocked.meta, received.meta, "safety", "blocked", origin)
             await self._publisher.publish(blocked)
-            self._log.info("inbound_blocked", reason=verdict.reason, user=user_hash(received.reply_to.user_id))
+            self._log.info(
+                "inbound_blocked", reason=verdict.reason, user=user_hash(user), notified=bool(verdict.notice)
+            )
         self._metrics.decisions.labels(
             "inbound", "accepted" if verdict.allowed else "blocked", verdict.reason or "ok"
         ).inc()
@@ -78,10 +141,17 @@ class SafetyStages:
         drafted = delivery.event
         assert isinstance(drafted, ev.ReplyDrafted)
         with self._metrics.latency.labels("outbound").time():
-            verdict = check_outbound(drafted.text, self.lexicon)
+            verdict = check_outbound(drafted.text, self.lexicon, self._output_action)
+        if verdict.blocked:
+            blocked = ev.ReplyBlocked(reply_to=drafted.reply_to, reason="sensitive_output", notice=verdict.notice)
+            derive_meta(blocked.meta, drafted.meta, "safety", "reply_blocked")
+            await self._publisher.publish(blocked)
+            self._log.info("reply_blocked", reason="sensitive_output", user=user_hash(drafted.reply_to.user_id))
+            self._metrics.decisions.labels("outbound", "blocked", "sensitive_output").inc()
+            return
         approved = ev.ReplyApproved(
             reply_to=drafted.reply_to, text=verdict.text, source=drafted.source, masked=verdict.masked
         )
-        derive_meta(approved.meta, drafted.meta, "safety", "approved", drafted.meta.origin_sequence)
+        derive_meta(approved.meta, drafted.meta, "safety", "approved")
         await self._publisher.publish(approved)
         self._metrics.decisions.labels("outbound", "approved", "masked" if verdict.masked else "ok").inc()

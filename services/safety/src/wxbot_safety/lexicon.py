@@ -1,20 +1,21 @@
 """Sensitive-term matching: Aho-Corasick over normalised text.
 
-Normalisation (NFKC folds full-width letters to half-width, then case folding, then dropping
-whitespace, zero-width characters and symbols) runs on both the lexicon and the text, so simple
-evasions ("Ｂａｄ", "b a d", "b.a.d") still match. Matches are mapped back to the original text so
-they can be masked in place.
+Normalisation (traditional → simplified Chinese with OpenCC, NFKC folding full-width letters to
+half-width, case folding, then dropping whitespace, zero-width characters and symbols) runs on
+both the lexicon and the text, so the usual evasions ("Ｂａｄ", "b a d", "b.a.d", "禁語") still
+match. Matches are mapped back to the original text so they can be masked in place.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import ahocorasick
+import opencc
 
 _ZERO_WIDTH = {"\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"}
 
@@ -26,10 +27,25 @@ def _keep(ch: str) -> bool:
     return not (cat.startswith("P") or cat.startswith("S") or cat.startswith("Z") or cat == "Cf")
 
 
-def normalise(text: str) -> tuple[str, list[int]]:
+class Simplifier:
+    """Traditional → simplified Chinese, character-aligned (so matches map back to the source)."""
+
+    def __init__(self) -> None:
+        self._cc = opencc.OpenCC("t2s")
+
+    def __call__(self, text: str) -> str:
+        converted = str(self._cc.convert(text))
+        if len(converted) == len(text):
+            return converted
+        return "".join(c if len(c := str(self._cc.convert(ch))) == 1 else ch for ch in text)
+
+
+def normalise(text: str, simplify: Callable[[str], str] | None = None) -> tuple[str, list[int]]:
     """Normalised text and, for each of its characters, the index of the source character."""
     out: list[str] = []
     origin: list[int] = []
+    if simplify is not None:
+        text = simplify(text)
     for i, ch in enumerate(text):
         for folded in unicodedata.normalize("NFKC", ch).casefold():
             if _keep(folded):
@@ -48,11 +64,12 @@ class Match:
 class Lexicon:
     """An immutable automaton over normalised terms."""
 
-    def __init__(self, terms: Iterable[str]) -> None:
+    def __init__(self, terms: Iterable[str], simplify: Callable[[str], str] | None = None) -> None:
+        self._simplify = simplify
         self._automaton = ahocorasick.Automaton()
         count = 0
         for raw in terms:
-            term, _ = normalise(raw.strip())
+            term, _ = normalise(raw.strip(), simplify)
             if term:
                 self._automaton.add_word(term, term)
                 count += 1
@@ -63,7 +80,7 @@ class Lexicon:
     def find(self, text: str) -> list[Match]:
         if not self.size or not text:
             return []
-        norm, origin = normalise(text)
+        norm, origin = normalise(text, self._simplify)
         matches = []
         for end, term in self._automaton.iter(norm):
             start = end - len(term) + 1
@@ -81,6 +98,10 @@ class Lexicon:
                 if not chars[i].isspace():
                     chars[i] = char
         return "".join(chars), len(matches)
+
+
+def lexicon_paths(files: str) -> list[Path]:
+    return [Path(p.strip()) for p in files.split(",") if p.strip()]
 
 
 def load_terms(files: str, inline: str) -> list[str]:

@@ -1,4 +1,8 @@
-"""Per-user fixed-window counters in Redis, shared by every safety replica."""
+"""Per-user fixed-window counters in Redis, shared by every safety replica.
+
+One script increments the minute and the day counter together, so two replicas can never both
+let the 21st message of a minute through. Windows are aligned to UTC (minute, day).
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,22 @@ import time
 
 from redis.asyncio import Redis
 
-_INCR = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
+_HIT = """
+local m = redis.call('INCR', KEYS[1])
+if m == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local d = redis.call('INCR', KEYS[2])
+if d == 1 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+return {m, d}
 """
 
 
 class RateCounter:
-    """Counts a user's messages in the current minute atomically (INCR + EXPIRE in one script)."""
-
     def __init__(self, redis: Redis) -> None:
-        self._incr = redis.register_script(_INCR)
+        self._hit = redis.register_script(_HIT)
 
-    async def hit(self, user_key: str, window_s: int = 60) -> int:
-        window = int(time.time()) // window_s
-        return int(await self._incr(keys=[f"wxbot:rate:{user_key}:{window_s}:{window}"], args=[window_s + 5]))
+    async def hit(self, user_key: str, now: float | None = None) -> tuple[int, int]:
+        """Count one message; the user's counts in the current minute and day, this one included."""
+        t = int(time.time() if now is None else now)
+        keys = [f"wxbot:rate:{{{user_key}}}:m:{t // 60}", f"wxbot:rate:{{{user_key}}}:d:{t // 86400}"]
+        minute, day = await self._hit(keys=keys, args=[65, 86400 + 60])
+        return int(minute), int(day)
