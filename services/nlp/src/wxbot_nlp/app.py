@@ -2,15 +2,74 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
+from redis.asyncio import Redis
 
 from wxbot_common.nats.topology import NLP_DRAFTER
 from wxbot_common.rpc import create_channel
 from wxbot_common.runtime import ServiceRuntime
-from wxbot_nlp.handlers import Drafter, NlpMetrics
-from wxbot_nlp.llm import OpenAICompatibleBackend
+from wxbot_nlp.answer_cache import AnswerCache
+from wxbot_nlp.handlers import Drafter, DraftingPolicy, NlpMetrics
+from wxbot_nlp.kb import KnowledgeBase, load_faqs
+from wxbot_nlp.llm import ChatBackend
+from wxbot_nlp.openai_compatible import OpenAICompatibleBackend
+from wxbot_nlp.resilience import CircuitBreaker, ResilientBackend
 from wxbot_nlp.settings import NlpSettings
+from wxbot_nlp.variants import Variant, parse_variants
 from wxbot_proto.context.v1 import context_pb2_grpc as ctx_grpc
+
+
+def _count_retries(metrics: NlpMetrics, variant: str) -> Callable[[str], None]:
+    def count(kind: str) -> None:
+        metrics.errors.labels(kind, variant).inc()
+
+    return count
+
+
+def build_backends(
+    settings: NlpSettings, http: httpx.AsyncClient, variants: list[Variant], metrics: NlpMetrics
+) -> dict[str, ChatBackend] | None:
+    """One resilient backend per A/B variant (its model and temperature), or None without an LLM."""
+    if not settings.llm_base_url:
+        return None
+
+    def endpoint(base_url: str, key: str, model: str, temperature: float) -> OpenAICompatibleBackend:
+        return OpenAICompatibleBackend(
+            http,
+            base_url,
+            key,
+            model,
+            settings.llm_timeout_s,
+            settings.llm_max_tokens,
+            temperature,
+            settings.llm_stream,
+        )
+
+    backends: dict[str, ChatBackend] = {}
+    for v in variants:
+        model = v.model or settings.llm_model
+        temperature = settings.llm_temperature if v.temperature is None else v.temperature
+        fallback = (
+            endpoint(
+                settings.llm_fallback_base_url,
+                settings.llm_fallback_api_key,
+                settings.llm_fallback_model or model,
+                temperature,
+            )
+            if settings.llm_fallback_base_url
+            else None
+        )
+        backends[v.name] = ResilientBackend(
+            endpoint(settings.llm_base_url, settings.llm_api_key, model, temperature),
+            attempts=settings.llm_retries + 1,
+            backoff_base_s=settings.llm_backoff_base_s,
+            breaker=CircuitBreaker(settings.llm_breaker_threshold, settings.llm_breaker_cooldown_s),
+            fallback=fallback,
+            on_retry=_count_retries(metrics, v.name),
+        )
+    return backends
 
 
 async def main() -> None:
@@ -28,29 +87,32 @@ async def main() -> None:
         limits=httpx.Limits(max_connections=settings.nlp_concurrency, max_keepalive_connections=64)
     )
     runtime.on_shutdown(http.aclose)
-    backend = (
-        OpenAICompatibleBackend(
-            http,
-            settings.llm_base_url,
-            settings.llm_api_key,
-            settings.llm_model,
-            settings.llm_timeout_s,
-            settings.llm_max_tokens,
-            settings.llm_temperature,
-        )
-        if settings.llm_base_url
-        else None
+    redis = Redis.from_url(settings.redis_url, socket_timeout=2.0)
+    runtime.on_shutdown(redis.aclose)
+    metrics = NlpMetrics(runtime.registry)
+    variants = parse_variants(settings.nlp_variants)
+    backends = build_backends(settings, http, variants, metrics)
+    # The shipped FAQ about wxbot stands in for a missing LLM; with an LLM only the operator's count.
+    knowledge = KnowledgeBase(load_faqs(settings.nlp_kb_files, include_shipped=backends is None))
+    runtime.log.info("knowledge_loaded", entries=knowledge.size, variants=[v.name for v in variants])
+    runtime.readiness.set(
+        "llm", True, "configured" if backends else "not configured: answering from the knowledge base"
     )
-    runtime.readiness.set("llm", True, "configured" if backend else "not configured: answering with a notice")
     drafter = Drafter(
         runtime.publisher,
         ctx_grpc.ContextServiceStub(channel),
-        backend,
-        settings.nlp_system_prompt,
-        settings.nlp_history_budget,
-        settings.nlp_context_timeout_s,
-        NLP_DRAFTER.max_deliver,
-        NlpMetrics(runtime.registry),
+        backends,
+        variants,
+        knowledge,
+        AnswerCache(redis, settings.nlp_cache_ttl_s) if settings.nlp_cache_ttl_s > 0 else None,
+        DraftingPolicy(
+            settings.system_prompt(),
+            settings.nlp_history_budget,
+            settings.nlp_context_timeout_s,
+            settings.nlp_kb_min_score,
+            settings.nlp_kb_direct_score,
+        ),
+        metrics,
     )
     runtime.consume(NLP_DRAFTER, drafter.handle, settings.nlp_concurrency)
     await runtime.serve_http(None, settings.nlp_http_port)

@@ -6,6 +6,8 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from wxbot_nlp.kb import KbMatch
+
 NO_LLM_NOTICE = (
     "wxbot 已收到您的消息，但尚未配置大语言模型（LLM），暂时无法回答。"
     "管理员可设置 LLM_BASE_URL、LLM_API_KEY 和 LLM_MODEL 后重启。\n"
@@ -45,8 +47,53 @@ class HistoryTurn:
     text: str
 
 
-def build_messages(system_prompt: str, history: Iterable[HistoryTurn], user_text: str) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+NO_LLM_HINT = "（提示：管理员设置 LLM_BASE_URL、LLM_API_KEY、LLM_MODEL 后，我就能回答更多问题。）"
+GROUNDING_INTRO = "A knowledge-base entry that may answer the user's question (prefer it when relevant):\n"
+
+
+class Route(enum.Enum):
+    RESET = "reset"
+    HELP = "help"
+    NON_TEXT = "non_text"
+    KNOWLEDGE = "knowledge"
+    LLM = "llm"
+    NO_LLM = "no_llm"
+
+
+@dataclass(frozen=True)
+class Plan:
+    route: Route
+    text: str = ""  # the answer, for every route but LLM
+    grounding: str = ""  # for LLM: a knowledge-base answer to ground the model with
+
+
+def plan_answer(
+    text: str, is_text: bool, kb: KbMatch | None, llm_available: bool, min_score: float, direct_score: float
+) -> Plan:
+    """How to answer one accepted message (pure): commands, then media, then the knowledge base
+    (alone without an LLM, or directly above `direct_score`), then the LLM grounded by the best
+    knowledge-base entry above `min_score`, else the no-LLM notice."""
+    command = command_of(text)
+    if command is Command.RESET:
+        return Plan(Route.RESET, RESET_DONE)
+    if command is Command.HELP:
+        return Plan(Route.HELP, HELP_TEXT)
+    if not is_text:
+        return Plan(Route.NON_TEXT, NON_TEXT_NOTICE)
+    usable = kb if kb is not None and kb.confidence >= min_score else None
+    if usable is not None and (not llm_available or usable.confidence >= direct_score):
+        hint = "" if llm_available or "LLM_BASE_URL" in usable.answer else "\n" + NO_LLM_HINT
+        return Plan(Route.KNOWLEDGE, usable.answer + hint)
+    if llm_available:
+        return Plan(Route.LLM, grounding=usable.answer if usable is not None else "")
+    return Plan(Route.NO_LLM, NO_LLM_NOTICE)
+
+
+def build_messages(
+    system_prompt: str, history: Iterable[HistoryTurn], user_text: str, grounding: str = ""
+) -> list[dict[str, str]]:
+    system = system_prompt + (f"\n\n{GROUNDING_INTRO}{grounding}" if grounding else "")
+    messages = [{"role": "system", "content": system}] if system else []
     messages.extend({"role": t.role, "content": t.text} for t in history)
     messages.append({"role": "user", "content": user_text})
     return messages

@@ -1,48 +1,72 @@
-"""The drafting stage: one ReplyDrafted for every accepted message (or a reset + confirmation)."""
+"""The drafting stage: one ReplyDrafted for every accepted message (or a reset + confirmation).
+
+The decision (command, knowledge base, LLM, notice) is the pure `plan_answer`; this module gathers
+its inputs (history from context, the user's A/B variant, the cache) and publishes the result.
+Whatever fails, the user gets exactly one reply: the answer, or one apology.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from wxbot_common.errors import PermanentError, TransientError
+from wxbot_common.ids import user_hash
 from wxbot_common.logs import get_logger
 from wxbot_common.meta import derive_meta
 from wxbot_common.nats.consumer import Delivery
 from wxbot_common.nats.publisher import EventPublisher
-from wxbot_nlp.drafting import (
-    APOLOGY,
-    HELP_TEXT,
-    NO_LLM_NOTICE,
-    NON_TEXT_NOTICE,
-    RESET_DONE,
-    Command,
-    HistoryTurn,
-    build_messages,
-    command_of,
-)
+from wxbot_nlp.answer_cache import AnswerCache
+from wxbot_nlp.drafting import APOLOGY, HistoryTurn, Plan, Route, build_messages, plan_answer
+from wxbot_nlp.kb import KnowledgeBase
 from wxbot_nlp.llm import ChatBackend, Completion, LlmRejectedError, LlmUnavailableError
+from wxbot_nlp.variants import Variant, assign
 from wxbot_proto.context.v1 import context_pb2 as ctx
 from wxbot_proto.context.v1 import context_pb2_grpc as ctx_grpc
 from wxbot_proto.events.v1 import events_pb2 as ev
 
 _ROLE = {ctx.ROLE_USER: "user", ctx.ROLE_ASSISTANT: "assistant"}
+_SOURCE = {
+    Route.RESET: ev.REPLY_SOURCE_COMMAND,
+    Route.HELP: ev.REPLY_SOURCE_COMMAND,
+    Route.NON_TEXT: ev.REPLY_SOURCE_NOTICE,
+    Route.NO_LLM: ev.REPLY_SOURCE_NOTICE,
+    Route.KNOWLEDGE: ev.REPLY_SOURCE_KNOWLEDGE_BASE,
+}
 
 
 class NlpMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.llm_latency = Histogram(
             "wxbot_nlp_llm_seconds",
-            "Latency of LLM calls",
-            ["model", "outcome"],
+            "Latency of LLM calls (retries included), by model, outcome and A/B variant",
+            ["model", "outcome", "variant"],
             buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120),
             registry=registry,
         )
-        self.tokens = Counter("wxbot_nlp_llm_tokens", "Tokens used", ["model", "direction"], registry=registry)
-        self.replies = Counter("wxbot_nlp_replies", "Drafted replies by source", ["source"], registry=registry)
-        self.errors = Counter("wxbot_nlp_errors", "Failures by kind", ["kind"], registry=registry)
+        self.tokens = Counter(
+            "wxbot_nlp_llm_tokens", "Tokens used", ["model", "direction", "variant"], registry=registry
+        )
+        self.replies = Counter(
+            "wxbot_nlp_replies", "Drafted replies by source and variant", ["source", "variant"], registry=registry
+        )
+        self.errors = Counter("wxbot_nlp_errors", "Failures by kind", ["kind", "variant"], registry=registry)
+        self.cache = Counter(
+            "wxbot_nlp_answer_cache", "Answer cache lookups by result (hit, miss)", ["result"], registry=registry
+        )
+
+
+@dataclass(frozen=True)
+class DraftingPolicy:
+    system_prompt: str
+    history_budget: int
+    context_timeout_s: float
+    kb_min_score: float
+    kb_direct_score: float
 
 
 class Drafter:
@@ -50,72 +74,90 @@ class Drafter:
         self,
         publisher: EventPublisher,
         context: ctx_grpc.ContextServiceAsyncStub,
-        backend: ChatBackend | None,
-        system_prompt: str,
-        history_budget: int,
-        context_timeout_s: float,
-        max_deliver: int,
+        backends: Mapping[str, ChatBackend] | None,
+        variants: list[Variant],
+        knowledge: KnowledgeBase,
+        cache: AnswerCache | None,
+        policy: DraftingPolicy,
         metrics: NlpMetrics,
     ) -> None:
         self._publisher = publisher
         self._context = context
-        self._backend = backend
-        self._system_prompt = system_prompt
-        self._history_budget = history_budget
-        self._context_timeout_s = context_timeout_s
-        self._max_deliver = max_deliver
+        self._backends = backends
+        self._variants = variants
+        self._kb = knowledge
+        self._cache = cache
+        self._policy = policy
         self._metrics = metrics
         self._log = get_logger("wxbot.nlp")
 
     async def handle(self, delivery: Delivery) -> None:
         accepted = delivery.event
         assert isinstance(accepted, ev.InboundAccepted)
-        text = accepted.message.text
-        command = command_of(text)
-        if command is Command.RESET:
+        message = accepted.message
+        is_text = message.kind in (ev.MESSAGE_KIND_TEXT, ev.MESSAGE_KIND_UNSPECIFIED)
+        address = message.reply_to
+        variant = assign(self._variants, user_hash(f"{accepted.meta.channel}:{address.corp_id}:{address.user_id}"))
+        match = self._kb.search(message.text) if is_text and self._kb.size else None
+        plan = plan_answer(
+            message.text,
+            is_text,
+            match,
+            self._backends is not None,
+            self._policy.kb_min_score,
+            self._policy.kb_direct_score,
+        )
+        if plan.route is Route.RESET:
             await self._publish_reset(accepted)
-            await self._draft(accepted, RESET_DONE, ev.REPLY_SOURCE_COMMAND)
-        elif command is Command.HELP:
-            await self._draft(accepted, HELP_TEXT, ev.REPLY_SOURCE_COMMAND)
-        elif accepted.message.kind not in (ev.MESSAGE_KIND_TEXT, ev.MESSAGE_KIND_UNSPECIFIED):
-            await self._draft(accepted, NON_TEXT_NOTICE, ev.REPLY_SOURCE_NOTICE)
-        elif self._backend is None:
-            await self._draft(accepted, NO_LLM_NOTICE, ev.REPLY_SOURCE_NOTICE)
+        if plan.route is Route.LLM:
+            await self._answer(accepted, plan, variant)
         else:
-            await self._answer(accepted, self._backend, delivery.num_delivered)
+            await self._draft(accepted, plan.text, _SOURCE[plan.route], variant.name)
 
-    async def _answer(self, accepted: ev.InboundAccepted, backend: ChatBackend, delivered: int) -> None:
+    async def _answer(self, accepted: ev.InboundAccepted, plan: Plan, variant: Variant) -> None:
+        assert self._backends is not None
+        question = accepted.message.text
         history = await self._history(accepted)
-        messages = build_messages(self._system_prompt, history, accepted.message.text)
+        standalone = not history and not plan.grounding
+        if self._cache is not None and standalone:
+            cached = await self._cache.get(variant.name, question)
+            self._metrics.cache.labels("hit" if cached else "miss").inc()
+            if cached:
+                await self._draft(accepted, cached, ev.REPLY_SOURCE_CACHE, variant.name)
+                return
+        prompt = variant.system_prompt if variant.system_prompt is not None else self._policy.system_prompt
+        messages = build_messages(prompt, history, question, plan.grounding)
+        backend = self._backends[variant.name]
         started = time.perf_counter()
         try:
             completion = await backend.complete(messages)
-        except LlmUnavailableError as exc:
-            self._metrics.errors.labels("llm_unavailable").inc()
-            self._metrics.llm_latency.labels("", "error").observe(time.perf_counter() - started)
-            if delivered < self._max_deliver - 1:
-                raise TransientError(f"LLM unavailable: {exc}") from exc
-            self._log.error("llm_gave_up", error=str(exc), delivered=delivered)
-            await self._draft(accepted, APOLOGY, ev.REPLY_SOURCE_NOTICE)
+        except (LlmUnavailableError, LlmRejectedError) as exc:
+            kind = "llm_unavailable" if isinstance(exc, LlmUnavailableError) else "llm_rejected"
+            self._metrics.errors.labels(kind, variant.name).inc()
+            self._metrics.llm_latency.labels(backend.model, "error", variant.name).observe(
+                time.perf_counter() - started
+            )
+            self._log.error("llm_gave_up", kind=kind, error=str(exc), variant=variant.name)
+            await self._draft(accepted, APOLOGY, ev.REPLY_SOURCE_NOTICE, variant.name)
             return
-        except LlmRejectedError as exc:
-            self._metrics.errors.labels("llm_rejected").inc()
-            self._log.error("llm_rejected", error=str(exc))
-            await self._draft(accepted, APOLOGY, ev.REPLY_SOURCE_NOTICE)
+        self._record(completion, time.perf_counter() - started, variant.name)
+        if not completion.text:
+            await self._draft(accepted, APOLOGY, ev.REPLY_SOURCE_NOTICE, variant.name)
             return
-        self._record(completion, time.perf_counter() - started)
-        await self._draft(accepted, completion.text or APOLOGY, ev.REPLY_SOURCE_LLM, completion)
+        if self._cache is not None and standalone:
+            await self._cache.put(variant.name, question, completion.text)
+        await self._draft(accepted, completion.text, ev.REPLY_SOURCE_LLM, variant.name, completion)
 
     async def _history(self, accepted: ev.InboundAccepted) -> list[HistoryTurn]:
         request = ctx.GetHistoryRequest(
             conversation_id=accepted.meta.conversation_id,
-            token_budget=self._history_budget,
+            token_budget=self._policy.history_budget,
             min_sequence=accepted.meta.origin_sequence,
         )
         try:
-            response = await self._context.GetHistory(request, timeout=self._context_timeout_s)
+            response = await self._context.GetHistory(request, timeout=self._policy.context_timeout_s)
         except grpc.aio.AioRpcError as exc:
-            self._metrics.errors.labels("context_unavailable").inc()
+            self._metrics.errors.labels("context_unavailable", "").inc()
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise PermanentError(f"context rejected the request: {exc.details()}") from exc
             raise TransientError(f"context unavailable: {exc.code().name}", delay_s=1.0) from exc
@@ -123,10 +165,10 @@ class Drafter:
             self._log.warning("history_incomplete", origin=accepted.meta.origin_sequence)
         return [HistoryTurn(_ROLE[t.role], t.text) for t in response.turns if t.role in _ROLE]
 
-    def _record(self, completion: Completion, elapsed_s: float) -> None:
-        self._metrics.llm_latency.labels(completion.model, "ok").observe(elapsed_s)
-        self._metrics.tokens.labels(completion.model, "in").inc(completion.prompt_tokens)
-        self._metrics.tokens.labels(completion.model, "out").inc(completion.completion_tokens)
+    def _record(self, completion: Completion, elapsed_s: float, variant: str) -> None:
+        self._metrics.llm_latency.labels(completion.model, "ok", variant).observe(elapsed_s)
+        self._metrics.tokens.labels(completion.model, "in", variant).inc(completion.prompt_tokens)
+        self._metrics.tokens.labels(completion.model, "out", variant).inc(completion.completion_tokens)
 
     async def _publish_reset(self, accepted: ev.InboundAccepted) -> None:
         reset = ev.ConversationReset()
@@ -138,13 +180,15 @@ class Drafter:
         accepted: ev.InboundAccepted,
         text: str,
         source: ev.ReplySource.ValueType,
+        variant: str,
         completion: Completion | None = None,
     ) -> None:
-        drafted = ev.ReplyDrafted(reply_to=accepted.message.reply_to, text=text, source=source)
+        drafted = ev.ReplyDrafted(reply_to=accepted.message.reply_to, text=text, source=source, variant=variant)
         if completion is not None:
             drafted.model = completion.model
             drafted.prompt_tokens = completion.prompt_tokens
             drafted.completion_tokens = completion.completion_tokens
         derive_meta(drafted.meta, accepted.meta, "nlp", "drafted")
         await self._publisher.publish(drafted)
-        self._metrics.replies.labels(ev.ReplySource.Name(source).removeprefix("REPLY_SOURCE_").lower()).inc()
+        source_name = ev.ReplySource.Name(source).removeprefix("REPLY_SOURCE_").lower()
+        self._metrics.replies.labels(source_name, variant).inc()

@@ -1,0 +1,147 @@
+"""OpenAI-compatible chat completions over httpx: OpenAI, DeepSeek, Qwen (compatible mode),
+Moonshot, Ollama, vLLM, llama.cpp server… — streaming (SSE) or not."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from wxbot_nlp.llm import Completion, LlmRejectedError, LlmUnavailableError
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    raw = resp.headers.get("retry-after", "")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None
+
+
+class OpenAICompatibleBackend:
+    """POST {base_url}/chat/completions; one call = one attempt (retries live in resilience.py)."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        api_key: str,
+        model: str,
+        timeout_s: float,
+        max_tokens: int,
+        temperature: float,
+        stream: bool = False,
+    ) -> None:
+        self._client = client
+        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._host = httpx.URL(base_url).host
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._model = model
+        self._timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
+        self._max_tokens = max_tokens
+        self._temperature = temperature
+        self._stream = stream
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    async def complete(self, messages: list[dict[str, str]]) -> Completion:
+        """One chat completion inside a `chat {model}` span with the gen_ai.* semantic attributes."""
+        tracer = trace.get_tracer("wxbot.nlp.llm")
+        with tracer.start_as_current_span(
+            f"chat {self._model}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.system": "openai",
+                "gen_ai.request.model": self._model,
+                "gen_ai.request.max_tokens": self._max_tokens,
+                "gen_ai.request.temperature": self._temperature,
+                "server.address": self._host,
+            },
+        ) as span:
+            completion = await (self._complete_stream(messages) if self._stream else self._complete(messages))
+            span.set_attributes(
+                {
+                    "gen_ai.response.model": completion.model,
+                    "gen_ai.usage.input_tokens": completion.prompt_tokens,
+                    "gen_ai.usage.output_tokens": completion.completion_tokens,
+                }
+            )
+            return completion
+
+    def _body(self, messages: list[dict[str, str]], stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self._model,
+            "messages": messages,
+            "max_tokens": self._max_tokens,
+            "temperature": self._temperature,
+            "stream": stream,
+        }
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    @staticmethod
+    def _check(resp: httpx.Response, body_text: str) -> None:
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise LlmUnavailableError(f"HTTP {resp.status_code}", _retry_after(resp))
+        if resp.status_code >= 400:
+            raise LlmRejectedError(f"HTTP {resp.status_code}: {body_text[:200]}")
+
+    async def _complete(self, messages: list[dict[str, str]]) -> Completion:
+        try:
+            resp = await self._client.post(
+                self._url, json=self._body(messages, False), headers=self._headers, timeout=self._timeout
+            )
+        except httpx.HTTPError as exc:
+            raise LlmUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+        self._check(resp, resp.text)
+        try:
+            data = resp.json()
+            text = data["choices"][0]["message"]["content"] or ""
+            usage = data.get("usage") or {}
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise LlmUnavailableError(f"malformed completion: {exc!r}") from exc
+        return Completion(
+            text=text.strip(),
+            model=str(data.get("model") or self._model),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+        )
+
+    async def _complete_stream(self, messages: list[dict[str, str]]) -> Completion:
+        parts: list[str] = []
+        model: str = self._model
+        usage: dict[str, Any] = {}
+        try:
+            async with self._client.stream(
+                "POST", self._url, json=self._body(messages, True), headers=self._headers, timeout=self._timeout
+            ) as resp:
+                if resp.status_code >= 400:
+                    self._check(resp, (await resp.aread()).decode(errors="replace"))
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        break
+                    chunk = json.loads(payload)
+                    model = str(chunk.get("model") or model)
+                    usage = chunk.get("usage") or usage
+                    for choice in chunk.get("choices") or []:
+                        parts.append((choice.get("delta") or {}).get("content") or "")
+        except httpx.HTTPError as exc:
+            raise LlmUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise LlmUnavailableError(f"malformed stream: {exc!r}") from exc
+        return Completion(
+            text="".join(parts).strip(),
+            model=model,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+        )

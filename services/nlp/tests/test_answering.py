@@ -1,0 +1,146 @@
+"""The answer policy, the knowledge base, A/B assignment, the cache key and LLM resilience."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from wxbot_nlp.answer_cache import AnswerCache, normalise_question
+from wxbot_nlp.drafting import HELP_TEXT, NO_LLM_NOTICE, NON_TEXT_NOTICE, RESET_DONE, Route, build_messages, plan_answer
+from wxbot_nlp.kb import KbMatch, KnowledgeBase, load_faqs, parse_markdown, tokens
+from wxbot_nlp.llm import Completion, LlmRejectedError, LlmUnavailableError
+from wxbot_nlp.resilience import CircuitBreaker, ResilientBackend
+from wxbot_nlp.variants import Variant, assign, parse_variants
+
+SHIPPED = KnowledgeBase(load_faqs(""))
+HIGH, MID, LOW = KbMatch("kb", "q", 0.95), KbMatch("kb", "q", 0.6), KbMatch("kb", "q", 0.2)
+
+
+@pytest.mark.parametrize(
+    ("text", "is_text", "kb", "llm", "route", "answer"),
+    [
+        ("/reset", True, None, True, Route.RESET, RESET_DONE),
+        ("帮助", True, HIGH, False, Route.HELP, HELP_TEXT),
+        ("[image]", False, HIGH, True, Route.NON_TEXT, NON_TEXT_NOTICE),
+        ("q", True, HIGH, True, Route.KNOWLEDGE, "kb"),  # confident: no LLM call needed
+        ("q", True, MID, True, Route.LLM, ""),  # grounds the LLM instead
+        ("q", True, LOW, True, Route.LLM, ""),
+        ("q", True, None, True, Route.LLM, ""),
+        ("q", True, MID, False, Route.KNOWLEDGE, None),  # without an LLM any usable entry answers
+        ("q", True, LOW, False, Route.NO_LLM, NO_LLM_NOTICE),
+        ("q", True, None, False, Route.NO_LLM, NO_LLM_NOTICE),
+    ],
+)
+def test_answer_policy(
+    text: str, is_text: bool, kb: KbMatch | None, llm: bool, route: Route, answer: str | None
+) -> None:
+    plan = plan_answer(text, is_text, kb, llm, min_score=0.45, direct_score=0.85)
+    assert plan.route is route
+    if answer is not None:
+        assert plan.text == answer
+    assert plan.grounding == ("kb" if route is Route.LLM and kb is MID else "")
+    if route is Route.KNOWLEDGE and not llm:
+        assert "LLM_BASE_URL" in plan.text  # says plainly how to connect an LLM
+
+
+def test_grounding_goes_into_the_system_message() -> None:
+    msgs = build_messages("sys", [], "q", grounding="the answer")
+    assert msgs[0]["role"] == "system" and msgs[0]["content"].startswith("sys") and "the answer" in msgs[0]["content"]
+
+
+@pytest.mark.parametrize(
+    ("question", "expect"),
+    [
+        ("你好", "我是 wxbot"),
+        ("hello!", "I'm wxbot"),
+        ("你能做什么？", "回答问题"),
+        ("What can you do?", "answer questions"),
+        ("怎么配置大模型", "LLM_BASE_URL"),
+        ("how do I connect an LLM?", "LLM_BASE_URL"),
+        ("如何清除记忆", "/reset"),
+    ],
+)
+def test_the_shipped_knowledge_base_answers_greetings_and_capabilities(question: str, expect: str) -> None:
+    match = SHIPPED.search(question)
+    assert match is not None and match.confidence >= 0.45, (question, match)
+    assert expect in match.answer
+
+
+@pytest.mark.parametrize("question", ["北京明天的天气怎么样", "write a haiku about rust", "季度报销流程"])
+def test_unrelated_questions_do_not_match_confidently(question: str) -> None:
+    match = SHIPPED.search(question)
+    assert match is None or match.confidence < 0.45, match
+
+
+def test_markdown_faqs_and_chinese_tokens() -> None:
+    faqs = parse_markdown("# FAQ\n\n## 报销流程 | how to claim expenses\n填写报销单后提交给财务。\n\n## 空\n")
+    kb = KnowledgeBase(faqs)
+    assert kb.size == 2
+    match = kb.search("报销的流程是什么")
+    assert match is not None and match.answer == "填写报销单后提交给财务。"
+    assert tokens("你好 World") == ["你", "好", "world", "你好", "好world"]
+
+
+def test_variants_are_stable_per_user_and_follow_the_weights() -> None:
+    variants = parse_variants('[{"name": "a", "weight": 3, "model": "m1"}, {"name": "b", "weight": 1}]')
+    assert assign(variants, "user-1") == assign(variants, "user-1")
+    share = Counter(assign(variants, f"user-{i}").name for i in range(4000))
+    assert 0.70 < share["a"] / 4000 < 0.80
+    assert parse_variants("") == [Variant("default")]
+    for bad in ("[]", '[{"name": "a", "weight": 0}]', '[{"name": "a"}, {"name": "a"}]'):
+        with pytest.raises(ValueError):
+            parse_variants(bad)
+
+
+def test_cache_keys_fold_case_width_spacing_and_final_punctuation() -> None:
+    assert normalise_question("  What is WXBOT？ ") == normalise_question("what is wxbot") == "whatiswxbot"
+    assert AnswerCache.key("a", "Ｈｉ!") == AnswerCache.key("a", "hi")
+    assert AnswerCache.key("a", "hi") != AnswerCache.key("b", "hi")
+
+
+class ScriptedLLM:
+    """An in-process stand-in for an upstream: fails as scripted, then answers."""
+
+    def __init__(self, *failures: Exception, model: str = "m") -> None:
+        self.failures = list(failures)
+        self.calls = 0
+        self.model = model
+
+    async def complete(self, messages: list[dict[str, str]]) -> Completion:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return Completion(f"answer from {self.model}", self.model, 1, 1)
+
+
+async def test_retries_then_succeeds_honouring_retry_after() -> None:
+    llm = ScriptedLLM(LlmUnavailableError("500"), LlmUnavailableError("429", retry_after_s=0.01))
+    backend = ResilientBackend(llm, attempts=3, backoff_base_s=0.001)
+    assert (await backend.complete([])).text == "answer from m"
+    assert llm.calls == 3
+
+
+async def test_rejections_are_not_retried_and_unavailability_falls_back() -> None:
+    rejected = ScriptedLLM(LlmRejectedError("400"))
+    with pytest.raises(LlmRejectedError):
+        await ResilientBackend(rejected, attempts=3, backoff_base_s=0.001).complete([])
+    assert rejected.calls == 1
+    down = ScriptedLLM(*[LlmUnavailableError("503")] * 5)
+    fallback = ScriptedLLM(model="fallback")
+    backend = ResilientBackend(down, attempts=2, backoff_base_s=0.001, fallback=fallback)
+    assert (await backend.complete([])).model == "fallback"
+
+
+def test_circuit_breaker_opens_after_threshold_and_half_opens_after_cooldown() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(threshold=2, cooldown_s=10, clock=lambda: now[0])
+    breaker.failed()
+    assert breaker.allow()
+    breaker.failed()
+    assert not breaker.allow() and breaker.open
+    now[0] = 10.5
+    assert breaker.allow()  # one trial call
+    assert not breaker.allow()  # and only one
+    breaker.succeeded()
+    assert breaker.allow() and not breaker.open
