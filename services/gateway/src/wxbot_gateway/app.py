@@ -17,14 +17,16 @@ from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.senders import ReplySender, WeComAppSender
 from wxbot_gateway.settings import GatewaySettings
 from wxbot_gateway.wecom_api import WeComClient
+from wxbot_gateway.ws_bridge import BridgeHub, BridgeSender, bridge_router
 from wxbot_proto.events.v1 import events_pb2 as ev
 
 
 def build_http_app(
-    settings: GatewaySettings, runtime: ServiceRuntime, seen: SeenMessages, metrics: GatewayMetrics
+    settings: GatewaySettings, runtime: ServiceRuntime, seen: SeenMessages, metrics: GatewayMetrics, hub: BridgeHub
 ) -> FastAPI:
     app = FastAPI(title="wxbot gateway", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(wecom_router(settings, runtime.publisher, seen, metrics))
+    app.include_router(bridge_router(hub, runtime.publisher, metrics))
     app.router.routes.extend(ops_routes(runtime.readiness, runtime.registry))
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"])
     return app
@@ -68,10 +70,14 @@ async def main() -> None:
     senders: dict[int, ReplySender] = {}
     if wecom is not None:
         senders[ev.CHANNEL_WECOM_APP] = WeComAppSender(wecom, settings.wecom_reply_format)
+    hub = BridgeHub(runtime.nc, settings.gateway_bridge_token)
+    if hub.enabled:
+        await hub.start()
+        senders[ev.CHANNEL_WEBSOCKET] = BridgeSender(hub)
     delivery = ReplyDelivery(senders, redis, runtime.publisher, metrics, settings.gateway_retry_base_s)
     runtime.consume(GATEWAY_DELIVERY, delivery.handle)
     seen = SeenMessages(redis, settings.gateway_dedup_ttl_s)
     await runtime.serve_http(
-        build_http_app(settings, runtime, seen, metrics), settings.gateway_port, settings.gateway_host
+        build_http_app(settings, runtime, seen, metrics, hub), settings.gateway_port, settings.gateway_host
     )
     await runtime.run_until_stopped()

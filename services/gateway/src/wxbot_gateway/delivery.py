@@ -21,9 +21,10 @@ from wxbot_common.meta import derive_meta
 from wxbot_common.nats.consumer import Delivery
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import meta_of
+from wxbot_gateway.errors import DeliveryRefusedError
 from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.senders import ReplySender
-from wxbot_gateway.wecom_api import BAD_SECRET, WeComApiError
+from wxbot_gateway.wecom_api import BAD_SECRET
 from wxbot_proto.events.v1 import events_pb2 as ev
 
 CLAIM_TTL_S = 24 * 3600
@@ -87,7 +88,7 @@ class ReplyDelivery:
             self._metrics.deliveries.labels(sender.name, "retry", "").inc()
             delay = retry_delay(delivery.num_delivered, self._retry_base_s if exc.delay_s is None else exc.delay_s)
             raise TransientError(str(exc), delay_s=delay) from exc
-        except WeComApiError as exc:
+        except DeliveryRefusedError as exc:
             self._metrics.deliveries.labels(sender.name, "failed", str(exc.errcode)).inc()
             if exc.errcode == BAD_SECRET:
                 self._log.error("wecom_config_error", errcode=exc.errcode)

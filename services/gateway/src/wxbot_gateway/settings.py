@@ -36,6 +36,9 @@ class GatewaySettings(CommonSettings):
     conversation_group_scope: Literal["group", "member"] = Field(
         "group", description="group chats: one memory per group, or one per member"
     )
+    gateway_bridge_token: str = Field(
+        "", description="bearer token required by /ws/bridge; empty = the bridge refuses every client"
+    )
 
     @property
     def wecom_configured(self) -> bool:

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from wxbot_common.errors import TransientError
 from wxbot_common.logs import get_logger
+from wxbot_gateway.errors import DeliveryRefusedError
 
 TOKEN_EXPIRED = {40014, 42001}  # invalid / expired access_token: refresh once, retry once
 RETRY_LATER = {-1, 45009, 45033}  # busy, frequency limit, concurrency limit
@@ -32,12 +33,11 @@ CONFIG_ERROR_HOLD_S = 60  # how long a rejected secret fails messages without as
 _DELETE_IF_EQUAL = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
-class WeComApiError(Exception):
+class WeComApiError(DeliveryRefusedError):
     """WeCom answered with an errcode that retrying will not fix."""
 
     def __init__(self, errcode: int, errmsg: str) -> None:
-        super().__init__(f"errcode {errcode}: {errmsg}")
-        self.errcode = errcode
+        super().__init__(errcode, f"errcode {errcode}: {errmsg}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,191 @@
+"""`/ws/bridge`: a WebSocket for third-party protocol clients (bridges from other chat networks).
+
+Frames in: JSON `{"sender": "...", "content": "...", "msg_type": "text"}` (optional `msg_id` makes
+a resend idempotent). Frames out: `{"type": "ack", "msg_id"}` when the message is in the log,
+`{"type": "reply", "to": sender, "content"}` for the bot's answer, `{"type": "error", "error"}`
+for a bad frame (the socket stays open). A bearer token (`GATEWAY_BRIDGE_TOKEN`, in the
+`Authorization` header or the `token` query parameter) is required; without it the handshake is
+refused with 403.
+
+Replies find their socket across replicas: each gateway replica listens on the core NATS subject
+`wxbot.bridge.<replica id>`, the reply address carries `<replica id>:<socket id>`, and whichever
+replica delivers the reply asks the owning replica (request/reply) to write it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+import uuid
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from wxbot_common.errors import TransientError
+from wxbot_common.ids import inbound_event_id, now_timestamp
+from wxbot_common.logs import get_logger
+from wxbot_common.nats.publisher import EventPublisher
+from wxbot_gateway.conversation import conversation_id
+from wxbot_gateway.errors import DeliveryRefusedError
+from wxbot_gateway.metrics import GatewayMetrics
+from wxbot_proto.events.v1 import events_pb2 as ev
+
+CHANNEL = "bridge"
+SUBJECT_PREFIX = "wxbot.bridge"
+MAX_CONTENT_BYTES = 8192
+SOCKET_GONE = -2  # errcode of a ReplyFailed whose socket has closed
+
+
+class FrameError(ValueError):
+    pass
+
+
+def parse_frame(raw: str) -> tuple[str, str, str | None]:
+    """(sender, content, msg_id) of a client frame, or FrameError saying what is wrong (pure)."""
+    try:
+        frame = json.loads(raw)
+    except ValueError as exc:
+        raise FrameError("frame is not JSON") from exc
+    if not isinstance(frame, dict):
+        raise FrameError("frame must be a JSON object")
+    sender, content, msg_type = frame.get("sender"), frame.get("content"), frame.get("msg_type", "text")
+    if not isinstance(sender, str) or not sender.strip() or len(sender) > 128:
+        raise FrameError("'sender' must be a non-empty string of at most 128 characters")
+    if not isinstance(content, str) or not content.strip():
+        raise FrameError("'content' must be a non-empty string")
+    if len(content.encode()) > MAX_CONTENT_BYTES:
+        raise FrameError(f"'content' exceeds {MAX_CONTENT_BYTES} bytes")
+    if msg_type != "text":
+        raise FrameError("only msg_type 'text' is supported")
+    msg_id = frame.get("msg_id")
+    if msg_id is not None and (not isinstance(msg_id, str) or not msg_id or len(msg_id) > 128):
+        raise FrameError("'msg_id' must be a string of at most 128 characters")
+    return sender.strip(), content, msg_id
+
+
+class BridgeHub:
+    """The sockets of this replica, and the NATS side that lets other replicas reach them."""
+
+    def __init__(self, nc: Client, token: str) -> None:
+        self.replica = uuid.uuid4().hex[:12]
+        self._nc = nc
+        self._token = token
+        self._sockets: dict[str, WebSocket] = {}
+        self._log = get_logger("wxbot.gateway.bridge")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._token)
+
+    def authorised(self, websocket: WebSocket) -> bool:
+        header = websocket.headers.get("authorization", "")
+        given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        given = given or websocket.query_params.get("token", "")
+        return self.enabled and bool(given) and hmac.compare_digest(given.encode(), self._token.encode())
+
+    async def start(self) -> None:
+        await self._nc.subscribe(f"{SUBJECT_PREFIX}.{self.replica}", cb=self._on_reply)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        data = json.loads(msg.data)
+        socket = self._sockets.get(data["socket"])
+        status = b"gone"
+        if socket is not None:
+            try:
+                await socket.send_json({"type": "reply", "to": data["to"], "content": data["content"]})
+                status = b"ok"
+            except (RuntimeError, WebSocketDisconnect):
+                status = b"gone"
+        await msg.respond(status)
+
+    def register(self, websocket: WebSocket) -> str:
+        socket_id = secrets.token_hex(8)
+        self._sockets[socket_id] = websocket
+        return socket_id
+
+    def unregister(self, socket_id: str) -> None:
+        self._sockets.pop(socket_id, None)
+
+    async def deliver(self, session: str, to: str, content: str) -> None:
+        """Write `content` on the socket named by `session`, wherever it lives."""
+        replica, _, socket_id = session.partition(":")
+        payload = json.dumps({"socket": socket_id, "to": to, "content": content}).encode()
+        try:
+            answer = await self._nc.request(f"{SUBJECT_PREFIX}.{replica}", payload, timeout=5)
+        except NoRespondersError as exc:
+            raise DeliveryRefusedError(SOCKET_GONE, "the bridge socket's gateway replica is gone") from exc
+        except NatsTimeoutError as exc:
+            raise TransientError("the bridge socket's replica did not answer") from exc
+        if answer.data != b"ok":
+            raise DeliveryRefusedError(SOCKET_GONE, "the bridge socket has closed")
+
+
+class BridgeSender:
+    """ReplySender for CHANNEL_WEBSOCKET: no size limit to split for."""
+
+    name = CHANNEL
+
+    def __init__(self, hub: BridgeHub) -> None:
+        self._hub = hub
+
+    def split(self, text: str) -> list[str]:
+        return [text]
+
+    async def send_part(self, address: ev.ReplyAddress, part: str) -> str:
+        await self._hub.deliver(address.session, address.user_id, part)
+        return ""
+
+
+def received_from_bridge(sender: str, content: str, msg_id: str, session: str) -> ev.MessageReceived:
+    event = ev.MessageReceived(provider_msg_id=msg_id, kind=ev.MESSAGE_KIND_TEXT, text=content)
+    event.meta.event_id = inbound_event_id(CHANNEL, sender, msg_id)
+    event.meta.conversation_id = conversation_id(CHANNEL, "ws", sender)
+    event.meta.correlation_id = event.meta.event_id
+    event.meta.channel = ev.CHANNEL_WEBSOCKET
+    event.meta.occurred_at.CopyFrom(now_timestamp())
+    event.reply_to.user_id = sender
+    event.reply_to.session = session
+    return event
+
+
+def bridge_router(hub: BridgeHub, publisher: EventPublisher, metrics: GatewayMetrics) -> APIRouter:
+    router = APIRouter()
+    log = get_logger("wxbot.gateway.bridge")
+
+    @router.websocket("/ws/bridge")
+    async def bridge(websocket: WebSocket) -> None:
+        if not hub.authorised(websocket):
+            metrics.callbacks.labels(CHANNEL, "unauthorised").inc()
+            await websocket.close(code=1008)  # before accept: the handshake gets HTTP 403
+            return
+        await websocket.accept()
+        socket_id = hub.register(websocket)
+        session = f"{hub.replica}:{socket_id}"
+        try:
+            while True:
+                raw = await websocket.receive_text()
+                try:
+                    sender, content, msg_id = parse_frame(raw)
+                except FrameError as exc:
+                    metrics.callbacks.labels(CHANNEL, "bad_frame").inc()
+                    await websocket.send_json({"type": "error", "error": str(exc)})
+                    continue
+                msg_id = msg_id or uuid.uuid4().hex
+                try:
+                    await publisher.publish(received_from_bridge(sender, content, msg_id, session))
+                except TransientError as exc:
+                    log.error("publish_failed", error=str(exc))
+                    await websocket.send_json({"type": "error", "error": "temporarily unavailable, resend"})
+                    continue
+                metrics.callbacks.labels(CHANNEL, "accepted").inc()
+                await websocket.send_json({"type": "ack", "msg_id": msg_id})
+        except WebSocketDisconnect:
+            pass
+        finally:
+            hub.unregister(socket_id)
+
+    return router

@@ -1,0 +1,32 @@
+"""Bridge frames: what a client may send and the error it gets otherwise."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wxbot_gateway.ws_bridge import MAX_CONTENT_BYTES, FrameError, parse_frame
+
+
+def test_a_valid_frame() -> None:
+    assert parse_frame(json.dumps({"sender": " bob ", "content": "hi", "msg_type": "text"})) == ("bob", "hi", None)
+    assert parse_frame(json.dumps({"sender": "bob", "content": "hi", "msg_id": "m1"})) == ("bob", "hi", "m1")
+
+
+@pytest.mark.parametrize(
+    ("frame", "error"),
+    [
+        ("nope", "not JSON"),
+        ("[]", "JSON object"),
+        (json.dumps({"content": "hi"}), "'sender'"),
+        (json.dumps({"sender": "x" * 129, "content": "hi"}), "'sender'"),
+        (json.dumps({"sender": "bob", "content": "  "}), "'content'"),
+        (json.dumps({"sender": "bob", "content": "好" * MAX_CONTENT_BYTES}), "exceeds"),
+        (json.dumps({"sender": "bob", "content": "hi", "msg_type": "image"}), "msg_type"),
+        (json.dumps({"sender": "bob", "content": "hi", "msg_id": 5}), "'msg_id'"),
+    ],
+)
+def test_bad_frames_say_what_is_wrong(frame: str, error: str) -> None:
+    with pytest.raises(FrameError, match=error):
+        parse_frame(frame)

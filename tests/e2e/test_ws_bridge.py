@@ -1,0 +1,75 @@
+"""The WebSocket bridge as a third-party client sees it, with two gateway replicas."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import websockets
+from websockets.exceptions import InvalidStatus
+
+from tests.e2e.harness import World, running_world
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+TOKEN = "bridge-test-token"
+
+
+@pytest.fixture(scope="module")
+async def bw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    env = {"GATEWAY_BRIDGE_TOKEN": TOKEN}
+    async with running_world(tmp_path_factory.mktemp("bridge"), env, replicas={"gateway": 2}) as world:
+        yield world
+
+
+def ws_url(world: World, replica: int) -> str:
+    return world.stack.gateway_urls[replica].replace("http://", "ws://") + "/ws/bridge"
+
+
+async def frames_until(ws: websockets.ClientConnection, kind: str) -> dict[str, str]:
+    while True:
+        frame = json.loads(await ws.recv())
+        if frame["type"] == kind:
+            return frame  # type: ignore[no-any-return]
+
+
+async def test_a_message_gets_its_reply_on_the_same_socket_across_replicas(bw: World) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with websockets.connect(ws_url(bw, 1), additional_headers=headers, open_timeout=10) as ws:
+        # Several messages: the approved replies are spread over both replicas' delivery consumers,
+        # so some must travel from the other replica to this socket.
+        for i in range(6):
+            await ws.send(
+                json.dumps({"sender": f"bridge-user-{i}", "content": f"hello bridge {i}", "msg_type": "text"})
+            )
+        replies: dict[str, str] = {}
+        while len(replies) < 6:
+            frame = json.loads(await ws.recv())
+            if frame["type"] == "reply":
+                replies[frame["to"]] = frame["content"]
+    assert replies == {f"bridge-user-{i}": f"LLM says: hello bridge {i} (saw 2 messages)" for i in range(6)}
+    assert bw.wecom.messages == []  # nothing leaked to the WeCom channel
+
+
+async def test_without_the_token_the_socket_is_refused(bw: World) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong-token"}):
+        with pytest.raises(InvalidStatus) as refused:
+            async with websockets.connect(ws_url(bw, 0), additional_headers=headers, open_timeout=10):
+                pass
+        assert refused.value.response.status_code == 403
+
+
+async def test_a_malformed_frame_gets_an_error_frame_and_the_socket_stays_open(bw: World) -> None:
+    async with websockets.connect(f"{ws_url(bw, 0)}?token={TOKEN}", open_timeout=10) as ws:
+        for bad in ("not json", "[1, 2]", json.dumps({"sender": "", "content": "x"}), json.dumps({"sender": "a"})):
+            await ws.send(bad)
+            error = await frames_until(ws, "error")
+            assert error["error"]
+        await ws.send(json.dumps({"sender": "bridge-after-errors", "content": "still open?", "msg_type": "text"}))
+        reply = await frames_until(ws, "reply")
+    assert reply == {
+        "type": "reply",
+        "to": "bridge-after-errors",
+        "content": "LLM says: still open? (saw 2 messages)",
+    }
