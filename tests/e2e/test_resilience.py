@@ -27,9 +27,8 @@ async def replica_handling(world: World, service: str, durable: str) -> Replica:
     async with httpx.AsyncClient(timeout=5) as client:
         for replica in (r for r in world.stack.replicas if r.service == service):
             text = (await client.get(f"http://127.0.0.1:{replica.http_port}/metrics")).text
-            line = next(
-                ln for ln in text.splitlines() if ln.startswith(f'wxbot_consumer_in_flight{{durable="{durable}"}}')
-            )
+            sample = f'wxbot_consumer_in_flight{{durable="{durable}"}}'
+            line = next((ln for ln in text.splitlines() if ln.startswith(sample)), f"{sample} 0")
             if float(line.rsplit(" ", 1)[1]) >= 1:
                 return replica
     raise AssertionError(f"no {service} replica is handling a message")

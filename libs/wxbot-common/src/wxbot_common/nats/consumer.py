@@ -125,6 +125,7 @@ class ConsumerLoop:
         """Fetch until `stop()`; the subscription binds to the durable ensured by the topology."""
         sub = await self._js.pull_subscribe_bind(durable=self._spec.durable, stream=EVENTS_STREAM)
         self._log.info("consumer_started", concurrency=self._concurrency)
+        self._metrics.in_flight.labels(self._spec.durable).set(0)  # a series from the start, for dashboards
         lag = asyncio.create_task(self._watch_lag(), name=f"lag:{self._spec.durable}")
         while not self._stopping.is_set():
             await self._slots.acquire()
