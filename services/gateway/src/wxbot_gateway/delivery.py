@@ -8,8 +8,11 @@ loses that one part rather than sending it twice.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from google.protobuf.message import Message
 from redis.asyncio import Redis
@@ -56,6 +59,7 @@ class ReplyDelivery:
     ) -> None:
         self._senders = senders
         self._retry_base_s = retry_base_s
+        self._order: dict[str, list[Any]] = {}
         self._redis = redis
         self._publisher = publisher
         self._metrics = metrics
@@ -73,6 +77,26 @@ class ReplyDelivery:
             self._metrics.deliveries.labels(channel, "no_channel", "").inc()
             await self._failed(meta, 0, f"channel {channel} not configured in this gateway", retryable=False)
             return
+        async with self._in_order(meta.conversation_id):
+            await self._send_parts(delivery, meta, sender, address, text)
+
+    @contextlib.asynccontextmanager
+    async def _in_order(self, conversation: str) -> AsyncIterator[None]:
+        """One send at a time per conversation, in arrival (= log) order: reply n+1 is approved only
+        after reply n, but without this a slow send of n (e.g. a token refresh) let n+1 overtake it."""
+        entry = self._order.setdefault(conversation, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._order[conversation]
+
+    async def _send_parts(
+        self, delivery: Delivery, meta: ev.EventMeta, sender: ReplySender, address: ev.ReplyAddress, text: str
+    ) -> None:
         msgids: list[str] = []
         try:
             for index, part in enumerate(sender.split(text)):
