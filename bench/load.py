@@ -63,6 +63,17 @@ class ReplyWatcher:
         self.poll()
 
 
+async def post_callback(client: httpx.AsyncClient, params: dict[str, str], body: str, results: Results) -> bool:
+    try:
+        resp = await client.post("/wecom/callback", params=params, content=body)
+    except httpx.HTTPError as exc:
+        results.failure_reasons[type(exc).__name__] += 1
+        return False
+    if resp.status_code != 200:
+        results.failure_reasons[f"HTTP {resp.status_code} {resp.text[:40]}"] += 1
+    return resp.status_code == 200
+
+
 async def one_user(
     n: int,
     args: argparse.Namespace,
@@ -93,14 +104,14 @@ async def one_user(
         )
         reply = watcher.expect(tag)
         sent_at = time.time()
-        try:
-            resp = await client.post("/wecom/callback", params=params, content=body)
-            ok = resp.status_code == 200
-        except httpx.HTTPError:
-            ok = False
+        ok = await post_callback(client, params, body, results)
         results.ack_s.append(time.time() - sent_at)
-        if not ok:
+        for _ in range(3):  # WeCom retries a failed callback (at most three more times, seconds apart)
+            if ok:
+                break
             results.callbacks_failed += 1
+            await asyncio.sleep(1.0)  # WeCom's retry interval, not a wait for a condition
+            ok = await post_callback(client, params, body, results)
         if rng.random() < args.retry_rate:
             results.retries_sent += 1
             await client.post("/wecom/callback", params=params, content=body)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections import Counter
 from dataclasses import dataclass, field
 
 
@@ -51,6 +52,7 @@ class Results:
     callbacks_failed: int = 0
     retries_sent: int = 0
     llm_max_in_flight: int = 0
+    failure_reasons: Counter[str] = field(default_factory=Counter)
     replicas: str = "one of each service"
 
     def render(self) -> str:
@@ -73,7 +75,8 @@ class Results:
                 row("end-to-end reply", self.e2e_s),
                 f"  lost replies           {self.lost}",
                 f"  duplicated replies     {self.duplicated}",
-                f"  failed callbacks       {self.callbacks_failed}   (retried deliveries sent: {self.retries_sent})",
+                f"  failed callbacks       {self.callbacks_failed}   (then retried as WeCom does; "
+                f"duplicate deliveries sent: {self.retries_sent}) {dict(self.failure_reasons) or ''}",
                 f"  LLM calls in flight    {self.llm_max_in_flight} at peak (one conversation = at most one)",
             ]
         )
