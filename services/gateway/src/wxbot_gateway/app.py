@@ -14,9 +14,10 @@ from wxbot_gateway.callback import wecom_router
 from wxbot_gateway.dedupe import SeenMessages
 from wxbot_gateway.delivery import ReplyDelivery
 from wxbot_gateway.metrics import GatewayMetrics
+from wxbot_gateway.oa_callback import oa_router
 from wxbot_gateway.senders import ReplySender, WeComAppSender
 from wxbot_gateway.settings import GatewaySettings
-from wxbot_gateway.wecom_api import WeComClient
+from wxbot_gateway.wecom_api import OFFICIAL_ACCOUNT, WeComClient
 from wxbot_gateway.ws_bridge import BridgeHub, BridgeSender, bridge_router
 from wxbot_proto.events.v1 import events_pb2 as ev
 
@@ -27,6 +28,7 @@ def build_http_app(
     app = FastAPI(title="wxbot gateway", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(wecom_router(settings, runtime.publisher, seen, metrics))
     app.include_router(bridge_router(hub, runtime.publisher, metrics))
+    app.include_router(oa_router(settings, runtime.publisher, seen, metrics))
     app.router.routes.extend(ops_routes(runtime.readiness, runtime.registry))
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"])
     return app
@@ -70,6 +72,18 @@ async def main() -> None:
     senders: dict[int, ReplySender] = {}
     if wecom is not None:
         senders[ev.CHANNEL_WECOM_APP] = WeComAppSender(wecom, settings.wecom_reply_format)
+    if settings.wechat_app_id and settings.wechat_app_secret:
+        oa = WeComClient(
+            http,
+            redis,
+            settings.wechat_api_base,
+            settings.wechat_app_id,
+            settings.wechat_app_secret,
+            "",
+            on_config_error=config_error,
+            flavour=OFFICIAL_ACCOUNT,
+        )
+        senders[ev.CHANNEL_OFFICIAL_ACCOUNT] = WeComAppSender(oa, "text", name="wechat")
     hub = BridgeHub(runtime.nc, settings.gateway_bridge_token)
     if hub.enabled:
         await hub.start()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from wxbot_common.ids import inbound_event_id, now_timestamp
 from wxbot_gateway.conversation import conversation_id
 from wxbot_proto.events.v1 import events_pb2 as ev
@@ -46,40 +48,56 @@ def describe(msg: InboundMessage) -> str:
     return f"[{msg.msg_type}]"
 
 
-def channel_event_from_wecom(msg: InboundMessage, corp_id: str, agent_id: str) -> ev.ChannelEventReceived:
-    """One log entry per WeCom event; its id comes from sender + CreateTime + event (retries share it)."""
-    agent = msg.agent_id or agent_id
-    event = ev.ChannelEventReceived(event=msg.event or "", event_key=msg.event_key or "")
-    event.meta.event_id = inbound_event_id("wecom", f"{corp_id}:{agent}", dedup_key(msg))
-    event.meta.conversation_id = wecom_conversation_id(corp_id, agent, msg.from_user_name)
+@dataclass(frozen=True)
+class Origin:
+    """Which channel and receiver a decrypted message came through."""
+
+    channel: str  # "wecom", "wechat" (Official Account)
+    enum: ev.Channel.ValueType
+    corp_id: str  # CorpID, or the OA AppID
+    agent_id: str  # "" for OA
+
+    def conversation(self, user: str) -> str:
+        return conversation_id(self.channel, f"{self.corp_id}:{self.agent_id}" if self.agent_id else self.corp_id, user)
+
+
+def _stamp(event: ev.MessageReceived | ev.ChannelEventReceived, msg: InboundMessage, origin: Origin) -> None:
+    """Id (from MsgId, or sender + CreateTime + event, so retries share it), conversation, address."""
+    receiver = f"{origin.corp_id}:{origin.agent_id}" if origin.agent_id else origin.corp_id
+    event.meta.event_id = inbound_event_id(origin.channel, receiver, dedup_key(msg))
+    event.meta.conversation_id = origin.conversation(msg.from_user_name)
     event.meta.correlation_id = event.meta.event_id
-    event.meta.channel = ev.CHANNEL_WECOM_APP
+    event.meta.channel = origin.enum
     event.meta.occurred_at.CopyFrom(now_timestamp())
-    _address(event, corp_id, agent, msg.from_user_name)
+    _address(event, origin.corp_id, origin.agent_id, msg.from_user_name)
     for key, value in msg.fields.items():
         event.attributes[key] = value
+
+
+def channel_event(msg: InboundMessage, origin: Origin) -> ev.ChannelEventReceived:
+    event = ev.ChannelEventReceived(event=msg.event or "", event_key=msg.event_key or "")
+    _stamp(event, msg, origin)
     return event
 
 
-def received_from_wecom(msg: InboundMessage, corp_id: str, agent_id: str) -> ev.MessageReceived:
-    """One event per WeCom message: the id comes from MsgId (events: sender+time+event)."""
-    agent = msg.agent_id or agent_id
+def received(msg: InboundMessage, origin: Origin) -> ev.MessageReceived:
     event = ev.MessageReceived(
         provider_msg_id=msg.msg_id or "",
         kind=KINDS.get(msg.msg_type, ev.MESSAGE_KIND_UNSPECIFIED),
         text=describe(msg),
         media_id=msg.media_id or "",
     )
-    event.meta.event_id = inbound_event_id("wecom", f"{corp_id}:{agent}", dedup_key(msg))
-    event.meta.conversation_id = wecom_conversation_id(corp_id, agent, msg.from_user_name)
-    event.meta.correlation_id = event.meta.event_id
-    event.meta.channel = ev.CHANNEL_WECOM_APP
-    event.meta.occurred_at.CopyFrom(now_timestamp())
-    _address(event, corp_id, agent, msg.from_user_name)
-    for key, value in msg.fields.items():
-        event.attributes[key] = value
-    if msg.event:
-        event.attributes["Event"] = msg.event
-    if msg.event_key:
-        event.attributes["EventKey"] = msg.event_key
+    _stamp(event, msg, origin)
     return event
+
+
+def wecom_origin(msg: InboundMessage, corp_id: str, agent_id: str) -> Origin:
+    return Origin("wecom", ev.CHANNEL_WECOM_APP, corp_id, msg.agent_id or agent_id)
+
+
+def channel_event_from_wecom(msg: InboundMessage, corp_id: str, agent_id: str) -> ev.ChannelEventReceived:
+    return channel_event(msg, wecom_origin(msg, corp_id, agent_id))
+
+
+def received_from_wecom(msg: InboundMessage, corp_id: str, agent_id: str) -> ev.MessageReceived:
+    return received(msg, wecom_origin(msg, corp_id, agent_id))

@@ -29,13 +29,14 @@ class ReplySender(Protocol):
 
 
 class WeComAppSender:
-    """WeCom self-built app: `message/send`, text (or markdown) parts of ≤ 2048 bytes."""
+    """WeCom self-built app (`message/send`) or Official Account (`message/custom/send`): parts of ≤ 2048 bytes."""
 
     name = "wecom"
 
-    def __init__(self, client: WeComClient, msgtype: str = "text") -> None:
+    def __init__(self, client: WeComClient, msgtype: str = "text", name: str = "wecom") -> None:
         self._client = client
         self._msgtype = msgtype
+        self.name = name  # the Official Account uses the same client with its own API flavour
 
     def split(self, text: str) -> list[str]:
         return split_utf8(text)

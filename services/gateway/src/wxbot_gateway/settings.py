@@ -39,6 +39,11 @@ class GatewaySettings(CommonSettings):
     gateway_bridge_token: str = Field(
         "", description="bearer token required by /ws/bridge; empty = the bridge refuses every client"
     )
+    wechat_app_id: str = Field("", description="Official Account AppID (wx…): the receive id in safe mode")
+    wechat_app_secret: str = Field("", description="Official Account AppSecret, for /cgi-bin/token")
+    wechat_token: str = Field("", description="Official Account server Token (signature)")
+    wechat_encoding_aes_key: str = Field("", description="Official Account EncodingAESKey (safe/compat mode)")
+    wechat_api_base: str = Field("https://api.weixin.qq.com", description="Official Account API base URL")
 
     @property
     def wecom_configured(self) -> bool:

@@ -40,6 +40,46 @@ class WeComApiError(DeliveryRefusedError):
         super().__init__(errcode, f"errcode {errcode}: {errmsg}")
 
 
+@dataclass(frozen=True)
+class ApiFlavour:
+    """Where the WeCom and the Official Account APIs differ (same token and errcode discipline)."""
+
+    name: str
+    token_path: str
+    id_param: str
+    secret_param: str
+    extra_token_params: tuple[tuple[str, str], ...]
+    send_path: str
+    token_expired: frozenset[int]
+    bad_secret: frozenset[int]
+    with_agent: bool
+
+
+WECOM = ApiFlavour(
+    "wecom",
+    "/cgi-bin/gettoken",
+    "corpid",
+    "corpsecret",
+    (),
+    "/cgi-bin/message/send",
+    frozenset(TOKEN_EXPIRED),
+    frozenset({BAD_SECRET}),
+    True,
+)
+# OA: 40001 at send time means a stale token; a wrong secret is 40125 at /cgi-bin/token.
+OFFICIAL_ACCOUNT = ApiFlavour(
+    "wechat",
+    "/cgi-bin/token",
+    "appid",
+    "secret",
+    (("grant_type", "client_credential"),),
+    "/cgi-bin/message/custom/send",
+    frozenset({40001, 40014, 42001}),
+    frozenset({40125, 40164}),
+    False,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Media:
     data: bytes
@@ -73,7 +113,9 @@ class WeComClient:
         secret: str,
         agent_id: str,
         on_config_error: Callable[[int, str], None] | None = None,
+        flavour: ApiFlavour = WECOM,
     ) -> None:
+        self._flavour = flavour
         self._http = http
         self._redis = redis
         self._base = base_url.rstrip("/")
@@ -123,16 +165,18 @@ class WeComClient:
                 await asyncio.sleep(0.05)  # poll interval while another replica refreshes, bounded above
 
     async def _fetch_token(self) -> str:
-        data = await self._call_json(
-            "GET", "/cgi-bin/gettoken", params={"corpid": self._corp_id, "corpsecret": self._secret}
-        )
+        f = self._flavour
+        params = {f.id_param: self._corp_id, f.secret_param: self._secret, **dict(f.extra_token_params)}
+        data = await self._call_json("GET", f.token_path, params=params)
         errcode = int(data.get("errcode", 0))
         if errcode in RETRY_LATER:
             raise TransientError(f"gettoken errcode {errcode}")
         if errcode != 0 or not data.get("access_token"):
             errmsg = str(data.get("errmsg", ""))
-            if errcode == BAD_SECRET:
-                self._log.error("wecom_bad_secret", errcode=errcode, hint="WECOM_SECRET is wrong; not retrying")
+            if errcode in self._flavour.bad_secret:
+                self._log.error(
+                    "bad_secret", api=self._flavour.name, errcode=errcode, hint="fix the secret; not retrying"
+                )
                 await self._redis.set(self._error_key, f"errcode {errcode}", ex=CONFIG_ERROR_HOLD_S)
                 if self._on_config_error is not None:
                     self._on_config_error(errcode, errmsg)
@@ -148,21 +192,24 @@ class WeComClient:
 
     async def send_part(self, user_id: str, content: str, msgtype: str = "text") -> str:
         """Send one text or markdown message (≤ 2048 bytes) to one member; its msgid."""
-        body = {"touser": user_id, "msgtype": msgtype, "agentid": self._agent_id, msgtype: {"content": content}}
+        body: dict[str, Any] = {"touser": user_id, "msgtype": msgtype, msgtype: {"content": content}}
+        if self._flavour.with_agent:
+            body["agentid"] = self._agent_id
         return await self._send(body)
 
     async def _send(self, body: dict[str, Any]) -> str:
         for attempt in (1, 2):
             token = await self.token()
-            data = await self._call_json("POST", "/cgi-bin/message/send", params={"access_token": token}, json=body)
+            path = self._flavour.send_path
+            data = await self._call_json("POST", path, params={"access_token": token}, json=body)
             errcode = int(data.get("errcode", 0))
             if errcode == 0:
                 return str(data.get("msgid", ""))
-            if errcode in TOKEN_EXPIRED and attempt == 1:
+            if errcode in self._flavour.token_expired and attempt == 1:
                 await self._drop_token(token)
                 continue
             if errcode in RETRY_LATER:
-                raise TransientError(f"message/send errcode {errcode}")  # backoff: the caller's
+                raise TransientError(f"{path} errcode {errcode}")  # backoff: the caller's
             raise WeComApiError(errcode, str(data.get("errmsg", "")))
         raise WeComApiError(42001, "token still rejected after a refresh")
 

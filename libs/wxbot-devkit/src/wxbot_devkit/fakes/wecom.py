@@ -209,6 +209,9 @@ class FakeWeCom(FakeService):
             return JSONResponse(error_body(40013))
         if request.query_params.get("corpsecret") != self.corp_secret:
             return JSONResponse(error_body(40001))
+        return self._issue_token()
+
+    def _issue_token(self) -> Response:
         token = secrets.token_urlsafe(48)
         now = time.monotonic()
         with self._lock:
