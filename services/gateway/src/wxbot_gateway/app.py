@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from wxbot_common.nats.topology import GATEWAY_DELIVERY
 from wxbot_common.ops import ops_routes
 from wxbot_common.runtime import ServiceRuntime
+from wxbot_gateway.aibot import AibotSender, StreamStore, aibot_router
 from wxbot_gateway.callback import wecom_router
 from wxbot_gateway.dedupe import SeenMessages
 from wxbot_gateway.delivery import ReplyDelivery
@@ -23,12 +24,18 @@ from wxbot_proto.events.v1 import events_pb2 as ev
 
 
 def build_http_app(
-    settings: GatewaySettings, runtime: ServiceRuntime, seen: SeenMessages, metrics: GatewayMetrics, hub: BridgeHub
+    settings: GatewaySettings,
+    runtime: ServiceRuntime,
+    seen: SeenMessages,
+    metrics: GatewayMetrics,
+    hub: BridgeHub,
+    streams: StreamStore,
 ) -> FastAPI:
     app = FastAPI(title="wxbot gateway", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(wecom_router(settings, runtime.publisher, seen, metrics))
     app.include_router(bridge_router(hub, runtime.publisher, metrics))
     app.include_router(oa_router(settings, runtime.publisher, seen, metrics))
+    app.include_router(aibot_router(settings, runtime.publisher, seen, streams, metrics))
     app.router.routes.extend(ops_routes(runtime.readiness, runtime.registry))
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"])
     return app
@@ -84,6 +91,8 @@ async def main() -> None:
             flavour=OFFICIAL_ACCOUNT,
         )
         senders[ev.CHANNEL_OFFICIAL_ACCOUNT] = WeComAppSender(oa, "text", name="wechat")
+    streams = StreamStore(redis)
+    senders[ev.CHANNEL_WECOM_AIBOT] = AibotSender(streams)
     hub = BridgeHub(runtime.nc, settings.gateway_bridge_token)
     if hub.enabled:
         await hub.start()
@@ -92,6 +101,6 @@ async def main() -> None:
     runtime.consume(GATEWAY_DELIVERY, delivery.handle)
     seen = SeenMessages(redis, settings.gateway_dedup_ttl_s)
     await runtime.serve_http(
-        build_http_app(settings, runtime, seen, metrics, hub), settings.gateway_port, settings.gateway_host
+        build_http_app(settings, runtime, seen, metrics, hub, streams), settings.gateway_port, settings.gateway_host
     )
     await runtime.run_until_stopped()

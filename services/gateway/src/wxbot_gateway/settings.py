@@ -44,6 +44,8 @@ class GatewaySettings(CommonSettings):
     wechat_token: str = Field("", description="Official Account server Token (signature)")
     wechat_encoding_aes_key: str = Field("", description="Official Account EncodingAESKey (safe/compat mode)")
     wechat_api_base: str = Field("https://api.weixin.qq.com", description="Official Account API base URL")
+    aibot_token: str = Field("", description="WeCom AI bot callback Token")
+    aibot_encoding_aes_key: str = Field("", description="WeCom AI bot callback EncodingAESKey")
 
     @property
     def wecom_configured(self) -> bool:

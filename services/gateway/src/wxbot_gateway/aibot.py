@@ -1,0 +1,245 @@
+"""WeCom AI bot (智能机器人), webhook mode: `GET`/`POST /wecom/aibot/callback` with streaming replies.
+
+A message is acknowledged at once with an encrypted stream reply (a stream id derived from the
+msgid, `finish: false`, a "thinking" placeholder) and published like any other. WeCom then polls
+with stream-refresh callbacks; each refresh is answered from the stream's state in Redis, which
+delivery fills with the approved reply (cumulative content — the latest text replaces what the
+user sees — and `finish: true`). Any replica can answer any refresh. Group chats carry `chatid`
+and map to conversations per group or per member (CONVERSATION_GROUP_SCOPE).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
+from google.protobuf.message import Message
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from wxbot_common.errors import TransientError
+from wxbot_common.ids import inbound_event_id, now_timestamp
+from wxbot_common.logs import get_logger
+from wxbot_common.nats.publisher import EventPublisher
+from wxbot_common.nats.subjects import meta_of
+from wxbot_gateway.callback import BodyTooLargeError, read_limited
+from wxbot_gateway.conversation import GroupScope, conversation_id
+from wxbot_gateway.dedupe import SeenMessages
+from wxbot_gateway.errors import DeliveryRefusedError
+from wxbot_gateway.metrics import GatewayMetrics
+from wxbot_gateway.settings import GatewaySettings
+from wxbot_proto.events.v1 import events_pb2 as ev
+from wxbot_wecom.crypto import CallbackCrypto
+from wxbot_wecom.errors import MessageFormatError, SignatureError, WeComProtocolError
+from wxbot_wecom.messages import parse_json_envelope
+
+CHANNEL = "aibot"
+THINKING = "正在思考…"
+STREAM_TTL_S = 6 * 60 + 60  # WeCom polls for at most 6 minutes after the user's message
+MAX_STREAM_BYTES = 20480
+KINDS = {
+    "text": ev.MESSAGE_KIND_TEXT,
+    "voice": ev.MESSAGE_KIND_VOICE,
+    "mixed": ev.MESSAGE_KIND_TEXT,
+    "image": ev.MESSAGE_KIND_IMAGE,
+    "file": ev.MESSAGE_KIND_FILE,
+    "video": ev.MESSAGE_KIND_VIDEO,
+}
+
+
+def stream_id(msgid: str) -> str:
+    """Stable across WeCom's redeliveries of one message, so a retry resumes the same stream."""
+    return "wxbot-" + hashlib.sha256(msgid.encode()).hexdigest()[:24]
+
+
+def stream_reply(sid: str, content: str, finish: bool) -> str:
+    return json.dumps(
+        {"msgtype": "stream", "stream": {"id": sid, "finish": finish, "content": content}},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def text_of(payload: dict[str, Any]) -> str:
+    """What the user said (pure): text, voice (already transcribed), or the text items of `mixed`."""
+    kind = payload.get("msgtype")
+    if kind in ("text", "voice"):
+        return str((payload.get(kind) or {}).get("content") or "")
+    if kind == "mixed":
+        items = (payload.get("mixed") or {}).get("msg_item") or []
+        return " ".join(str((i.get("text") or {}).get("content") or "") for i in items if i.get("msgtype") == "text")
+    return f"[{kind}]"
+
+
+def truncate_utf8(text: str, limit: int = MAX_STREAM_BYTES) -> str:
+    return text.encode()[:limit].decode(errors="ignore")
+
+
+class StreamStore:
+    """Stream states in Redis: `{content, finish}` per stream id, shared by every replica."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    @staticmethod
+    def _key(sid: str) -> str:
+        return f"wxbot:aibot:stream:{sid}"
+
+    async def open(self, sid: str) -> None:
+        await self._redis.set(
+            self._key(sid), json.dumps({"content": THINKING, "finish": False}), nx=True, ex=STREAM_TTL_S
+        )
+
+    async def finish(self, sid: str, content: str) -> bool:
+        """Store the final answer; False when the stream has expired (WeCom stopped polling)."""
+        key = self._key(sid)
+        state = json.dumps({"content": truncate_utf8(content), "finish": True}, ensure_ascii=False)
+        return bool(await self._redis.set(key, state, xx=True, keepttl=True))
+
+    async def read(self, sid: str) -> tuple[str, bool] | None:
+        raw = await self._redis.get(self._key(sid))
+        if raw is None:
+            return None
+        state = json.loads(raw)
+        return str(state["content"]), bool(state["finish"])
+
+
+class AibotSender:
+    """ReplySender for CHANNEL_WECOM_AIBOT: the whole answer becomes the stream's final content."""
+
+    name = CHANNEL
+
+    def __init__(self, streams: StreamStore) -> None:
+        self._streams = streams
+
+    def split(self, text: str) -> list[str]:
+        return [text]
+
+    async def send_part(self, address: ev.ReplyAddress, part: str) -> str:
+        try:
+            alive = await self._streams.finish(address.session, part)
+        except RedisError as exc:
+            raise TransientError(f"stream store unavailable: {exc!r}") from exc
+        if not alive:
+            raise DeliveryRefusedError(-3, "the AI-bot stream expired before the answer was ready")
+        return address.session
+
+
+def aibot_router(
+    settings: GatewaySettings,
+    publisher: EventPublisher,
+    seen: SeenMessages,
+    streams: StreamStore,
+    metrics: GatewayMetrics,
+) -> APIRouter:
+    router = APIRouter()
+    log = get_logger("wxbot.gateway.aibot")
+    crypto = (
+        CallbackCrypto(settings.aibot_token, settings.aibot_encoding_aes_key, "")
+        if settings.aibot_token and settings.aibot_encoding_aes_key
+        else None
+    )
+    scope: GroupScope = settings.conversation_group_scope
+
+    def reject(status: int, reason: str) -> Response:
+        metrics.callbacks.labels(CHANNEL, reason).inc()
+        return PlainTextResponse(reason, status_code=status)
+
+    def encrypted(reply_json: str, nonce: str) -> Response:
+        assert crypto is not None
+        body = crypto.encrypt_reply_json(reply_json, str(int(time.time())), nonce)
+        return Response(body, media_type="application/json")
+
+    @router.get("/wecom/aibot/callback")
+    async def verify(msg_signature: str = "", timestamp: str = "", nonce: str = "", echostr: str = "") -> Response:
+        if crypto is None:
+            return reject(503, "aibot_not_configured")
+        try:
+            return PlainTextResponse(crypto.verify_url(msg_signature, timestamp, nonce, echostr))
+        except SignatureError:
+            return reject(403, "bad_signature")
+        except WeComProtocolError as exc:
+            return reject(400, exc.code)
+
+    @router.post("/wecom/aibot/callback")
+    async def receive(request: Request, msg_signature: str = "", timestamp: str = "", nonce: str = "") -> Response:
+        if crypto is None:
+            return reject(503, "aibot_not_configured")
+        try:
+            body = await read_limited(request, settings.gateway_max_body_bytes)
+        except BodyTooLargeError:
+            return reject(413, "too_large")
+        window = settings.wecom_timestamp_window_s
+        if window and (not timestamp.isdigit() or abs(time.time() - int(timestamp)) > window):
+            return reject(403, "stale_timestamp")
+        try:
+            plain = crypto.verify_and_decrypt(msg_signature, timestamp, nonce, parse_json_envelope(body))
+            payload = json.loads(plain)
+            if not isinstance(payload, dict) or not isinstance(payload.get("msgtype"), str):
+                raise MessageFormatError("payload is not a message object", code="malformed_json")
+        except SignatureError:
+            return reject(403, "bad_signature")
+        except WeComProtocolError as exc:
+            return reject(400, exc.code)
+        except ValueError:
+            return reject(400, "malformed_json")
+        kind = payload["msgtype"]
+        if kind == "stream":  # a refresh poll: answer from the stream's state
+            sid = str((payload.get("stream") or {}).get("id") or "")
+            state = await streams.read(sid) if sid else None
+            content, finish = state if state is not None else ("", True)
+            metrics.callbacks.labels(CHANNEL, "refresh").inc()
+            return encrypted(stream_reply(sid, content, finish), nonce)
+        user = str((payload.get("from") or {}).get("userid") or "")
+        msgid = str(payload.get("msgid") or "")
+        if not user or not msgid:
+            return reject(400, "missing_field")
+        bot = str(payload.get("aibotid") or "")
+        chat = str(payload.get("chatid") or "") if payload.get("chattype") == "group" else ""
+        event = _event(payload, kind, bot, user, chat, msgid, scope)
+        event_id = meta_of(event).event_id
+        sid = stream_id(msgid)
+        if not await seen.seen(event_id):
+            try:
+                if kind != "event":
+                    await streams.open(sid)
+                ack = await publisher.publish(event)
+            except (TransientError, RedisError) as exc:
+                log.error("publish_failed", error=str(exc))
+                return reject(503, "unavailable")
+            await seen.remember(event_id)
+            metrics.callbacks.labels(CHANNEL, "duplicate" if ack.duplicate else "accepted").inc()
+        if kind == "event":
+            return Response(status_code=200)
+        state = await streams.read(sid)
+        content, finish = state if state is not None else (THINKING, False)
+        return encrypted(stream_reply(sid, content, finish), nonce)
+
+    return router
+
+
+def _event(
+    payload: dict[str, Any], kind: str, bot: str, user: str, chat: str, msgid: str, scope: GroupScope
+) -> Message:
+    conversation = conversation_id(CHANNEL, bot, user, chat, scope)
+    if kind == "event":
+        name = str((payload.get("event") or {}).get("eventtype") or "")
+        out: ev.ChannelEventReceived | ev.MessageReceived = ev.ChannelEventReceived(event=name)
+    else:
+        out = ev.MessageReceived(
+            provider_msg_id=msgid, kind=KINDS.get(kind, ev.MESSAGE_KIND_UNSPECIFIED), text=text_of(payload)
+        )
+        out.reply_to.session = stream_id(msgid)
+    out.meta.event_id = inbound_event_id(CHANNEL, bot, msgid)
+    out.meta.conversation_id = conversation
+    out.meta.correlation_id = out.meta.event_id
+    out.meta.channel = ev.CHANNEL_WECOM_AIBOT
+    out.meta.occurred_at.CopyFrom(now_timestamp())
+    out.reply_to.corp_id = bot
+    out.reply_to.user_id = user
+    out.reply_to.chat_id = chat
+    return out
