@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
@@ -34,21 +35,37 @@ async def frames_until(ws: websockets.ClientConnection, kind: str) -> dict[str, 
             return frame  # type: ignore[no-any-return]
 
 
+async def bridge_sends(url: str) -> float:
+    """How many bridge replies the gateway replica at `url` has delivered (its own metric)."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        text = (await client.get(f"{url}/metrics")).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("wxbot_gateway_deliveries_total{")
+        and 'channel="bridge"' in line
+        and 'outcome="sent"' in line
+    )
+
+
 async def test_a_message_gets_its_reply_on_the_same_socket_across_replicas(bw: World) -> None:
+    """The socket lives on replica 2; the shared delivery consumer hands replies to either replica, so
+    messages are sent until replica 1 — which holds no socket — has delivered some: those replies had
+    to cross to replica 2 to reach the socket."""
+    other = bw.stack.gateway_urls[0]
+    before = await bridge_sends(other)
     headers = {"Authorization": f"Bearer {TOKEN}"}
+    replies: dict[str, str] = {}
     async with websockets.connect(ws_url(bw, 1), additional_headers=headers, open_timeout=10) as ws:
-        # Several messages: the approved replies are spread over both replicas' delivery consumers,
-        # so some must travel from the other replica to this socket.
-        for i in range(6):
-            await ws.send(
-                json.dumps({"sender": f"bridge-user-{i}", "content": f"hello bridge {i}", "msg_type": "text"})
-            )
-        replies: dict[str, str] = {}
-        while len(replies) < 6:
-            frame = json.loads(await ws.recv())
-            if frame["type"] == "reply":
-                replies[frame["to"]] = frame["content"]
-    assert replies == {f"bridge-user-{i}": f"LLM says: hello bridge {i} (saw 2 messages)" for i in range(6)}
+        for i in range(20):
+            sender = f"bridge-user-{i}"
+            await ws.send(json.dumps({"sender": sender, "content": f"hello bridge {i}", "msg_type": "text"}))
+            reply = await frames_until(ws, "reply")
+            replies[reply["to"]] = reply["content"]
+            if await bridge_sends(other) > before:
+                break
+    assert await bridge_sends(other) > before, "the other replica never delivered a bridge reply"
+    assert replies == {f"bridge-user-{i}": f"LLM says: hello bridge {i} (saw 2 messages)" for i in range(len(replies))}
     assert bw.wecom.messages == []  # nothing leaked to the WeCom channel
 
 
@@ -62,7 +79,15 @@ async def test_without_the_token_the_socket_is_refused(bw: World) -> None:
 
 async def test_a_malformed_frame_gets_an_error_frame_and_the_socket_stays_open(bw: World) -> None:
     async with websockets.connect(f"{ws_url(bw, 0)}?token={TOKEN}", open_timeout=10) as ws:
-        for bad in ("not json", "[1, 2]", json.dumps({"sender": "", "content": "x"}), json.dumps({"sender": "a"})):
+        bad_frames: list[str | bytes] = [
+            "not json",
+            "[1, 2]",
+            json.dumps({"sender": "", "content": "x"}),
+            json.dumps({"sender": "a"}),
+            json.dumps({"sender": "a", "content": "x", "msg_type": "image"}),
+            b'{"sender": "a", "content": "binary"}',
+        ]
+        for bad in bad_frames:
             await ws.send(bad)
             error = await frames_until(ws, "error")
             assert error["error"]

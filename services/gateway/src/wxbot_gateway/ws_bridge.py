@@ -3,7 +3,7 @@
 Frames in: JSON `{"sender": "...", "content": "...", "msg_type": "text"}` (optional `msg_id` makes
 a resend idempotent). Frames out: `{"type": "ack", "msg_id"}` when the message is in the log,
 `{"type": "reply", "to": sender, "content"}` for the bot's answer, `{"type": "error", "error"}`
-for a bad frame (the socket stays open). A bearer token (`GATEWAY_BRIDGE_TOKEN`, in the
+for a bad frame, binary frames included (the socket stays open). A bearer token (`GATEWAY_BRIDGE_TOKEN`, in the
 `Authorization` header or the `token` query parameter) is required; without it the handshake is
 refused with 403.
 
@@ -167,9 +167,13 @@ def bridge_router(hub: BridgeHub, publisher: EventPublisher, metrics: GatewayMet
         session = f"{hub.replica}:{socket_id}"
         try:
             while True:
-                raw = await websocket.receive_text()
+                frame = await websocket.receive()
+                if frame["type"] == "websocket.disconnect":
+                    break
                 try:
-                    sender, content, msg_id = parse_frame(raw)
+                    if frame.get("text") is None:
+                        raise FrameError("frames must be text (JSON), not binary")
+                    sender, content, msg_id = parse_frame(frame["text"])
                 except FrameError as exc:
                     metrics.callbacks.labels(CHANNEL, "bad_frame").inc()
                     await websocket.send_json({"type": "error", "error": str(exc)})
