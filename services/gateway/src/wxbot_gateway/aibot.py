@@ -13,11 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
-from google.protobuf.message import Message
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -26,6 +24,7 @@ from wxbot_common.ids import inbound_event_id, now_timestamp
 from wxbot_common.logs import get_logger
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import meta_of
+from wxbot_gateway.aibot_payload import AibotCallback, parse_callback
 from wxbot_gateway.callback import BodyTooLargeError, read_limited
 from wxbot_gateway.conversation import GroupScope, conversation_id
 from wxbot_gateway.dedupe import SeenMessages
@@ -34,7 +33,7 @@ from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.settings import GatewaySettings
 from wxbot_proto.events.v1 import events_pb2 as ev
 from wxbot_wecom.crypto import CallbackCrypto
-from wxbot_wecom.errors import MessageFormatError, SignatureError, WeComProtocolError
+from wxbot_wecom.errors import SignatureError, WeComProtocolError
 from wxbot_wecom.messages import parse_json_envelope
 
 CHANNEL = "aibot"
@@ -62,17 +61,6 @@ def stream_reply(sid: str, content: str, finish: bool) -> str:
         ensure_ascii=False,
         separators=(",", ":"),
     )
-
-
-def text_of(payload: dict[str, Any]) -> str:
-    """What the user said (pure): text, voice (already transcribed), or the text items of `mixed`."""
-    kind = payload.get("msgtype")
-    if kind in ("text", "voice"):
-        return str((payload.get(kind) or {}).get("content") or "")
-    if kind == "mixed":
-        items = (payload.get("mixed") or {}).get("msg_item") or []
-        return " ".join(str((i.get("text") or {}).get("content") or "") for i in items if i.get("msgtype") == "text")
-    return f"[{kind}]"
 
 
 def truncate_utf8(text: str, limit: int = MAX_STREAM_BYTES) -> str:
@@ -178,68 +166,62 @@ def aibot_router(
             return reject(403, "stale_timestamp")
         try:
             plain = crypto.verify_and_decrypt(msg_signature, timestamp, nonce, parse_json_envelope(body))
-            payload = json.loads(plain)
-            if not isinstance(payload, dict) or not isinstance(payload.get("msgtype"), str):
-                raise MessageFormatError("payload is not a message object", code="malformed_json")
+            message = parse_callback(plain)
         except SignatureError:
             return reject(403, "bad_signature")
         except WeComProtocolError as exc:
             return reject(400, exc.code)
-        except ValueError:
-            return reject(400, "malformed_json")
-        kind = payload["msgtype"]
-        if kind == "stream":  # a refresh poll: answer from the stream's state
-            sid = str((payload.get("stream") or {}).get("id") or "")
-            state = await streams.read(sid) if sid else None
+        if message.kind == "stream":  # a refresh poll: answer from the stream's state, whichever replica wrote it
+            try:
+                state = await streams.read(message.stream_id)
+            except RedisError as exc:
+                log.error("stream_store_unavailable", error=repr(exc))
+                return reject(503, "unavailable")  # WeCom polls again
             content, finish = state if state is not None else ("", True)
             metrics.callbacks.labels(CHANNEL, "refresh").inc()
-            return encrypted(stream_reply(sid, content, finish), nonce)
-        user = str((payload.get("from") or {}).get("userid") or "")
-        msgid = str(payload.get("msgid") or "")
-        if not user or not msgid:
-            return reject(400, "missing_field")
-        bot = str(payload.get("aibotid") or "")
-        chat = str(payload.get("chatid") or "") if payload.get("chattype") == "group" else ""
-        event = _event(payload, kind, bot, user, chat, msgid, scope)
+            return encrypted(stream_reply(message.stream_id, content, finish), nonce)
+        event = _event(message, scope)
         event_id = meta_of(event).event_id
-        sid = stream_id(msgid)
-        if not await seen.seen(event_id):
-            try:
-                if kind != "event":
+        sid = stream_id(message.msgid)
+        is_event = message.kind == "event"
+        try:
+            if not await seen.seen(event_id):
+                if not is_event:
                     await streams.open(sid)
                 ack = await publisher.publish(event)
-            except (TransientError, RedisError) as exc:
-                log.error("publish_failed", error=str(exc))
-                return reject(503, "unavailable")
-            await seen.remember(event_id)
-            metrics.callbacks.labels(CHANNEL, "duplicate" if ack.duplicate else "accepted").inc()
-        if kind == "event":
-            return Response(status_code=200)
-        state = await streams.read(sid)
+                await seen.remember(event_id)
+                outcome = "duplicate" if ack.duplicate else ("event" if is_event else "accepted")
+                metrics.callbacks.labels(CHANNEL, outcome).inc()
+            else:
+                metrics.callbacks.labels(CHANNEL, "duplicate").inc()
+            if is_event:
+                return Response(status_code=200)  # logged only: events never reach the LLM
+            state = await streams.read(sid)
+        except (TransientError, RedisError) as exc:
+            log.error("publish_failed", error=repr(exc))
+            return reject(503, "unavailable")  # WeCom redelivers; the msgid keeps it one message
         content, finish = state if state is not None else (THINKING, False)
         return encrypted(stream_reply(sid, content, finish), nonce)
 
     return router
 
 
-def _event(
-    payload: dict[str, Any], kind: str, bot: str, user: str, chat: str, msgid: str, scope: GroupScope
-) -> Message:
-    conversation = conversation_id(CHANNEL, bot, user, chat, scope)
-    if kind == "event":
-        name = str((payload.get("event") or {}).get("eventtype") or "")
-        out: ev.ChannelEventReceived | ev.MessageReceived = ev.ChannelEventReceived(event=name)
+def _event(message: AibotCallback, scope: GroupScope) -> ev.MessageReceived | ev.ChannelEventReceived:
+    """The event a callback stands for; its id comes from the msgid, so redeliveries are one event."""
+    out: ev.ChannelEventReceived | ev.MessageReceived
+    if message.kind == "event":
+        out = ev.ChannelEventReceived(event=message.event)
     else:
         out = ev.MessageReceived(
-            provider_msg_id=msgid, kind=KINDS.get(kind, ev.MESSAGE_KIND_UNSPECIFIED), text=text_of(payload)
+            provider_msg_id=message.msgid, kind=KINDS.get(message.kind, ev.MESSAGE_KIND_UNSPECIFIED), text=message.text
         )
-        out.reply_to.session = stream_id(msgid)
-    out.meta.event_id = inbound_event_id(CHANNEL, bot, msgid)
-    out.meta.conversation_id = conversation
+        out.reply_to.session = stream_id(message.msgid)
+    out.meta.event_id = inbound_event_id(CHANNEL, message.bot, message.msgid)
+    out.meta.conversation_id = conversation_id(CHANNEL, message.bot, message.user, message.chat, scope)
     out.meta.correlation_id = out.meta.event_id
     out.meta.channel = ev.CHANNEL_WECOM_AIBOT
     out.meta.occurred_at.CopyFrom(now_timestamp())
-    out.reply_to.corp_id = bot
-    out.reply_to.user_id = user
-    out.reply_to.chat_id = chat
+    out.reply_to.corp_id = message.bot
+    out.reply_to.user_id = message.user
+    out.reply_to.chat_id = message.chat
     return out
