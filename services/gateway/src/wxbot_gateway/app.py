@@ -15,10 +15,11 @@ from wxbot_gateway.callback import wecom_router
 from wxbot_gateway.dedupe import SeenMessages
 from wxbot_gateway.delivery import ReplyDelivery
 from wxbot_gateway.metrics import GatewayMetrics
+from wxbot_gateway.oa_api import official_account_sender
 from wxbot_gateway.oa_callback import oa_router
 from wxbot_gateway.senders import ReplySender, WeComAppSender
 from wxbot_gateway.settings import GatewaySettings
-from wxbot_gateway.wecom_api import OFFICIAL_ACCOUNT, WeComClient
+from wxbot_gateway.wecom_api import WeComClient
 from wxbot_gateway.ws_bridge import BridgeHub, BridgeSender, bridge_router
 from wxbot_proto.events.v1 import events_pb2 as ev
 
@@ -79,18 +80,8 @@ async def main() -> None:
     senders: dict[int, ReplySender] = {}
     if wecom is not None:
         senders[ev.CHANNEL_WECOM_APP] = WeComAppSender(wecom, settings.wecom_reply_format)
-    if settings.wechat_app_id and settings.wechat_app_secret:
-        oa = WeComClient(
-            http,
-            redis,
-            settings.wechat_api_base,
-            settings.wechat_app_id,
-            settings.wechat_app_secret,
-            "",
-            on_config_error=config_error,
-            flavour=OFFICIAL_ACCOUNT,
-        )
-        senders[ev.CHANNEL_OFFICIAL_ACCOUNT] = WeComAppSender(oa, "text", name="wechat")
+    if oa := official_account_sender(settings, http, redis, runtime.readiness, metrics):
+        senders[ev.CHANNEL_OFFICIAL_ACCOUNT] = oa
     streams = StreamStore(redis)
     senders[ev.CHANNEL_WECOM_AIBOT] = AibotSender(streams)
     hub = BridgeHub(runtime.nc, settings.gateway_bridge_token)

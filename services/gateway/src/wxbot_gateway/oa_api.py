@@ -1,0 +1,66 @@
+"""The Official Account's outbound side: its own access token and the customer-service API.
+
+The OA shares the WeCom app's token discipline (one token per AppID in Redis, refreshed
+single-flight across replicas, a stale token dropped and retried once, a rejected secret held
+instead of retried) through `WeComClient` with the OA's API flavour (`cgi-bin/token`,
+`cgi-bin/message/custom/send`). What is the OA's own is wired here: its configuration errors —
+40125 (wrong AppSecret), 40164 (this server's IP is not whitelisted) — are reported under
+`wechat` in `/readyz` and `wxbot_gateway_config_errors_total`, apart from the WeCom app's.
+"""
+
+from __future__ import annotations
+
+import httpx
+from redis.asyncio import Redis
+
+from wxbot_common.ops import Readiness
+from wxbot_gateway.metrics import GatewayMetrics
+from wxbot_gateway.senders import WeComAppSender
+from wxbot_gateway.settings import GatewaySettings
+from wxbot_gateway.wecom_api import OFFICIAL_ACCOUNT, WeComClient
+
+CHANNEL = "wechat"
+CONFIG_HINTS = {
+    40125: "WECHAT_APP_SECRET rejected by cgi-bin/token",
+    40164: "this server's IP is not in the Official Account's IP whitelist (基本配置 → IP白名单)",
+}
+
+
+def readiness_detail(settings: GatewaySettings) -> str:
+    """What the OA channel can do with the variables set (shown in /readyz)."""
+    receives = bool(settings.wechat_token and settings.wechat_app_id)
+    replies = bool(settings.wechat_app_id and settings.wechat_app_secret)
+    if receives and replies:
+        return "configured"
+    if receives:
+        return "receiving, but replies are off: set WECHAT_APP_SECRET"
+    if replies:
+        return "replies configured, but callbacks are refused: set WECHAT_TOKEN"
+    return "not configured: set WECHAT_* to serve an Official Account"
+
+
+def official_account_sender(
+    settings: GatewaySettings, http: httpx.AsyncClient, redis: Redis, readiness: Readiness, metrics: GatewayMetrics
+) -> WeComAppSender | None:
+    """The ReplySender for CHANNEL_OFFICIAL_ACCOUNT, or None without an AppID and AppSecret."""
+    readiness.set(CHANNEL, True, readiness_detail(settings))
+    if not (settings.wechat_app_id and settings.wechat_app_secret):
+        return None
+
+    def config_error(errcode: int, errmsg: str) -> None:
+        # Stays ready (callbacks are still acknowledged); the detail and the metric say what to fix.
+        metrics.config_errors.labels(CHANNEL, str(errcode)).inc()
+        hint = CONFIG_HINTS.get(errcode, f"cgi-bin/token refused: {errmsg}")
+        readiness.set(CHANNEL, True, f"{hint} (errcode {errcode}): fix it")
+
+    client = WeComClient(
+        http,
+        redis,
+        settings.wechat_api_base,
+        settings.wechat_app_id,
+        settings.wechat_app_secret,
+        "",
+        on_config_error=config_error,
+        flavour=OFFICIAL_ACCOUNT,
+    )
+    return WeComAppSender(client, "text", name=CHANNEL)
