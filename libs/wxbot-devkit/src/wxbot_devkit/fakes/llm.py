@@ -96,6 +96,7 @@ class FakeLLM(FakeService):
         self._defaults = (latency_s, reply or echo_reply, retry_after_s)
         self.latency_s, self.reply, self.retry_after_s = self._defaults
         self.hang = False  # while True, calls park without answering (until cleared, or the server stops)
+        self.stream_chunk_delay_s = 0.0  # pause before each streamed chunk: a stream that trickles
         self._lock = threading.Lock()
         self._requests: deque[ChatRequest] = deque(maxlen=record_limit)
         self._faults: deque[int] = deque()
@@ -117,6 +118,7 @@ class FakeLLM(FakeService):
             self._faults.clear()
             self.calls = 0
             self.hang = False
+            self.stream_chunk_delay_s = 0.0
             self.latency_s, self.reply, self.retry_after_s = self._defaults
 
     # -- inspection --------------------------------------------------------------------------------
@@ -198,7 +200,7 @@ class FakeLLM(FakeService):
         if chat.stream:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(
-                self._sse(completion_id, chat.model, text, usage if include_usage else None),
+                self._sse(completion_id, chat.model, text, usage if include_usage else None, self.stream_chunk_delay_s),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
@@ -214,7 +216,9 @@ class FakeLLM(FakeService):
         )
 
     @staticmethod
-    async def _sse(completion_id: str, model: str, text: str, usage: dict[str, int] | None) -> AsyncIterator[str]:
+    async def _sse(
+        completion_id: str, model: str, text: str, usage: dict[str, int] | None, chunk_delay_s: float = 0.0
+    ) -> AsyncIterator[str]:
         created = int(time.time())
 
         def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
@@ -230,6 +234,8 @@ class FakeLLM(FakeService):
 
         yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
         for piece in _PIECES.findall(text):
+            if chunk_delay_s > 0:
+                await asyncio.sleep(chunk_delay_s)
             yield chunk([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
         yield chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}])
         if usage is not None:
@@ -254,6 +260,8 @@ class FakeLLM(FakeService):
             self.latency_s = float(spec["latency_s"])
         if "hang" in spec:
             self.hang = bool(spec["hang"])
+        if "stream_chunk_delay_s" in spec:
+            self.stream_chunk_delay_s = float(spec["stream_chunk_delay_s"])
         if "reply" in spec:
             fixed = str(spec["reply"])
             self.reply = lambda _request: fixed
