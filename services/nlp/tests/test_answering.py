@@ -88,9 +88,19 @@ def test_variants_are_stable_per_user_and_follow_the_weights() -> None:
     share = Counter(assign(variants, f"user-{i}").name for i in range(4000))
     assert 0.70 < share["a"] / 4000 < 0.80
     assert parse_variants("") == [Variant("default")]
-    for bad in ("[]", '[{"name": "a", "weight": 0}]', '[{"name": "a"}, {"name": "a"}]'):
-        with pytest.raises(ValueError):
+    bad_specs = ("[]", '[{"name": "a", "weight": 0}]', '[{"name": "a"}, {"name": "a"}]', "{", '[{"weight": 1}]')
+    for bad in (*bad_specs, '[{"name": "a", "weight": "x"}]', '["a"]'):
+        with pytest.raises(ValueError, match="NLP_VARIANTS"):
             parse_variants(bad)
+
+
+def test_variants_inherit_the_deployment_defaults_and_fingerprint_what_they_answer_with() -> None:
+    a, b = parse_variants('[{"name": "a"}, {"name": "b", "model": "m2", "temperature": 0.1, "system_prompt": "p2"}]')
+    ra, rb = a.resolve("m", 0.7, "p"), b.resolve("m", 0.7, "p")
+    assert (ra.model, ra.temperature, ra.system_prompt) == ("m", 0.7, "p")
+    assert (rb.model, rb.temperature, rb.system_prompt) == ("m2", 0.1, "p2")
+    assert ra.fingerprint == a.resolve("m", 0.7, "p").fingerprint
+    assert ra.fingerprint != a.resolve("m", 0.7, "another prompt").fingerprint != a.resolve("m3", 0.7, "p").fingerprint
 
 
 def test_cache_keys_fold_case_width_spacing_and_final_punctuation() -> None:
@@ -114,11 +124,30 @@ class ScriptedLLM:
         return Completion(f"answer from {self.model}", self.model, 1, 1)
 
 
-async def test_retries_then_succeeds_honouring_retry_after() -> None:
-    llm = ScriptedLLM(LlmUnavailableError("500"), LlmUnavailableError("429", retry_after_s=0.01))
-    backend = ResilientBackend(llm, attempts=3, backoff_base_s=0.001)
+async def test_retries_then_succeeds_and_reports_each_failed_attempt_by_kind() -> None:
+    llm = ScriptedLLM(
+        LlmUnavailableError("500", kind="server_error"),
+        LlmUnavailableError("429", retry_after_s=0.01, kind="rate_limited"),
+    )
+    kinds: list[str] = []
+    backend = ResilientBackend(llm, attempts=3, backoff_base_s=0.001, on_error=kinds.append)
     assert (await backend.complete([])).text == "answer from m"
-    assert llm.calls == 3
+    assert llm.calls == 3 and kinds == ["server_error", "rate_limited"]
+
+
+async def test_spent_retries_raise_and_count_against_the_breaker() -> None:
+    llm = ScriptedLLM(*[LlmUnavailableError("timeout", kind="timeout")] * 3)
+    kinds: list[str] = []
+    backend = ResilientBackend(
+        llm, attempts=2, backoff_base_s=0.001, breaker=CircuitBreaker(1, 60), on_error=kinds.append
+    )
+    with pytest.raises(LlmUnavailableError):
+        await backend.complete([])
+    assert llm.calls == 2 and backend.breaker.open
+    with pytest.raises(LlmUnavailableError) as skipped:
+        await backend.complete([])
+    assert skipped.value.kind == "circuit_open" and llm.calls == 2  # the open circuit did not call the LLM
+    assert kinds == ["timeout", "timeout", "circuit_open"]
 
 
 async def test_rejections_are_not_retried_and_unavailability_falls_back() -> None:
@@ -126,10 +155,12 @@ async def test_rejections_are_not_retried_and_unavailability_falls_back() -> Non
     with pytest.raises(LlmRejectedError):
         await ResilientBackend(rejected, attempts=3, backoff_base_s=0.001).complete([])
     assert rejected.calls == 1
-    down = ScriptedLLM(*[LlmUnavailableError("503")] * 5)
+    down = ScriptedLLM(*[LlmUnavailableError("503", kind="server_error")] * 5)
     fallback = ScriptedLLM(model="fallback")
-    backend = ResilientBackend(down, attempts=2, backoff_base_s=0.001, fallback=fallback)
+    kinds: list[str] = []
+    backend = ResilientBackend(down, attempts=2, backoff_base_s=0.001, fallback=fallback, on_error=kinds.append)
     assert (await backend.complete([])).model == "fallback"
+    assert kinds == ["server_error", "server_error", "fallback"]
 
 
 def test_circuit_breaker_opens_after_threshold_and_half_opens_after_cooldown() -> None:

@@ -8,8 +8,9 @@ import httpx
 import pytest
 
 from wxbot_devkit.fakes.llm import FakeLLM
+from wxbot_devkit.launch import free_port
 from wxbot_nlp.llm import LlmRejectedError, LlmUnavailableError
-from wxbot_nlp.openai_compatible import OpenAICompatibleBackend
+from wxbot_nlp.openai_compatible import OpenAICompatibleBackend, retry_after_s
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -22,8 +23,10 @@ async def llm() -> AsyncIterator[FakeLLM]:
     await fake.stop()
 
 
-def backend(llm: FakeLLM, client: httpx.AsyncClient, stream: bool, key: str = "sk-test") -> OpenAICompatibleBackend:
-    return OpenAICompatibleBackend(client, f"{llm.base_url}/v1", key, "m1", 5.0, 256, 0.2, stream)
+def backend(
+    llm: FakeLLM, client: httpx.AsyncClient, stream: bool, key: str = "sk-test", timeout_s: float = 5.0
+) -> OpenAICompatibleBackend:
+    return OpenAICompatibleBackend(client, f"{llm.base_url}/v1", key, "m1", timeout_s, 256, 0.2, stream)
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -43,12 +46,47 @@ async def test_rate_limits_carry_retry_after_and_server_errors_are_retryable(llm
         b = backend(llm, client, stream)
         with pytest.raises(LlmUnavailableError) as limited:
             await b.complete([{"role": "user", "content": "hi"}])
-        assert limited.value.retry_after_s == 2.0
-        with pytest.raises(LlmUnavailableError):
+        assert limited.value.retry_after_s == 2.0 and limited.value.kind == "rate_limited"
+        with pytest.raises(LlmUnavailableError) as failed:
             await b.complete([{"role": "user", "content": "hi"}])
+        assert failed.value.kind == "server_error"
 
 
 async def test_a_bad_key_is_rejected_not_retried(llm: FakeLLM) -> None:
     async with httpx.AsyncClient() as client:
         with pytest.raises(LlmRejectedError):
             await backend(llm, client, False, key="sk-wrong").complete([{"role": "user", "content": "hi"}])
+
+
+async def test_a_stream_that_trickles_past_the_timeout_is_a_timeout(llm: FakeLLM) -> None:
+    """Every chunk arrives well within the read timeout, the whole answer does not: the per-call
+    timeout bounds the call, so a slow stream cannot hold a message for ever."""
+    llm.reply = lambda _r: " ".join(["word"] * 20)
+    llm.stream_chunk_delay_s = 0.2
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(LlmUnavailableError) as slow:
+            await backend(llm, client, True, timeout_s=1.0).complete([{"role": "user", "content": "hi"}])
+    assert slow.value.kind == "timeout"
+
+
+async def test_an_unreachable_endpoint_is_a_network_error() -> None:
+    async with httpx.AsyncClient() as client:
+        gone = OpenAICompatibleBackend(client, f"http://127.0.0.1:{free_port()}/v1", "", "m1", 5.0, 256, 0.2)
+        with pytest.raises(LlmUnavailableError) as down:
+            await gone.complete([{"role": "user", "content": "hi"}])
+    assert down.value.kind == "network"
+
+
+@pytest.mark.parametrize(
+    ("headers", "wait"),
+    [
+        ({"Retry-After": "3"}, 3.0),
+        ({"Retry-After": "3", "retry-after-ms": "1500"}, 1.5),  # OpenAI's finer header wins
+        ({"Retry-After": "Wed, 21 Oct 2015 07:28:10 GMT"}, 10.0),  # an HTTP date, 10 s after "now"
+        ({"Retry-After": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after_in_seconds_milliseconds_or_as_a_date(headers: dict[str, str], wait: float | None) -> None:
+    now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+    assert retry_after_s(httpx.Headers(headers), now=now) == wait

@@ -17,15 +17,19 @@ from wxbot_nlp.llm import ChatBackend
 from wxbot_nlp.openai_compatible import OpenAICompatibleBackend
 from wxbot_nlp.resilience import CircuitBreaker, ResilientBackend
 from wxbot_nlp.settings import NlpSettings
-from wxbot_nlp.variants import Variant, parse_variants
+from wxbot_nlp.variants import Variant
 from wxbot_proto.context.v1 import context_pb2_grpc as ctx_grpc
 
 
-def _count_retries(metrics: NlpMetrics, variant: str) -> Callable[[str], None]:
+def _count_errors(metrics: NlpMetrics, variant: str) -> Callable[[str], None]:
     def count(kind: str) -> None:
         metrics.errors.labels(kind, variant).inc()
 
     return count
+
+
+def _is_open(breaker: CircuitBreaker) -> Callable[[], float]:
+    return lambda: float(breaker.open)
 
 
 def build_backends(
@@ -61,14 +65,16 @@ def build_backends(
             if settings.llm_fallback_base_url
             else None
         )
-        backends[v.name] = ResilientBackend(
+        resilient = ResilientBackend(
             endpoint(settings.llm_base_url, settings.llm_api_key, model, temperature),
             attempts=settings.llm_retries + 1,
             backoff_base_s=settings.llm_backoff_base_s,
             breaker=CircuitBreaker(settings.llm_breaker_threshold, settings.llm_breaker_cooldown_s),
             fallback=fallback,
-            on_retry=_count_retries(metrics, v.name),
+            on_error=_count_errors(metrics, v.name),
         )
+        metrics.circuit_open.labels(v.name).set_function(_is_open(resilient.breaker))
+        backends[v.name] = resilient
     return backends
 
 
@@ -90,7 +96,7 @@ async def main() -> None:
     redis = Redis.from_url(settings.redis_url, socket_timeout=2.0)
     runtime.on_shutdown(redis.aclose)
     metrics = NlpMetrics(runtime.registry)
-    variants = parse_variants(settings.nlp_variants)
+    variants = settings.variants()
     backends = build_backends(settings, http, variants, metrics)
     # The shipped FAQ about wxbot stands in for a missing LLM; with an LLM only the operator's count.
     knowledge = KnowledgeBase(load_faqs(settings.nlp_kb_files, include_shipped=backends is None))
@@ -98,19 +104,24 @@ async def main() -> None:
     runtime.readiness.set(
         "llm", True, "configured" if backends else "not configured: answering from the knowledge base"
     )
+    cache = (
+        AnswerCache(redis, settings.nlp_cache_ttl_s, max_wait_s=settings.llm_budget_s())
+        if settings.nlp_cache_ttl_s > 0
+        else None
+    )
     drafter = Drafter(
         runtime.publisher,
         ctx_grpc.ContextServiceStub(channel),
         backends,
         variants,
         knowledge,
-        AnswerCache(redis, settings.nlp_cache_ttl_s) if settings.nlp_cache_ttl_s > 0 else None,
+        cache,
         DraftingPolicy(
-            settings.system_prompt(),
             settings.nlp_history_budget,
             settings.nlp_context_timeout_s,
             settings.nlp_kb_min_score,
             settings.nlp_kb_direct_score,
+            NLP_DRAFTER.max_deliver,
         ),
         metrics,
     )

@@ -2,7 +2,9 @@
 
 The decision (command, knowledge base, LLM, notice) is the pure `plan_answer`; this module gathers
 its inputs (history from context, the user's A/B variant, the cache) and publishes the result.
-Whatever fails, the user gets exactly one reply: the answer, or one apology.
+Whatever fails, the user gets exactly one reply: the answer, or one apology. Context trouble is
+retried by redelivery; on the last allowed delivery the question is answered without history
+rather than dead-lettered, because silence is the one outcome a user must never get.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from wxbot_common.errors import PermanentError, TransientError
+from wxbot_common.errors import TransientError
 from wxbot_common.ids import user_hash
 from wxbot_common.logs import get_logger
 from wxbot_common.meta import derive_meta
@@ -52,21 +54,45 @@ class NlpMetrics:
             "wxbot_nlp_llm_tokens", "Tokens used", ["model", "direction", "variant"], registry=registry
         )
         self.replies = Counter(
-            "wxbot_nlp_replies", "Drafted replies by source and variant", ["source", "variant"], registry=registry
+            "wxbot_nlp_replies",
+            "Drafted replies by source (llm, cache, knowledge_base, command, notice, apology) and variant",
+            ["source", "variant"],
+            registry=registry,
         )
-        self.errors = Counter("wxbot_nlp_errors", "Failures by kind", ["kind", "variant"], registry=registry)
+        self.errors = Counter(
+            "wxbot_nlp_errors",
+            "Failures by kind: every failed LLM attempt (timeout, rate_limited, server_error, network, malformed, "
+            "rejected, circuit_open), fallback, context_unavailable, context_skipped",
+            ["kind", "variant"],
+            registry=registry,
+        )
         self.cache = Counter(
-            "wxbot_nlp_answer_cache", "Answer cache lookups by result (hit, miss)", ["result"], registry=registry
+            "wxbot_nlp_answer_cache",
+            "Answer cache lookups by result (hit, joined: answered by a concurrent identical question, miss)",
+            ["result", "variant"],
+            registry=registry,
+        )
+        self.circuit_open = Gauge(
+            "wxbot_nlp_llm_circuit_open",
+            "1 while the variant's LLM circuit is open (calls skip the LLM: fallback or apology)",
+            ["variant"],
+            registry=registry,
         )
 
 
 @dataclass(frozen=True)
 class DraftingPolicy:
-    system_prompt: str
     history_budget: int
     context_timeout_s: float
     kb_min_score: float
     kb_direct_score: float
+    max_deliver: int  # the consumer's; on this delivery context trouble no longer delays the answer
+
+
+@dataclass(frozen=True)
+class History:
+    turns: list[HistoryTurn]
+    known: bool  # False: context could not be asked, the answer goes without it (and is not cached)
 
 
 class Drafter:
@@ -110,45 +136,68 @@ class Drafter:
         if plan.route is Route.RESET:
             await self._publish_reset(accepted)
         if plan.route is Route.LLM:
-            await self._answer(accepted, plan, variant)
+            last_try = delivery.num_delivered >= self._policy.max_deliver
+            await self._answer(accepted, plan, variant, last_try)
         else:
             await self._draft(accepted, plan.text, _SOURCE[plan.route], variant.name)
 
-    async def _answer(self, accepted: ev.InboundAccepted, plan: Plan, variant: Variant) -> None:
+    async def _answer(self, accepted: ev.InboundAccepted, plan: Plan, variant: Variant, last_try: bool) -> None:
         assert self._backends is not None
         question = accepted.message.text
-        history = await self._history(accepted)
-        standalone = not history and not plan.grounding
-        if self._cache is not None and standalone:
-            cached = await self._cache.get(variant.name, question)
-            self._metrics.cache.labels("hit" if cached else "miss").inc()
-            if cached:
-                await self._draft(accepted, cached, ev.REPLY_SOURCE_CACHE, variant.name)
-                return
-        prompt = variant.system_prompt if variant.system_prompt is not None else self._policy.system_prompt
-        messages = build_messages(prompt, history, question, plan.grounding)
+        history = await self._history(accepted, variant.name, last_try)
+        standalone = history.known and not history.turns and not plan.grounding
+        if self._cache is None or not standalone:
+            await self._ask_llm(accepted, plan, variant, history.turns)
+            return
+        scope = variant.fingerprint
+        cached = await self._cache.get(scope, question)
+        result = "hit"
+        if cached is None:
+            token = await self._cache.claim(scope, question)
+            if token is None:  # the same question is with the LLM right now: share its answer
+                cached, result = await self._cache.wait_for_answer(scope, question), "joined"
+            else:
+                async with self._cache.holding(scope, question, token):
+                    cached = await self._cache.get(scope, question)  # answered between our get and claim?
+                    if cached is None:
+                        self._metrics.cache.labels("miss", variant.name).inc()
+                        answer = await self._ask_llm(accepted, plan, variant, history.turns)
+                        if answer is not None:
+                            await self._cache.put(scope, question, answer)
+                        return
+        if cached is None:  # the one we waited for gave up: try ourselves (uncached, as it failed)
+            self._metrics.cache.labels("miss", variant.name).inc()
+            await self._ask_llm(accepted, plan, variant, history.turns)
+            return
+        self._metrics.cache.labels(result, variant.name).inc()
+        await self._draft(accepted, cached, ev.REPLY_SOURCE_CACHE, variant.name)
+
+    async def _ask_llm(
+        self, accepted: ev.InboundAccepted, plan: Plan, variant: Variant, history: list[HistoryTurn]
+    ) -> str | None:
+        """Publish the LLM's answer and return it, or publish the apology and return None."""
+        assert self._backends is not None
+        messages = build_messages(variant.system_prompt or "", history, accepted.message.text, plan.grounding)
         backend = self._backends[variant.name]
         started = time.perf_counter()
         try:
             completion = await backend.complete(messages)
         except (LlmUnavailableError, LlmRejectedError) as exc:
-            kind = "llm_unavailable" if isinstance(exc, LlmUnavailableError) else "llm_rejected"
-            self._metrics.errors.labels(kind, variant.name).inc()
             self._metrics.llm_latency.labels(backend.model, "error", variant.name).observe(
                 time.perf_counter() - started
             )
-            self._log.error("llm_gave_up", kind=kind, error=str(exc), variant=variant.name)
-            await self._draft(accepted, APOLOGY, ev.REPLY_SOURCE_NOTICE, variant.name)
-            return
+            self._log.error("llm_gave_up", kind=exc.kind, error=str(exc), variant=variant.name)
+            await self._draft(accepted, APOLOGY, ev.REPLY_SOURCE_NOTICE, variant.name, label="apology")
+            return None
         self._record(completion, time.perf_counter() - started, variant.name)
         if not completion.text:
-            await self._draft(accepted, APOLOGY, ev.REPLY_SOURCE_NOTICE, variant.name)
-            return
-        if self._cache is not None and standalone:
-            await self._cache.put(variant.name, question, completion.text)
+            self._metrics.errors.labels("empty", variant.name).inc()
+            await self._draft(accepted, APOLOGY, ev.REPLY_SOURCE_NOTICE, variant.name, label="apology")
+            return None
         await self._draft(accepted, completion.text, ev.REPLY_SOURCE_LLM, variant.name, completion)
+        return completion.text
 
-    async def _history(self, accepted: ev.InboundAccepted) -> list[HistoryTurn]:
+    async def _history(self, accepted: ev.InboundAccepted, variant: str, last_try: bool) -> History:
         request = ctx.GetHistoryRequest(
             conversation_id=accepted.meta.conversation_id,
             token_budget=self._policy.history_budget,
@@ -157,13 +206,15 @@ class Drafter:
         try:
             response = await self._context.GetHistory(request, timeout=self._policy.context_timeout_s)
         except grpc.aio.AioRpcError as exc:
-            self._metrics.errors.labels("context_unavailable", "").inc()
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise PermanentError(f"context rejected the request: {exc.details()}") from exc
+            self._metrics.errors.labels("context_unavailable", variant).inc()
+            if last_try or exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                self._metrics.errors.labels("context_skipped", variant).inc()
+                self._log.error("answering_without_history", code=exc.code().name, details=exc.details())
+                return History([], known=False)
             raise TransientError(f"context unavailable: {exc.code().name}", delay_s=1.0) from exc
         if not response.complete:
             self._log.warning("history_incomplete", origin=accepted.meta.origin_sequence)
-        return [HistoryTurn(_ROLE[t.role], t.text) for t in response.turns if t.role in _ROLE]
+        return History([HistoryTurn(_ROLE[t.role], t.text) for t in response.turns if t.role in _ROLE], known=True)
 
     def _record(self, completion: Completion, elapsed_s: float, variant: str) -> None:
         self._metrics.llm_latency.labels(completion.model, "ok", variant).observe(elapsed_s)
@@ -182,6 +233,7 @@ class Drafter:
         source: ev.ReplySource.ValueType,
         variant: str,
         completion: Completion | None = None,
+        label: str | None = None,
     ) -> None:
         drafted = ev.ReplyDrafted(reply_to=accepted.message.reply_to, text=text, source=source, variant=variant)
         if completion is not None:
@@ -190,5 +242,5 @@ class Drafter:
             drafted.completion_tokens = completion.completion_tokens
         derive_meta(drafted.meta, accepted.meta, "nlp", "drafted")
         await self._publisher.publish(drafted)
-        source_name = ev.ReplySource.Name(source).removeprefix("REPLY_SOURCE_").lower()
+        source_name = label or ev.ReplySource.Name(source).removeprefix("REPLY_SOURCE_").lower()
         self._metrics.replies.labels(source_name, variant).inc()

@@ -82,8 +82,11 @@ def load_faqs(files: str, include_shipped: bool = True) -> list[Faq]:
         faqs.extend(parse_yaml(shipped.read_text(encoding="utf-8")))
     for raw in (p.strip() for p in files.split(",") if p.strip()):
         path = Path(raw)
-        text = path.read_text(encoding="utf-8")
-        faqs.extend(parse_markdown(text) if path.suffix.lower() in (".md", ".markdown") else parse_yaml(text))
+        try:
+            text = path.read_text(encoding="utf-8")
+            faqs.extend(parse_markdown(text) if path.suffix.lower() in (".md", ".markdown") else parse_yaml(text))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ValueError(f"NLP_KB_FILES: cannot read {path}: {exc}") from exc
     return faqs
 
 

@@ -3,7 +3,10 @@ Moonshot, Ollama, vLLM, llama.cpp server… — streaming (SSE) or not."""
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
 import json
+import time
 from typing import Any
 
 import httpx
@@ -13,16 +16,34 @@ from opentelemetry.trace import SpanKind
 from wxbot_nlp.llm import Completion, LlmRejectedError, LlmUnavailableError
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
-    raw = resp.headers.get("retry-after", "")
+def retry_after_s(headers: httpx.Headers, now: float | None = None) -> float | None:
+    """How long the upstream asks us to wait: `retry-after-ms` (OpenAI), else `Retry-After` in
+    seconds or as an HTTP date; None when it does not say."""
+    raw_ms = headers.get("retry-after-ms", "")
+    try:
+        return max(0.0, float(raw_ms) / 1000)
+    except ValueError:
+        pass
+    raw = headers.get("retry-after", "").strip()
+    if not raw:
+        return None
     try:
         return max(0.0, float(raw))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
         return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class OpenAICompatibleBackend:
-    """POST {base_url}/chat/completions; one call = one attempt (retries live in resilience.py)."""
+    """POST {base_url}/chat/completions; one call = one attempt (retries live in resilience.py).
+
+    `timeout_s` bounds the whole attempt, not just each read: a stream that trickles a token
+    every few seconds would otherwise never time out.
+    """
 
     def __init__(
         self,
@@ -40,6 +61,7 @@ class OpenAICompatibleBackend:
         self._host = httpx.URL(base_url).host
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._model = model
+        self._timeout_s = timeout_s
         self._timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
         self._max_tokens = max_tokens
         self._temperature = temperature
@@ -64,7 +86,11 @@ class OpenAICompatibleBackend:
                 "server.address": self._host,
             },
         ) as span:
-            completion = await (self._complete_stream(messages) if self._stream else self._complete(messages))
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    completion = await (self._complete_stream(messages) if self._stream else self._complete(messages))
+            except TimeoutError as exc:
+                raise LlmUnavailableError(f"no complete answer within {self._timeout_s:g} s", kind="timeout") from exc
             span.set_attributes(
                 {
                     "gen_ai.response.model": completion.model,
@@ -88,10 +114,18 @@ class OpenAICompatibleBackend:
 
     @staticmethod
     def _check(resp: httpx.Response, body_text: str) -> None:
-        if resp.status_code == 429 or resp.status_code >= 500:
-            raise LlmUnavailableError(f"HTTP {resp.status_code}", _retry_after(resp))
+        if resp.status_code == 429:
+            raise LlmUnavailableError("HTTP 429", retry_after_s(resp.headers), kind="rate_limited")
+        if resp.status_code >= 500:
+            raise LlmUnavailableError(f"HTTP {resp.status_code}", retry_after_s(resp.headers), kind="server_error")
         if resp.status_code >= 400:
             raise LlmRejectedError(f"HTTP {resp.status_code}: {body_text[:200]}")
+
+    @staticmethod
+    def _transport_error(exc: httpx.HTTPError) -> LlmUnavailableError:
+        if isinstance(exc, httpx.TimeoutException):
+            return LlmUnavailableError(f"{type(exc).__name__}: {exc}", kind="timeout")
+        return LlmUnavailableError(f"{type(exc).__name__}: {exc}", kind="network")
 
     async def _complete(self, messages: list[dict[str, str]]) -> Completion:
         try:
@@ -99,14 +133,14 @@ class OpenAICompatibleBackend:
                 self._url, json=self._body(messages, False), headers=self._headers, timeout=self._timeout
             )
         except httpx.HTTPError as exc:
-            raise LlmUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+            raise self._transport_error(exc) from exc
         self._check(resp, resp.text)
         try:
             data = resp.json()
             text = data["choices"][0]["message"]["content"] or ""
             usage = data.get("usage") or {}
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise LlmUnavailableError(f"malformed completion: {exc!r}") from exc
+            raise LlmUnavailableError(f"malformed completion: {exc!r}", kind="malformed") from exc
         return Completion(
             text=text.strip(),
             model=str(data.get("model") or self._model),
@@ -131,14 +165,16 @@ class OpenAICompatibleBackend:
                     if payload == "[DONE]":
                         break
                     chunk = json.loads(payload)
+                    if chunk.get("error"):  # some servers report a failure mid-stream, after the 200
+                        raise LlmUnavailableError(f"error in stream: {str(chunk['error'])[:200]}", kind="server_error")
                     model = str(chunk.get("model") or model)
                     usage = chunk.get("usage") or usage
                     for choice in chunk.get("choices") or []:
                         parts.append((choice.get("delta") or {}).get("content") or "")
         except httpx.HTTPError as exc:
-            raise LlmUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+            raise self._transport_error(exc) from exc
         except (ValueError, AttributeError, TypeError) as exc:
-            raise LlmUnavailableError(f"malformed stream: {exc!r}") from exc
+            raise LlmUnavailableError(f"malformed stream: {exc!r}", kind="malformed") from exc
         return Completion(
             text="".join(parts).strip(),
             model=model,

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from wxbot_nlp.llm import ChatBackend, Completion, LlmUnavailableError
+from wxbot_nlp.llm import ChatBackend, Completion, LlmRejectedError, LlmUnavailableError
 
-MAX_RETRY_AFTER_S = 30.0
+MAX_RETRY_AFTER_S = 30.0  # a longer Retry-After is not waited out in full
+MAX_BACKOFF_S = MAX_RETRY_AFTER_S  # the longest wait between two attempts
 
 
 class CircuitBreaker:
@@ -50,7 +51,14 @@ class CircuitBreaker:
         return self._threshold > 0 and self._failures >= self._threshold
 
 
+def _ignore(_: str) -> None:
+    return None
+
+
 class ResilientBackend:
+    """A ChatBackend that retries, breaks and falls back; `on_error(kind)` hears of every failed
+    attempt (`timeout`, `rate_limited`, `server_error`, …) and of each switch to the fallback."""
+
     def __init__(
         self,
         primary: ChatBackend,
@@ -60,14 +68,14 @@ class ResilientBackend:
         backoff_max_s: float = 8.0,
         breaker: CircuitBreaker | None = None,
         fallback: ChatBackend | None = None,
-        on_retry: Callable[[str], None] | None = None,
+        on_error: Callable[[str], None] = _ignore,
     ) -> None:
         self._primary = primary
         self._attempts = max(1, attempts)
         self._wait = wait_random_exponential(multiplier=backoff_base_s, max=backoff_max_s)
-        self._breaker = breaker or CircuitBreaker(0, 0)
+        self.breaker = breaker or CircuitBreaker(0, 0)
         self._fallback = fallback
-        self._on_retry = on_retry
+        self._on_error = on_error
 
     @property
     def model(self) -> str:
@@ -79,23 +87,32 @@ class ResilientBackend:
         asked = getattr(exc, "retry_after_s", None)
         return max(jittered, min(float(asked), MAX_RETRY_AFTER_S)) if asked is not None else jittered
 
+    async def _attempt(self, backend: ChatBackend, messages: list[dict[str, str]]) -> Completion:
+        try:
+            return await backend.complete(messages)
+        except (LlmUnavailableError, LlmRejectedError) as exc:
+            self._on_error(exc.kind)
+            raise
+
     async def _primary_with_retries(self, messages: list[dict[str, str]]) -> Completion:
-        if not self._breaker.allow():
-            raise LlmUnavailableError("circuit open: the LLM failed repeatedly, skipping it for a while")
+        if not self.breaker.allow():
+            self._on_error("circuit_open")
+            raise LlmUnavailableError(
+                "circuit open: the LLM failed repeatedly, skipping it for a while", kind="circuit_open"
+            )
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self._attempts),
                 wait=self._wait_for,
                 retry=retry_if_exception_type(LlmUnavailableError),
-                before_sleep=lambda s: self._on_retry("llm_retry") if self._on_retry else None,
                 reraise=True,
             ):
                 with attempt:
-                    completion = await self._primary.complete(messages)
+                    completion = await self._attempt(self._primary, messages)
         except LlmUnavailableError:
-            self._breaker.failed()
+            self.breaker.failed()
             raise
-        self._breaker.succeeded()
+        self.breaker.succeeded()
         return completion
 
     async def complete(self, messages: list[dict[str, str]]) -> Completion:
@@ -104,6 +121,5 @@ class ResilientBackend:
         except LlmUnavailableError:
             if self._fallback is None:
                 raise
-            if self._on_retry:
-                self._on_retry("llm_fallback")
-            return await self._fallback.complete(messages)
+            self._on_error("fallback")
+            return await self._attempt(self._fallback, messages)

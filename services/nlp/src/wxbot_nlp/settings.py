@@ -1,12 +1,19 @@
-"""Settings of the nlp service (environment variables, then `.env`)."""
+"""Settings of the nlp service (environment variables, then `.env`).
+
+A wrong value stops the service at start with the variable's name in the error, rather than
+surfacing later as a failed answer: missing prompt or FAQ files, NLP_VARIANTS that do not parse,
+impossible numbers.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from wxbot_common.settings import CommonSettings
+from wxbot_nlp.resilience import MAX_BACKOFF_S
+from wxbot_nlp.variants import Variant, parse_variants
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are wxbot, a helpful assistant inside WeCom (企业微信). Answer concisely, in the language the "
@@ -19,29 +26,57 @@ class NlpSettings(CommonSettings):
     llm_base_url: str = Field("", description="OpenAI-compatible endpoint ending in /v1; empty = no LLM")
     llm_api_key: str = Field("", description="bearer token for the LLM endpoint")
     llm_model: str = Field("gpt-4o-mini", description="model name sent to the endpoint")
-    llm_timeout_s: float = Field(60.0, description="per-attempt timeout of the LLM request")
-    llm_max_tokens: int = Field(1024, description="max tokens of an answer")
-    llm_temperature: float = Field(0.7)
+    llm_timeout_s: float = Field(60.0, gt=0, description="timeout of one whole LLM attempt (streamed or not)")
+    llm_max_tokens: int = Field(1024, gt=0, description="max tokens of an answer")
+    llm_temperature: float = Field(0.7, ge=0)
     llm_stream: bool = Field(False, description="use streaming (SSE) chat completions")
-    llm_retries: int = Field(2, description="retries of a failed LLM call (429, 5xx, timeout), with backoff")
-    llm_backoff_base_s: float = Field(0.5, description="first retry delay; doubles, fully jittered")
-    llm_breaker_threshold: int = Field(5, description="consecutive failed calls that open the circuit (0 = off)")
-    llm_breaker_cooldown_s: float = Field(30.0, description="how long an open circuit skips the LLM")
+    llm_retries: int = Field(2, ge=0, description="retries of a failed LLM call (429, 5xx, timeout), with backoff")
+    llm_backoff_base_s: float = Field(0.5, ge=0, description="first retry delay; doubles, fully jittered")
+    llm_breaker_threshold: int = Field(5, ge=0, description="consecutive failed calls that open the circuit (0 = off)")
+    llm_breaker_cooldown_s: float = Field(30.0, ge=0, description="how long an open circuit skips the LLM")
     llm_fallback_base_url: str = Field("", description="a second endpoint tried when the first is unavailable")
     llm_fallback_api_key: str = Field("", description="its key")
-    llm_fallback_model: str = Field("", description="its model (default: LLM_MODEL)")
+    llm_fallback_model: str = Field("", description="its model (default: the variant's model)")
     nlp_system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="system prompt of every conversation")
     nlp_system_prompt_file: Path | None = Field(None, description="a file holding the system prompt (wins)")
     nlp_variants: str = Field("", description="A/B variants as JSON: [{name, weight, model?, temperature?, ...}]")
     nlp_kb_files: str = Field("", description="FAQ files (YAML or Markdown), comma-separated")
-    nlp_kb_min_score: float = Field(0.45, description="knowledge-base confidence needed to use an entry")
-    nlp_kb_direct_score: float = Field(0.85, description="confidence above which the entry answers without the LLM")
-    nlp_cache_ttl_s: int = Field(3600, description="answer cache for standalone questions; 0 = off")
-    nlp_history_budget: int = Field(0, description="history tokens to ask context for; 0 = context's default")
-    nlp_concurrency: int = Field(512, description="messages drafted at once per replica")
-    nlp_context_timeout_s: float = Field(45.0, description="deadline of the GetHistory call")
+    nlp_kb_min_score: float = Field(0.45, ge=0, le=1, description="knowledge-base confidence needed to use an entry")
+    nlp_kb_direct_score: float = Field(
+        0.85, ge=0, le=1, description="confidence above which the entry answers without the LLM"
+    )
+    nlp_cache_ttl_s: int = Field(3600, ge=0, description="answer cache for standalone questions; 0 = off")
+    nlp_history_budget: int = Field(0, ge=0, description="history tokens to ask context for; 0 = context's default")
+    nlp_concurrency: int = Field(512, gt=0, description="messages drafted at once per replica")
+    nlp_context_timeout_s: float = Field(45.0, gt=0, description="deadline of the GetHistory call")
+
+    @model_validator(mode="after")
+    def _check_references(self) -> NlpSettings:
+        if self.nlp_system_prompt_file is not None and not self.nlp_system_prompt_file.is_file():
+            raise ValueError(f"NLP_SYSTEM_PROMPT_FILE: no such file: {self.nlp_system_prompt_file}")
+        missing = [p for p in self.kb_paths if not p.is_file()]
+        if missing:
+            raise ValueError(f"NLP_KB_FILES: no such file: {', '.join(map(str, missing))}")
+        parse_variants(self.nlp_variants)  # raises ValueError naming NLP_VARIANTS
+        return self
+
+    @property
+    def kb_paths(self) -> list[Path]:
+        return [Path(p.strip()) for p in self.nlp_kb_files.split(",") if p.strip()]
 
     def system_prompt(self) -> str:
         if self.nlp_system_prompt_file is not None:
             return self.nlp_system_prompt_file.read_text(encoding="utf-8").strip()
         return self.nlp_system_prompt
+
+    def variants(self) -> list[Variant]:
+        """The A/B variants with this deployment's model, temperature and prompt filled in."""
+        prompt = self.system_prompt()
+        return [v.resolve(self.llm_model, self.llm_temperature, prompt) for v in parse_variants(self.nlp_variants)]
+
+    def llm_budget_s(self) -> float:
+        """The longest one answer may take: every attempt timing out, the waits between them,
+        and the fallback's attempt."""
+        attempts = self.llm_retries + 1
+        fallback = self.llm_timeout_s if self.llm_fallback_base_url else 0.0
+        return attempts * self.llm_timeout_s + self.llm_retries * MAX_BACKOFF_S + fallback
