@@ -1,7 +1,8 @@
 """OTLP trace receiver for tests and manual runs: OTLP/HTTP (protobuf) and OTLP/gRPC, spans kept in memory.
 
 Tests point the services' `OTEL_EXPORTER_OTLP_*` at it and assert on the flattened `SpanRecord`s.
-`python -m wxbot_devkit.otlp_sink` prints each span as it arrives.
+`python -m wxbot_devkit.otlp_sink` prints each span as it arrives; with `--quiet` it only counts them
+and prints the totals when stopped (SIGINT/SIGTERM), as the benchmark runs it in a process of its own.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import gzip
+import signal
 import threading
 import zlib
 from collections.abc import Callable, Iterable
@@ -119,8 +121,13 @@ class OtlpSink:
         http_port: int = 0,
         grpc_port: int = 0,
         on_span: Callable[[SpanRecord], None] | None = None,
+        count_only: bool = False,
     ) -> None:
+        """`count_only`: decode each export but keep no spans, only the counts (for long benchmark runs)."""
         self._host = host
+        self._count_only = count_only
+        self.span_count = 0
+        self._trace_ids: set[bytes] = set()
         self._grpc_port_requested = grpc_port
         self._on_span = on_span
         self._lock = threading.Lock()
@@ -182,9 +189,17 @@ class OtlpSink:
     # -- ingestion ---------------------------------------------------------------------------------
 
     def _ingest(self, request: ExportTraceServiceRequest) -> None:
+        if self._count_only:
+            ids = [span.trace_id for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]
+            with self._lock:
+                self.export_calls += 1
+                self.span_count += len(ids)
+                self._trace_ids.update(ids)
+            return
         records = flatten(request)
         with self._lock:
             self.export_calls += 1
+            self.span_count += len(records)
             self._spans.extend(records)
         if self._on_span is not None:
             for record in records:
@@ -218,6 +233,14 @@ class OtlpSink:
         with self._lock:
             self._spans.clear()
             self.export_calls = 0
+            self.span_count = 0
+            self._trace_ids.clear()
+
+    @property
+    def trace_count(self) -> int:
+        """Distinct trace ids received so far (counted in both modes)."""
+        with self._lock:
+            return len(self._trace_ids) if self._count_only else len({s.trace_id for s in self._spans})
 
     def spans_for_trace(self, trace_id: str) -> list[SpanRecord]:
         return [s for s in self.spans if s.trace_id == trace_id.lower()]
@@ -248,14 +271,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--http-port", type=int, default=4318)
     parser.add_argument("--grpc-port", type=int, default=4317)
+    parser.add_argument("--quiet", action="store_true", help="count spans, print only the totals when stopped")
     args = parser.parse_args(argv)
 
     async def run() -> None:
+        stop = asyncio.Event()
+        if args.quiet:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
         async with OtlpSink(
-            host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, on_span=_print_span
+            host=args.host,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            on_span=None if args.quiet else _print_span,
+            count_only=args.quiet,
         ) as sink:
             print(f"OTLP/HTTP {sink.http_endpoint}  OTLP/gRPC {sink.grpc_endpoint}", flush=True)
-            await asyncio.Event().wait()
+            await stop.wait()
+        print(
+            f"received {sink.span_count} spans of {sink.trace_count} traces in {sink.export_calls} export calls",
+            flush=True,
+        )
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())

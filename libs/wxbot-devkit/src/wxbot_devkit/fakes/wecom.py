@@ -12,7 +12,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from types import MappingProxyType
 from typing import Any
@@ -98,8 +98,11 @@ class FakeWeCom(FakeService):
         latency_s: float = 0.0,
         media: Mapping[str, bytes] | None = None,
         record_limit: int = 100_000,
+        on_message: Callable[[SentMessage], None] | None = None,
     ) -> None:
         super().__init__()
+        # Called with each accepted message, on the thread serving the fake (the benchmark's clock).
+        self.on_message = on_message
         self.corp_id = corp_id
         self.corp_secret = corp_secret
         self.agent_id = agent_id  # when set, sends for another agentid get 301002
@@ -259,6 +262,8 @@ class FakeWeCom(FakeService):
             return JSONResponse(error_body(errcode))
         with self._lock:
             self._messages.append(message)
+        if self.on_message is not None:
+            self.on_message(message)
         return JSONResponse({"errcode": 0, "errmsg": "ok", "invaliduser": "", "msgid": message.msgid})
 
     async def _media_get(self, request: Request) -> Response:
