@@ -1,27 +1,43 @@
-"""Simulated WeCom users against a local wxbot with fake WeCom and LLM servers.
+"""Drive a local wxbot the way WeCom does, with a fake WeCom and a fake LLM, and measure the whole run.
 
-Each user sends an encrypted text callback, waits for its reply like a person, then sends the
-next one. A share of callbacks is delivered twice (as WeCom does when an ack is slow) to measure
-duplicates. Replies are matched to messages by the text the fake LLM echoes back.
+Closed loop (default): each simulated user sends an encrypted text callback, waits for its reply,
+then sends the next. Open loop (`--rate`): messages arrive at a fixed rate whatever the replies do,
+from users picked at random, so one user may have several messages in flight and the order of its
+replies is checked. Either way 10 % of callbacks are delivered twice, as WeCom does when an ack is
+slow, and a failed callback is retried up to three times a second apart.
+
+Every process of the run is measured from /proc: CPU per delivered reply, memory, open fds.
+`--scenario` picks a preset (burst, fast, steady, idle); knobs given explicitly win over it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import math
+import os
 import random
+import re
+import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
-import httpx
+import aiohttp
 import uvloop
 
+from bench.procstat import Meter
+from bench.profiler import Profiler
 from bench.report import Results
+from bench.scenarios import SCENARIOS
+from bench.stats import Sent, check_order
 from wxbot_devkit.fakes.llm import FakeLLM
-from wxbot_devkit.fakes.wecom import FakeWeCom
-from wxbot_devkit.system import Stack, StackConfig
+from wxbot_devkit.fakes.wecom import FakeWeCom, SentMessage
+from wxbot_devkit.launch import Child, free_port
+from wxbot_devkit.system import SERVICES, Stack, StackConfig
 from wxbot_wecom.crypto import CallbackCrypto
 from wxbot_wecom.messages import build_inner_text_xml
 
@@ -30,106 +46,223 @@ AGENT_ID = "1000002"
 TOKEN = "BenchToken"
 AES_KEY = "26kD8iXhY7SDqeoaZPZDJRZuf3NgJfcC3M9TTHSPjos"
 SECRET = "bench-secret"
+MSG_ID_BASE = 8_000_000_000_000_000_000
+XML_HEADERS = {"Content-Type": "text/xml; charset=utf-8"}
+IDLE_WINDOW_S = 1.0
+MAX_DRAIN_S = 60.0
+PIPELINE = ("gateway", "safety", "nlp", "context")  # the path of a message: the order of the report
+SINK_TOTALS = re.compile(r"received (\d+) spans of (\d+) traces")
 
 
-class ReplyWatcher:
-    """Resolves one future per expected reply as the fake WeCom records messages."""
+class Tracker:
+    """Matches each reply the fake WeCom accepts to the message it answers (the fake LLM echoes the text).
 
-    def __init__(self, wecom: FakeWeCom) -> None:
-        self._wecom = wecom
-        self._seen = 0
-        self.waiting: dict[str, asyncio.Future[float]] = {}
+    Called synchronously by the fake, on this process's event loop, so arrival times are exact.
+    """
+
+    def __init__(self) -> None:
+        self.owner: dict[str, tuple[str, int]] = {}  # tag -> (user, index of the message for that user)
+        self.sent_at: dict[str, float] = {}
+        self.acked_at: dict[str, float] = {}  # the callback attempt that got 200
+        self.arrived_at: dict[str, float] = {}
         self.counts: Counter[str] = Counter()
+        self.per_user: defaultdict[str, list[int]] = defaultdict(list)  # message indices in reply order
+        self.unexpected = 0
+        self.last_arrival = 0.0
+        self._waiting: dict[str, asyncio.Future[float]] = {}
 
-    def expect(self, tag: str) -> asyncio.Future[float]:
+    def expect(self, tag: str, user: str, seq: int) -> asyncio.Future[float]:
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self.waiting[tag] = fut
+        self.owner[tag] = (user, seq)
+        self._waiting[tag] = fut
         return fut
 
-    def poll(self) -> None:
-        msgs = self._wecom.messages
-        for m in msgs[self._seen :]:
-            tag = m.content.removeprefix("echo: ")
-            self.counts[tag] += 1
-            fut = self.waiting.get(tag)
-            if fut is not None and not fut.done():
-                fut.set_result(m.received_at)
-        self._seen = len(msgs)
+    def on_message(self, message: SentMessage) -> None:
+        now = time.perf_counter()
+        tag = message.content.removeprefix("echo: ")
+        owner = self.owner.get(tag)
+        if owner is None:
+            self.unexpected += 1
+            return
+        self.counts[tag] += 1
+        self.last_arrival = now
+        if tag in self.arrived_at:
+            return
+        self.arrived_at[tag] = now
+        self.per_user[owner[0]].append(owner[1])
+        fut = self._waiting.pop(tag, None)
+        if fut is not None and not fut.done():
+            fut.set_result(now)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self.poll()
-            await asyncio.sleep(0.005)  # a polling interval, not a synchronisation
-        self.poll()
 
+class Generator:
+    """Sends callbacks as WeCom would and records acks, failures and duplicates into `results`."""
 
-async def post_callback(client: httpx.AsyncClient, params: dict[str, str], body: str, results: Results) -> bool:
-    try:
-        resp = await client.post("/wecom/callback", params=params, content=body)
-    except httpx.HTTPError as exc:
-        results.failure_reasons[type(exc).__name__] += 1
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        session: aiohttp.ClientSession,
+        urls: list[str],
+        tracker: Tracker,
+        results: Results,
+    ) -> None:
+        self.args = args
+        self.session = session
+        self.urls = [f"{u}/wecom/callback" for u in urls]
+        self.tracker = tracker
+        self.results = results
+        self.crypto = CallbackCrypto(TOKEN, AES_KEY, CORP_ID)
+        self.rng = random.Random(42)
+        self._next_id = 0
+        self._per_user: Counter[str] = Counter()
+
+    async def _post(self, url: str, params: dict[str, str], body: bytes, what: str = "") -> bool:
+        try:
+            async with self.session.post(url, params=params, data=body, headers=XML_HEADERS) as resp:
+                text = await resp.read()
+                if resp.status == 200:
+                    return True
+                reason = f"HTTP {resp.status} {text[:40].decode(errors='replace')}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = type(exc).__name__
+        self.results.failure_reasons[what + reason] += 1
         return False
-    if resp.status_code != 200:
-        results.failure_reasons[f"HTTP {resp.status_code} {resp.text[:40]}"] += 1
-    return resp.status_code == 200
 
-
-async def one_user(
-    n: int,
-    args: argparse.Namespace,
-    client: httpx.AsyncClient,
-    crypto: CallbackCrypto,
-    watcher: ReplyWatcher,
-    results: Results,
-    rng: random.Random,
-) -> None:
-    user = f"bench-user-{n:05d}"
-    for i in range(args.messages):
-        tag = f"{user} #{i}"
-        msg_id = str(8_000_000_000_000_000_000 + n * 10_000 + i)
+    async def send(self, user_n: int) -> asyncio.Future[float]:
+        """One message from user `user_n`: callback, WeCom's retries and duplicate; returns the reply's future."""
+        user = f"bench-user-{user_n:05d}"
+        seq = self._per_user[user]
+        self._per_user[user] += 1
+        msg_id = str(MSG_ID_BASE + self._next_id)
+        self._next_id += 1
+        tag = f"{user} #{seq}"
+        now = str(int(time.time()))
         inner = build_inner_text_xml(
-            to_user=CORP_ID,
-            from_user=user,
-            create_time=int(time.time()),
-            content=tag,
-            msg_id=msg_id,
-            agent_id=AGENT_ID,
+            to_user=CORP_ID, from_user=user, create_time=int(now), content=tag, msg_id=msg_id, agent_id=AGENT_ID
         )
-        params, body = crypto.build_callback(
-            inner,
-            timestamp=str(int(time.time())),
-            nonce=str(rng.randrange(10**9)),
-            to_user_name=CORP_ID,
-            agent_id=AGENT_ID,
+        params, envelope = self.crypto.build_callback(
+            inner, timestamp=now, nonce=str(self.rng.randrange(10**9)), to_user_name=CORP_ID, agent_id=AGENT_ID
         )
-        reply = watcher.expect(tag)
-        sent_at = time.time()
-        ok = await post_callback(client, params, body, results)
-        results.ack_s.append(time.time() - sent_at)
-        for _ in range(3):  # WeCom retries a failed callback (at most three more times, seconds apart)
+        body = envelope.encode()
+        url = self.urls[user_n % len(self.urls)]
+        reply = self.tracker.expect(tag, user, seq)
+        self.results.sent += 1
+        sent_at = time.perf_counter()
+        self.tracker.sent_at[tag] = sent_at
+        ok = await self._post(url, params, body)
+        self.results.ack_s.append(time.perf_counter() - sent_at)
+        for _ in range(3):  # WeCom retries a failed callback, at most three more times, a second apart
             if ok:
                 break
-            results.callbacks_failed += 1
+            self.results.callbacks_failed += 1
             await asyncio.sleep(1.0)  # WeCom's retry interval, not a wait for a condition
-            ok = await post_callback(client, params, body, results)
-        if rng.random() < args.retry_rate:
-            results.retries_sent += 1
-            await client.post("/wecom/callback", params=params, content=body)
-        try:
-            arrived = await asyncio.wait_for(reply, args.reply_timeout)
-        except TimeoutError:
-            results.lost += 1
-            continue
-        results.e2e_s.append(arrived - sent_at)
-        if args.think_time:
-            await asyncio.sleep(rng.uniform(0, 2 * args.think_time))
+            ok = await self._post(url, params, body)
+        if ok:
+            self.tracker.acked_at[tag] = time.perf_counter()
+        if self.rng.random() < self.args.retry_rate:
+            self.results.retries_sent += 1
+            await self._post(url, params, body, "duplicate: ")
+        return reply
+
+    async def closed_user(self, n: int) -> None:
+        for _ in range(self.args.messages):
+            reply = await self.send(n)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reply, self.args.reply_timeout)
+            if self.args.think_time:
+                await asyncio.sleep(self.rng.uniform(0, 2 * self.args.think_time))
+
+    async def closed_loop(self) -> None:
+        await asyncio.gather(*(self.closed_user(n) for n in range(self.args.users)))
+
+    def schedule(self) -> list[float]:
+        """Send times (seconds from the start) of the open-loop messages: Poisson or evenly spaced."""
+        count = round(self.args.rate * self.args.duration)
+        if self.args.arrivals == "even":
+            return [k / self.args.rate for k in range(count)]
+        times, t = [], 0.0
+        for _ in range(count):
+            times.append(t)
+            t += self.rng.expovariate(self.args.rate)
+        return times
+
+    async def _open_message(self, n: int) -> None:
+        reply = await self.send(n)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reply, self.args.reply_timeout)
+
+    async def open_loop(self) -> None:
+        tasks: list[asyncio.Task[None]] = []
+        start = time.perf_counter()
+        for at in self.schedule():
+            delay = start + at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.results.send_lag_s.append(max(0.0, time.perf_counter() - start - at))
+            tasks.append(asyncio.create_task(self._open_message(self.rng.randrange(self.args.users))))
+        await asyncio.gather(*tasks)
 
 
-async def run(args: argparse.Namespace) -> Results:
-    wecom = FakeWeCom(corp_id=CORP_ID, corp_secret=SECRET)
-    llm = FakeLLM(latency_s=args.llm_latency)
-    await wecom.start()
-    await llm.start()
+def replicas_of(args: argparse.Namespace) -> dict[str, int]:
+    asked: dict[str, int] = {}
+    for item in args.replicas or []:
+        service, _, count = item.partition("=")
+        if service not in SERVICES or not count.isdigit():
+            raise SystemExit(f"--replicas {item!r}: want service=count with service in {', '.join(SERVICES)}")
+        asked[service] = int(count)
+    return {s: max(1, asked.get(s, 1)) for s in PIPELINE}
+
+
+async def start_sink(run_dir: Path) -> tuple[Child, dict[str, str]]:
+    """The OTLP receiver in a process of its own, so its CPU shows apart from the load generator's."""
+    http_port, grpc_port = free_port(), free_port()
+    child = Child(
+        "otlp-sink",
+        [
+            sys.executable,
+            "-m",
+            "wxbot_devkit.otlp_sink",
+            "--quiet",
+            "--http-port",
+            str(http_port),
+            "--grpc-port",
+            str(grpc_port),
+        ],
+        cwd=run_dir,
+    )
+    await child.start()
+    deadline = time.monotonic() + 30.0
+    while not any(line.startswith("OTLP/HTTP") for line in child.lines):
+        child.raise_if_exited()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"OTLP sink did not start:\n{child.tail()}")
+        await asyncio.sleep(0.05)
+    endpoint = {"grpc": f"http://127.0.0.1:{grpc_port}", "http/protobuf": f"http://127.0.0.1:{http_port}"}
+    return child, endpoint
+
+
+async def drain(tracker: Tracker, quiet_s: float) -> None:
+    """Wait until no reply came for `quiet_s` (late duplicates show, batched spans get exported)."""
+    deadline = time.perf_counter() + MAX_DRAIN_S
+    load_end = time.perf_counter()
+    while time.perf_counter() < deadline:
+        since = time.perf_counter() - max(load_end, tracker.last_arrival)
+        if since >= quiet_s:
+            return
+        await asyncio.sleep(min(0.1, quiet_s - since))
+
+
+def drain_seconds(args: argparse.Namespace) -> float:
+    """The quiet period; with export on, longer than the span batch delay so the last batch is counted."""
+    if not args.otlp:
+        return float(args.quiet)
+    batch_delay_s = float(os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "5000")) / 1000
+    return max(float(args.quiet), batch_delay_s + 1.0)
+
+
+def service_env(
+    args: argparse.Namespace, wecom: FakeWeCom, llm: FakeLLM, otlp: dict[str, str] | None
+) -> dict[str, str]:
     env = {
         "WECOM_CORP_ID": CORP_ID,
         "WECOM_AGENT_ID": AGENT_ID,
@@ -140,58 +273,202 @@ async def run(args: argparse.Namespace) -> Results:
         "LLM_BASE_URL": f"{llm.base_url}/v1",
         "SAFETY_RATE_PER_MINUTE": "0",
         "LOG_LEVEL": "WARNING",
-        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_TRACES_EXPORTER": "otlp" if otlp else "none",
     }
-    replicas = dict(item.split("=") for item in args.replicas) if args.replicas else {}
-    results = Results(args.users, args.users * args.messages, args.llm_latency, args.retry_rate)
-    crypto = CallbackCrypto(TOKEN, AES_KEY, CORP_ID)
-    watcher = ReplyWatcher(wecom)
-    stop = asyncio.Event()
-    with tempfile.TemporaryDirectory(prefix="wxbot-bench-") as run_dir:
-        config = StackConfig(
-            run_dir=Path(run_dir),
-            ports="free",
-            extra_env=env,
-            replicas={k: int(v) for k, v in replicas.items()},
-        )
-        async with Stack(config) as stack:
-            limits = httpx.Limits(max_connections=args.users, max_keepalive_connections=args.users)
-            async with httpx.AsyncClient(base_url=stack.gateway_url, limits=limits, timeout=30) as client:
-                watch = asyncio.create_task(watcher.run(stop))
-                rng = random.Random(42)
-                started = time.time()
-                await asyncio.gather(
-                    *(one_user(n, args, client, crypto, watcher, results, rng) for n in range(args.users))
-                )
-                results.wall_s = time.time() - started
-                # Let late duplicates show: wait until no new message arrived for a quiet period.
-                last = len(wecom.messages)
-                quiet_since = time.monotonic()
-                while time.monotonic() - quiet_since < args.quiet:
-                    await asyncio.sleep(0.1)
-                    if len(wecom.messages) != last:
-                        last, quiet_since = len(wecom.messages), time.monotonic()
-                stop.set()
-                await watch
-    await llm.stop()
-    await wecom.stop()
-    results.replies = sum(1 for tag in watcher.waiting if watcher.counts[tag] >= 1)
-    results.duplicated = sum(c - 1 for c in watcher.counts.values() if c > 1)
-    results.llm_max_in_flight = llm.max_in_flight
-    if replicas:
-        results.replicas = ", ".join(f"{k}×{v}" for k, v in replicas.items()) + ", others ×1"
+    if otlp:
+        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = args.otlp_protocol
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp[args.otlp_protocol]
+    if args.sampler_ratio is None:
+        env["OTEL_TRACES_SAMPLER"] = "parentbased_always_on"
+    else:
+        env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+        env["OTEL_TRACES_SAMPLER_ARG"] = str(args.sampler_ratio)
+    return env
+
+
+def new_results(args: argparse.Namespace, replicas: dict[str, int]) -> Results:
+    scenario = SCENARIOS.get(args.scenario) if args.scenario else None
+    is_open = args.rate is not None
+    planned = round(args.rate * args.duration) if is_open else args.users * args.messages
+    return Results(
+        scenario=scenario.name if scenario else "custom",
+        description=scenario.description if scenario else "knobs from the command line",
+        mode="open" if is_open else "closed",
+        users=args.users,
+        planned=planned,
+        llm_latency_s=args.llm_latency,
+        retry_rate=args.retry_rate,
+        rate=args.rate,
+        duration_s=args.duration if is_open else None,
+        arrivals=args.arrivals if is_open else "",
+        replicas=replicas,
+        otlp=args.otlp_protocol if args.otlp else None,
+        sampler=(
+            "parentbased_always_on"
+            if args.sampler_ratio is None
+            else f"parentbased_traceidratio={args.sampler_ratio:g}"
+        ),
+    )
+
+
+async def run(args: argparse.Namespace) -> Results:
+    replicas = replicas_of(args)
+    results = new_results(args, replicas)
+    tracker = Tracker()
+    wecom = FakeWeCom(corp_id=CORP_ID, corp_secret=SECRET, on_message=tracker.on_message)
+    llm = FakeLLM(latency_s=args.llm_latency)
+    for var in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"):
+        os.environ.pop(var, None)  # the generic variables set below must decide
+    meter = Meter()
+    sink: Child | None = None
+    profiler: Profiler | None = None
+    await wecom.start()
+    await llm.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="wxbot-bench-") as tmp:
+            run_dir = Path(tmp)
+            otlp: dict[str, str] | None = None
+            if args.otlp:
+                sink, otlp = await start_sink(run_dir)
+            config = StackConfig(
+                run_dir=run_dir, ports="free", extra_env=service_env(args, wecom, llm, otlp), replicas=replicas
+            )
+            async with Stack(config) as stack:
+                for r in sorted(stack.replicas, key=lambda r: (PIPELINE.index(r.service), r.index)):
+                    meter.add(f"{r.service}-{r.index + 1}", "service", r.child.pid)
+                meter.add("nats-server", "infra", stack.nats.child.pid)
+                meter.add("redis-server", "infra", stack.redis.child.pid)
+                if sink is not None:
+                    meter.add("otlp-sink", "sink", sink.pid)
+                meter.add("load generator + fakes", "bench", None)
+                if args.profile:
+                    targets = [(t.name, t.pid) for t in meter.tracked if t.role == "service" and t.pid is not None]
+                    profiler = Profiler(Path(args.profile), targets)
+                    await profiler.start()
+                    for name, pid in profiler.pids:
+                        meter.add(f"py-spy {name}", "profiler", pid)
+                await drive(args, stack.gateway_urls, tracker, results, meter)
+                if profiler is not None:
+                    results.profile_dir = str(profiler.out_dir)
+                    results.profiles = await profiler.stop()
+                    results.profile_errors = profiler.errors
+                    profiler = None
+    finally:
+        if profiler is not None:
+            await profiler.stop()
+        if sink is not None:
+            await sink.stop()  # after the services, which flush their last spans when they stop
+        await llm.stop()
+        await wecom.stop()
+    if sink is not None:
+        for line in sink.lines:
+            if m := SINK_TOTALS.search(line):
+                results.sink_spans, results.sink_traces = int(m[1]), int(m[2])
+    finish(results, tracker, llm, meter, args)
     return results
 
 
+async def drive(args: argparse.Namespace, urls: list[str], tracker: Tracker, results: Results, meter: Meter) -> None:
+    """Idle window, load phase, drain; the meter reads every process at each mark."""
+    open_loop = args.rate is not None
+    connector = aiohttp.TCPConnector(limit=0 if open_loop else max(1, args.users), limit_per_host=0)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        generator = Generator(args, session, urls, tracker, results)
+        meter.mark_idle()
+        await asyncio.sleep(IDLE_WINDOW_S)  # a measuring window, not a wait for a condition
+        meter.mark_start()
+        load = asyncio.create_task(generator.open_loop() if open_loop else generator.closed_loop())
+        try:
+            await asyncio.wait_for(asyncio.shield(load), args.max_time)
+        except TimeoutError:
+            load.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await load
+            results.stopped_early = f"the load did not finish within --max-time {args.max_time:g} s"
+        await drain(tracker, drain_seconds(args))
+        meter.mark_end()
+
+
+def finish(results: Results, tracker: Tracker, llm: FakeLLM, meter: Meter, args: argparse.Namespace) -> None:
+    results.replies = len(tracker.arrived_at)
+    results.lost = results.sent - results.replies
+    e2e = [tracker.arrived_at[tag] - tracker.sent_at[tag] for tag in tracker.arrived_at]
+    results.e2e_s = e2e
+    results.late = sum(1 for e in e2e if e > args.reply_timeout)
+    results.duplicated = sum(c - 1 for c in tracker.counts.values() if c > 1)
+    results.unexpected = tracker.unexpected
+    sent = {
+        owner: Sent(tracker.sent_at[tag], tracker.acked_at.get(tag, math.inf))
+        for tag, owner in tracker.owner.items()
+        if tag in tracker.sent_at
+    }
+    order = check_order(tracker.per_user, sent)
+    results.order_violations, results.order_overlapping = order.violations, order.overlapping
+    results.order_examples = order.examples
+    if tracker.arrived_at:
+        results.wall_s = max(tracker.arrived_at.values()) - meter.load_started
+    results.llm_calls = llm.calls
+    results.llm_max_in_flight = llm.max_in_flight
+    results.cpu_window_s = meter.window_s
+    results.idle_window_s = meter.load_started - meter.idle_started
+    results.processes = meter.figures(results.replies)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--scenario",
+        choices=sorted(SCENARIOS),
+        help="a preset: " + "; ".join(f"{s.name}: {s.description}" for s in SCENARIOS.values()),
+    )
+    p.add_argument("--users", type=int, default=200, help="simulated users (closed loop: talking at once)")
+    p.add_argument("--messages", type=int, default=5, help="closed loop: messages per user")
+    p.add_argument("--rate", type=float, default=None, help="open loop: messages per second (sets the mode)")
+    p.add_argument("--duration", type=float, default=20.0, help="open loop: seconds of arrivals")
+    p.add_argument("--arrivals", choices=("poisson", "even"), default="poisson", help="open loop: arrival process")
+    p.add_argument("--llm-latency", type=float, default=1.0, help="fake LLM answer time, seconds")
+    p.add_argument("--retry-rate", type=float, default=0.1, help="share of callbacks WeCom delivers twice")
+    p.add_argument("--think-time", type=float, default=0.0, help="closed loop: mean pause before the next message")
+    p.add_argument("--reply-timeout", type=float, default=60.0, help="a reply later than this counts as late")
+    p.add_argument("--quiet", type=float, default=3.0, help="seconds without replies that end the run (drain)")
+    p.add_argument("--max-time", type=float, default=300.0, help="stop sending after this many seconds of load")
+    p.add_argument("--replicas", nargs="*", help="service=count, e.g. nlp=2 safety=2")
+    p.add_argument(
+        "--otlp",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="export spans to an OTLP receiver running as its own process",
+    )
+    p.add_argument("--otlp-protocol", choices=("grpc", "http/protobuf"), default="grpc")
+    p.add_argument(
+        "--sampler-ratio",
+        type=float,
+        default=None,
+        help="trace this share of messages (parentbased_traceidratio); default: every message",
+    )
+    p.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH")
+    p.add_argument("--profile", metavar="DIR", help="record a py-spy profile of each service process into DIR")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line knobs over the scenario's presets over the defaults."""
+    p = parser()
+    first, _ = p.parse_known_args(argv)
+    if first.scenario:
+        p.set_defaults(**SCENARIOS[first.scenario].defaults)
+    return p.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--users", type=int, default=200, help="simulated users talking at once")
-    parser.add_argument("--messages", type=int, default=5, help="messages per user")
-    parser.add_argument("--llm-latency", type=float, default=1.0, help="fake LLM answer time, seconds")
-    parser.add_argument("--retry-rate", type=float, default=0.1, help="share of callbacks WeCom delivers twice")
-    parser.add_argument("--think-time", type=float, default=0.0, help="mean pause between a reply and the next message")
-    parser.add_argument("--reply-timeout", type=float, default=60.0, help="a reply later than this counts as lost")
-    parser.add_argument("--quiet", type=float, default=3.0, help="seconds without messages before counting duplicates")
-    parser.add_argument("--replicas", nargs="*", help="service=count, e.g. nlp=2 safety=2")
-    args = parser.parse_args(argv)
-    print(uvloop.run(run(args)).render())
+    args = parse_args(argv)
+    results = uvloop.run(run(args))
+    print(results.render(), flush=True)
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"\nfigures written to {path}")

@@ -1,20 +1,22 @@
-"""Figures of a run: percentiles and the printed report."""
+"""Figures of a run: the printed report and the JSON document (`--json PATH`) for comparing runs."""
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
+from bench.procstat import ProcFigures
+from bench.profiler import ProfileSummary, render_summary
+from bench.stats import overhead_s, summary_ms
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+SERVICE_ROLES = ("service",)
+SYSTEM_ROLES = ("service", "infra")  # what a deployment runs: the services, NATS and Redis
+MEASURED_ROLES = ("service", "infra", "bench", "sink")  # everything on the box, bar the profilers
 
 
 def machine() -> str:
@@ -34,49 +36,273 @@ def machine() -> str:
             mem = f", {kb / 1024 / 1024:.0f} GiB"
     except (OSError, ValueError, IndexError):
         pass
-    return f"{os.cpu_count()} cores ({cpu}){mem}, Python {platform.python_version()}"
+    return f"{usable_cores()} cores ({cpu}){mem}, Python {platform.python_version()}"
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def cpu_sum(processes: Sequence[ProcFigures], roles: Sequence[str]) -> float:
+    return sum(p.cpu_ms or 0.0 for p in processes if p.role in roles)
+
+
+def ceiling(cores: int, cpu_ms_per_reply: float) -> float:
+    """Replies/s the cores could carry if this CPU per reply were all that limited them."""
+    return cores * 1000 / cpu_ms_per_reply if cpu_ms_per_reply > 0 else math.inf
 
 
 @dataclass
 class Results:
+    scenario: str
+    description: str
+    mode: str  # "closed" (each user waits for its reply) or "open" (messages at a fixed rate)
     users: int
-    messages: int
+    planned: int  # messages the load meant to send
     llm_latency_s: float
     retry_rate: float
-    wall_s: float = 0.0
-    ack_s: list[float] = field(default_factory=list)
-    e2e_s: list[float] = field(default_factory=list)
-    replies: int = 0
+    rate: float | None = None
+    duration_s: float | None = None
+    arrivals: str = ""
+    replicas: dict[str, int] = field(default_factory=dict)
+    otlp: str | None = None  # exporter protocol, None when nothing is exported
+    sampler: str = "parentbased_always_on"
+    machine: str = field(default_factory=machine)
+    cores: int = field(default_factory=usable_cores)
+    sent: int = 0
+    replies: int = 0  # messages that got at least one reply
     lost: int = 0
+    late: int = 0  # replies that came after --reply-timeout (a closed-loop user had moved on)
     duplicated: int = 0
+    unexpected: int = 0  # replies that match no message sent
+    order_violations: int = 0
+    order_overlapping: int = 0  # out of order, but both callbacks were in flight at once: not a fault
+    order_examples: list[str] = field(default_factory=list)
     callbacks_failed: int = 0
     retries_sent: int = 0
-    llm_max_in_flight: int = 0
     failure_reasons: Counter[str] = field(default_factory=Counter)
-    replicas: str = "one of each service"
+    llm_calls: int = 0
+    llm_max_in_flight: int = 0
+    wall_s: float = 0.0  # first message sent → last first reply
+    stopped_early: str = ""
+    ack_s: list[float] = field(default_factory=list)
+    e2e_s: list[float] = field(default_factory=list)
+    send_lag_s: list[float] = field(default_factory=list)  # open loop: how late the generator sent
+    cpu_window_s: float = 0.0
+    idle_window_s: float = 0.0
+    processes: list[ProcFigures] = field(default_factory=list)
+    sink_spans: int | None = None
+    sink_traces: int | None = None
+    profile_dir: str | None = None
+    profiles: list[ProfileSummary] = field(default_factory=list)
+    profile_errors: list[str] = field(default_factory=list)
+
+    # -- derived -----------------------------------------------------------------------------------
+
+    @property
+    def replies_per_s(self) -> float:
+        return self.replies / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def overhead_s(self) -> list[float]:
+        return overhead_s(self.e2e_s, self.llm_latency_s)
+
+    def cpu_per_reply(self, roles: Sequence[str]) -> float | None:
+        return cpu_sum(self.processes, roles) / self.replies if self.replies else None
+
+    # -- text --------------------------------------------------------------------------------------
+
+    def _load_line(self) -> str:
+        if self.mode == "open":
+            return (
+                f"open loop: {self.rate:g} messages/s for {self.duration_s:g} s ({self.arrivals} arrivals) "
+                f"from {self.users} users, {self.planned} messages"
+            )
+        per_user = self.planned // max(self.users, 1)
+        return f"closed loop: {self.users} users × {per_user} messages, each sent after the previous reply"
+
+    def _tracing_line(self) -> str:
+        ratio = self.sampler.partition("=")[2]
+        sampled = f"{float(ratio):.0%} of traces" if ratio else "every trace"
+        if self.otlp is None:
+            return f"{self.sampler}, spans not exported"
+        got = (
+            f" — sink received {self.sink_spans} spans of {self.sink_traces} traces"
+            if self.sink_spans is not None
+            else ""
+        )
+        return f"{sampled} exported over OTLP ({self.otlp}) to a sink in its own process{got}"
 
     def render(self) -> str:
         def row(name: str, values: list[float]) -> str:
-            ms = [v * 1000 for v in values]
+            s = summary_ms(values)
+
+            def f(v: float | None) -> str:
+                return "     n/a" if v is None else f"{v:8.1f}"
+
             return (
-                f"  {name:<22} p50 {percentile(ms, 0.5):8.1f} ms   p95 {percentile(ms, 0.95):8.1f} ms   "
-                f"p99 {percentile(ms, 0.99):8.1f} ms   max {max(ms, default=float('nan')):8.1f} ms"
+                f"  {name:<22} p50 {f(s['p50'])} ms   p95 {f(s['p95'])} ms   p99 {f(s['p99'])} ms   "
+                f"max {f(s['max'])} ms"
             )
 
-        rate = self.replies / self.wall_s if self.wall_s else 0.0
-        return "\n".join(
-            [
-                f"wxbot bench — {self.users} users × {self.messages // max(self.users, 1)} messages, "
-                f"fake LLM latency {self.llm_latency_s:.2f} s, WeCom retries {self.retry_rate:.0%}",
-                f"  machine                {machine()}",
-                f"  replicas               {self.replicas}",
-                f"  replies/s              {rate:8.1f}   ({self.replies} replies in {self.wall_s:.1f} s)",
-                row("callback ack", self.ack_s),
-                row("end-to-end reply", self.e2e_s),
-                f"  lost replies           {self.lost}",
-                f"  duplicated replies     {self.duplicated}",
-                f"  failed callbacks       {self.callbacks_failed}   (then retried as WeCom does; "
-                f"duplicate deliveries sent: {self.retries_sent}) {dict(self.failure_reasons) or ''}",
-                f"  LLM calls in flight    {self.llm_max_in_flight} at peak (one conversation = at most one)",
-            ]
-        )
+        layout = " ".join(f"{s}×{n}" for s, n in self.replicas.items())
+        lines = [
+            f"wxbot bench — {self.scenario}: {self.description}",
+            f"  machine                {self.machine}",
+            f"  load                   {self._load_line()}; fake LLM {self.llm_latency_s * 1000:.0f} ms, "
+            f"WeCom delivers {self.retry_rate:.0%} twice",
+            f"  replicas               {layout}",
+            f"  tracing                {self._tracing_line()}",
+            f"  replies/s              {self.replies_per_s:8.1f}   ({self.replies} replies to {self.sent} messages "
+            f"in {self.wall_s:.1f} s)",
+            row("callback ack", self.ack_s),
+            row("end-to-end reply", self.e2e_s),
+            row("overhead (e2e − LLM)", self.overhead_s),
+        ]
+        if self.mode == "open":
+            lines.append(row("send lag (generator)", self.send_lag_s))
+        lines += [
+            f"  lost replies           {self.lost}" + (f"   ({self.late} more came late)" if self.late else ""),
+            f"  duplicated replies     {self.duplicated}"
+            + (f"   (unexpected: {self.unexpected})" if self.unexpected else ""),
+            f"  order violations       {self.order_violations}   (a reply after the reply to a later message of the "
+            "same user, sent after this one was acked)"
+            + (f" e.g. {'; '.join(self.order_examples)}" if self.order_examples else "")
+            + (
+                f"; {self.order_overlapping} more out of order whose callbacks overlapped"
+                if self.order_overlapping
+                else ""
+            ),
+            f"  failed callbacks       {self.callbacks_failed}   (retried as WeCom does; duplicate deliveries sent: "
+            f"{self.retries_sent}) {dict(self.failure_reasons) or ''}",
+            f"  LLM calls              {self.llm_calls}   ({self.llm_max_in_flight} in flight at peak)",
+        ]
+        if self.stopped_early:
+            lines.append(f"  STOPPED EARLY          {self.stopped_early}")
+        lines += ["", self.render_processes()]
+        if self.profile_dir is not None:
+            lines += ["", self.render_profiles()]
+        return "\n".join(lines)
+
+    def render_processes(self) -> str:
+        def num(v: float | None, width: int, digits: int = 1) -> str:
+            return f"{'-':>{width}}" if v is None else f"{v:{width}.{digits}f}"
+
+        def count(v: int | None) -> str:
+            return "-" if v is None else str(v)
+
+        measured = cpu_sum(self.processes, MEASURED_ROLES)
+        lines = [
+            f"  CPU per delivered reply over the load phase ({self.cpu_window_s:.1f} s, from the first message to "
+            f"the end of the drain), idle CPU over {self.idle_window_s:.1f} s before it",
+            f"  {'process':<24}{'pid':>8}{'CPU ms':>10}{'ms/reply':>10}{'share':>7}{'idle ms/s':>11}"
+            f"   {'RSS MB before → after (peak)':<31}fds before → after",
+        ]
+
+        def proc_row(p: ProcFigures) -> str:
+            share = f"{(p.cpu_ms or 0) / measured:6.1%}" if measured and p.role in MEASURED_ROLES else "     -"
+            rss = f"{num(p.rss_mb_before, 6)} → {num(p.rss_mb_after, 6)} ({num(p.rss_mb_peak, 6).strip()})"
+            fds = f"{count(p.fds_before):>5} → {count(p.fds_after)}"
+            return (
+                f"  {p.name:<24}{p.pid:>8}{num(p.cpu_ms, 10)}{num(p.cpu_ms_per_reply, 10, 2)} {share}"
+                f"{num(p.idle_cpu_ms_per_s, 11)}  {rss:<31}{fds}"
+            )
+
+        def sum_row(label: str, roles: Sequence[str]) -> str:
+            total = cpu_sum(self.processes, roles)
+            per = total / self.replies if self.replies else None
+            share = f"{total / measured:6.1%}" if measured else "     -"
+            return f"  {label:<32}{num(total, 10)}{num(per, 10, 2)} {share}"
+
+        services = [p for p in self.processes if p.role == "service"]
+        others = [p for p in self.processes if p.role in ("infra", "sink", "bench")]
+        tools = [p for p in self.processes if p.role == "profiler"]
+        lines += [proc_row(p) for p in services]
+        lines.append(sum_row(f"= wxbot services ({len(services)})", SERVICE_ROLES))
+        lines += [proc_row(p) for p in others]
+        lines.append(sum_row("= everything measured", MEASURED_ROLES))
+        if tools:
+            lines.append("  profilers (not in the sums; they take CPU from the same cores):")
+            lines += [proc_row(p) for p in tools]
+        lines.append("")
+        for label, roles in (
+            ("everything on this box", MEASURED_ROLES),
+            ("services + NATS + Redis", SYSTEM_ROLES),
+            ("wxbot services alone", SERVICE_ROLES),
+        ):
+            per = self.cpu_per_reply(roles)
+            if per:
+                lines.append(
+                    f"  ceiling, {label:<24} {self.cores * 1000:.0f} ms / {per:6.2f} ms per reply = "
+                    f"{ceiling(self.cores, per):7.1f} replies/s on {self.cores} cores"
+                )
+        return "\n".join(lines)
+
+    def render_profiles(self) -> str:
+        lines = [f"py-spy profiles (speedscope) in {self.profile_dir}/ — top functions by own samples:"]
+        for summary in self.profiles:
+            lines += ["", render_summary(summary)]
+        lines += [f"  ! {error}" for error in self.profile_errors]
+        return "\n".join(lines)
+
+    # -- JSON --------------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        per_role = {
+            "services": self.cpu_per_reply(SERVICE_ROLES),
+            "services_nats_redis": self.cpu_per_reply(SYSTEM_ROLES),
+            "everything": self.cpu_per_reply(MEASURED_ROLES),
+        }
+        return {
+            "scenario": self.scenario,
+            "description": self.description,
+            "machine": self.machine,
+            "cores": self.cores,
+            "config": {
+                "mode": self.mode,
+                "users": self.users,
+                "planned_messages": self.planned,
+                "rate": self.rate,
+                "duration_s": self.duration_s,
+                "arrivals": self.arrivals or None,
+                "llm_latency_s": self.llm_latency_s,
+                "retry_rate": self.retry_rate,
+                "replicas": self.replicas,
+                "otlp": self.otlp,
+                "sampler": self.sampler,
+            },
+            "replies_per_s": round(self.replies_per_s, 2),
+            "wall_s": round(self.wall_s, 3),
+            "sent": self.sent,
+            "replies": self.replies,
+            "lost": self.lost,
+            "late": self.late,
+            "duplicated": self.duplicated,
+            "unexpected": self.unexpected,
+            "order_violations": self.order_violations,
+            "order_overlapping": self.order_overlapping,
+            "order_examples": self.order_examples,
+            "callbacks_failed": self.callbacks_failed,
+            "retries_sent": self.retries_sent,
+            "failure_reasons": dict(self.failure_reasons),
+            "llm_calls": self.llm_calls,
+            "llm_max_in_flight": self.llm_max_in_flight,
+            "stopped_early": self.stopped_early or None,
+            "latency_ms": {
+                "callback_ack": summary_ms(self.ack_s),
+                "e2e": summary_ms(self.e2e_s),
+                "overhead": summary_ms(self.overhead_s),
+                "send_lag": summary_ms(self.send_lag_s) if self.mode == "open" else None,
+            },
+            "sink": {"spans": self.sink_spans, "traces": self.sink_traces} if self.otlp else None,
+            "cpu_window_s": round(self.cpu_window_s, 3),
+            "idle_window_s": round(self.idle_window_s, 3),
+            "cpu_ms_per_reply": per_role,
+            "ceiling_replies_per_s": {k: (ceiling(self.cores, v) if v else None) for k, v in per_role.items()},
+            "processes": [asdict(p) for p in self.processes],
+            "profiles": [asdict(s) for s in self.profiles] if self.profile_dir is not None else None,
+            "profile_dir": self.profile_dir,
+        }

@@ -1,0 +1,174 @@
+"""CPU, memory and file descriptors of every process of a run, from /proc.
+
+CPU is utime + stime (fields 14 and 15 of /proc/PID/stat, in clock ticks) for another process, and
+`resource.getrusage` for the load generator itself; memory is VmRSS / VmHWM of /proc/PID/status; fds
+are the entries of /proc/PID/fd. A process that is gone reads as None.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+Role = Literal["service", "infra", "bench", "sink", "profiler"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcSample:
+    """One reading of one process."""
+
+    cpu_s: float  # user + system CPU since the process started
+    rss_kb: int | None
+    hwm_kb: int | None  # peak RSS since the process started
+    fds: int | None
+
+
+def parse_stat_cpu_ticks(stat: str) -> int:
+    """utime + stime, in clock ticks, from the text of /proc/PID/stat.
+
+    The command name (field 2) is in parentheses and may hold spaces or ')', so split after the last ')'.
+    """
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # fields[0] is field 3 (state): utime (field 14) and stime (field 15) are fields[11] and fields[12].
+    return int(fields[11]) + int(fields[12])
+
+
+def parse_status_kb(status: str, key: str) -> int | None:
+    """A `Key:   1234 kB` line of /proc/PID/status, in kB (None when absent, as for a zombie)."""
+    prefix = key + ":"
+    for line in status.splitlines():
+        if line.startswith(prefix):
+            return int(line[len(prefix) :].split()[0])
+    return None
+
+
+def _count_fds(pid: int | str) -> int | None:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
+def sample_pid(pid: int) -> ProcSample | None:
+    """A reading of process `pid`, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            ticks = parse_stat_cpu_ticks(f.read())
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            status = f.read()
+    except (OSError, ValueError, IndexError):
+        return None
+    return ProcSample(
+        ticks / CLK_TCK, parse_status_kb(status, "VmRSS"), parse_status_kb(status, "VmHWM"), _count_fds(pid)
+    )
+
+
+def sample_self() -> ProcSample:
+    """The load generator's own reading: getrusage (all its threads), memory and fds from /proc/self."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss = hwm = None
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            status = f.read()
+        rss, hwm = parse_status_kb(status, "VmRSS"), parse_status_kb(status, "VmHWM")
+    except OSError:
+        pass
+    return ProcSample(usage.ru_utime + usage.ru_stime, rss, hwm, _count_fds("self"))
+
+
+@dataclass(slots=True)
+class Tracked:
+    """A process measured during the run; pid None means the load generator itself."""
+
+    name: str
+    role: Role
+    pid: int | None
+    idle: ProcSample | None = None  # start of the idle window before the load
+    before: ProcSample | None = None  # start of the load phase
+    after: ProcSample | None = None  # end of the load phase
+
+    def read(self) -> ProcSample | None:
+        return sample_self() if self.pid is None else sample_pid(self.pid)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcFigures:
+    """What the report shows for one process."""
+
+    name: str
+    role: Role
+    pid: int
+    cpu_ms: float | None  # during the load phase
+    cpu_ms_per_reply: float | None
+    idle_cpu_ms_per_s: float | None  # during the idle window before the load
+    rss_mb_before: float | None
+    rss_mb_after: float | None
+    rss_mb_peak: float | None
+    fds_before: int | None
+    fds_after: int | None
+
+
+def _mb(kb: int | None) -> float | None:
+    return None if kb is None else kb / 1024
+
+
+def figures(t: Tracked, replies: int, idle_s: float) -> ProcFigures:
+    """Deltas of one process over the load phase, per delivered reply."""
+    cpu_ms = None
+    if t.before is not None and t.after is not None:
+        cpu_ms = (t.after.cpu_s - t.before.cpu_s) * 1000
+    idle = None
+    if t.idle is not None and t.before is not None and idle_s > 0:
+        idle = (t.before.cpu_s - t.idle.cpu_s) * 1000 / idle_s
+    return ProcFigures(
+        name=t.name,
+        role=t.role,
+        pid=os.getpid() if t.pid is None else t.pid,
+        cpu_ms=cpu_ms,
+        cpu_ms_per_reply=None if cpu_ms is None or replies <= 0 else cpu_ms / replies,
+        idle_cpu_ms_per_s=idle,
+        rss_mb_before=_mb(t.before.rss_kb) if t.before else None,
+        rss_mb_after=_mb(t.after.rss_kb) if t.after else None,
+        rss_mb_peak=_mb(t.after.hwm_kb) if t.after else None,
+        fds_before=t.before.fds if t.before else None,
+        fds_after=t.after.fds if t.after else None,
+    )
+
+
+class Meter:
+    """Reads every tracked process at the marks of a run: idle start, load start, load end."""
+
+    def __init__(self) -> None:
+        self.tracked: list[Tracked] = []
+        self.idle_started = self.load_started = self.load_ended = 0.0
+
+    def add(self, name: str, role: Role, pid: int | None) -> None:
+        self.tracked.append(Tracked(name, role, pid))
+
+    def mark_idle(self) -> None:
+        self.idle_started = time.perf_counter()
+        for t in self.tracked:
+            t.idle = t.read()
+
+    def mark_start(self) -> None:
+        self.load_started = time.perf_counter()
+        for t in self.tracked:
+            t.before = t.read()
+
+    def mark_end(self) -> None:
+        self.load_ended = time.perf_counter()
+        for t in self.tracked:
+            t.after = t.read()
+
+    @property
+    def window_s(self) -> float:
+        return self.load_ended - self.load_started
+
+    def figures(self, replies: int) -> list[ProcFigures]:
+        idle_s = self.load_started - self.idle_started if self.idle_started else 0.0
+        return [figures(t, replies, idle_s) for t in self.tracked]

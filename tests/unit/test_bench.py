@@ -1,0 +1,154 @@
+"""The pure parts of the benchmark: /proc parsing, percentiles, overhead, order, py-spy summaries, presets."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+
+from bench.load import parse_args
+from bench.procstat import CLK_TCK, ProcSample, Tracked, figures, parse_stat_cpu_ticks, parse_status_kb, sample_pid
+from bench.profiler import short_path, summarize
+from bench.report import Results, ceiling
+from bench.scenarios import MAKE_BENCH, SCENARIOS
+from bench.stats import Sent, check_order, overhead_s, percentile, summary_ms
+
+
+def stat_line(comm: str, utime: int, stime: int) -> str:
+    # fields 3..52 after "pid (comm)": state, ppid, pgrp, session, tty, tpgid, flags, minflt, cminflt, majflt,
+    # cmajflt, utime (14), stime (15), cutime, cstime, ...
+    rest = ["S", "1", "1", "1", "0", "-1", "4194560", "100", "0", "0", "0", str(utime), str(stime), "77", "88"]
+    rest += ["20", "0", "1", "0", "12345", "1000000", "250"] + ["0"] * 30
+    return f"4242 ({comm}) " + " ".join(rest) + "\n"
+
+
+def test_stat_cpu_ticks_is_utime_plus_stime() -> None:
+    assert parse_stat_cpu_ticks(stat_line("python", 150, 30)) == 180
+
+
+def test_stat_survives_a_command_name_with_spaces_and_parentheses() -> None:
+    assert parse_stat_cpu_ticks(stat_line("we ird) (name", 7, 5)) == 12
+
+
+def test_status_kb() -> None:
+    status = "Name:\tpython\nVmHWM:\t  120000 kB\nVmRSS:\t   98304 kB\nThreads:\t4\n"
+    assert parse_status_kb(status, "VmRSS") == 98304
+    assert parse_status_kb(status, "VmHWM") == 120000
+    assert parse_status_kb("Name:\tzombie\n", "VmRSS") is None
+
+
+def test_sample_of_this_process_and_of_a_missing_one() -> None:
+    me = sample_pid(os.getpid())
+    assert me is not None and me.cpu_s > 0 and (me.rss_kb or 0) > 0 and (me.fds or 0) > 0
+    assert sample_pid(0) is None  # /proc/0 never exists
+    assert CLK_TCK > 0
+
+
+def test_figures_are_deltas_per_reply() -> None:
+    t = Tracked("gateway-1", "service", 4242)
+    t.idle = ProcSample(cpu_s=1.0, rss_kb=10240, hwm_kb=10240, fds=20)
+    t.before = ProcSample(cpu_s=1.01, rss_kb=10240, hwm_kb=10240, fds=20)
+    t.after = ProcSample(cpu_s=3.01, rss_kb=20480, hwm_kb=30720, fds=35)
+    f = figures(t, replies=400, idle_s=1.0)
+    assert f.cpu_ms == pytest.approx(2000)
+    assert f.cpu_ms_per_reply == pytest.approx(5.0)
+    assert f.idle_cpu_ms_per_s == pytest.approx(10.0)
+    assert (f.rss_mb_before, f.rss_mb_after, f.rss_mb_peak) == (10.0, 20.0, 30.0)
+    assert (f.fds_before, f.fds_after) == (20, 35)
+    gone = figures(Tracked("nlp-1", "service", 1, before=t.before), replies=400, idle_s=0)
+    assert gone.cpu_ms is None and gone.cpu_ms_per_reply is None and gone.idle_cpu_ms_per_s is None
+
+
+def test_percentiles_interpolate() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == pytest.approx(50.5)
+    assert percentile(values, 0.99) == pytest.approx(99.01)
+    assert percentile([3.0], 0.95) == 3.0
+    s = summary_ms([0.1, 0.2, 0.3])
+    assert s == {"p50": 200.0, "p95": 290.0, "p99": 298.0, "max": 300.0, "count": 3}
+    assert summary_ms([]) == {"p50": None, "p95": None, "p99": None, "max": None, "count": 0}
+
+
+def test_overhead_subtracts_the_llm_latency() -> None:
+    assert overhead_s([1.25, 1.5], 1.0) == [0.25, 0.5]
+
+
+def one_by_one(user: str, count: int) -> dict[tuple[str, int], Sent]:
+    """Messages sent a second apart, each acked 0.1 s after it was sent."""
+    return {(user, i): Sent(float(i), i + 0.1) for i in range(count)}
+
+
+def test_order_in_order_and_gaps_are_fine() -> None:
+    assert check_order({"a": [0, 1, 2, 3]}, one_by_one("a", 4)).violations == 0
+    assert check_order({"a": [0, 2, 3]}, one_by_one("a", 4)).violations == 0  # #1 lost: a gap
+
+
+def test_order_violations_are_counted_per_late_reply() -> None:
+    sent = {**one_by_one("a", 4), **one_by_one("b", 4), **one_by_one("c", 3)}
+    check = check_order({"a": [1, 0, 2], "b": [3, 0, 1, 2], "c": [2, 1, 0]}, sent, limit=2)
+    assert (check.violations, check.overlapping) == (6, 0)
+    assert check.examples == ["a: #0 after #1", "b: #0 after #3"]
+
+
+def test_order_of_overlapping_callbacks_is_not_a_violation() -> None:
+    # #1 was sent before #0's callback was acked (both in flight): the gateway may have seen #1 first.
+    sent = {("a", 0): Sent(0.0, 0.5), ("a", 1): Sent(0.2, 0.6), ("a", 2): Sent(1.0, 1.1)}
+    check = check_order({"a": [1, 0, 2]}, sent)
+    assert (check.violations, check.overlapping, check.examples) == (0, 1, [])
+    never_acked = {("a", 0): Sent(0.0), ("a", 1): Sent(5.0, 5.1)}
+    assert check_order({"a": [1, 0]}, never_acked).overlapping == 1
+
+
+def speedscope() -> dict[str, Any]:
+    frames = [
+        {"name": "run", "file": "/x/.venv/lib/python3.11/site-packages/uvloop/__init__.py", "line": 1},
+        {"name": "handle", "file": "/x/services/gateway/src/wxbot_gateway/app.py", "line": 10},
+        {"name": "handle", "file": "/x/services/gateway/src/wxbot_gateway/app.py", "line": 12},
+        {"name": "decrypt", "file": "/x/libs/wxbot-wecom/src/wxbot_wecom/crypto.py", "line": 5},
+    ]
+    return {
+        "shared": {"frames": frames},
+        "profiles": [
+            {"type": "sampled", "samples": [[0, 1, 3], [0, 2, 3], [0, 2], [0]], "weights": [0.005] * 4},
+            {"type": "sampled", "samples": [[0, 1, 3], []], "weights": [0.005, 0.005]},
+        ],
+    }
+
+
+def test_speedscope_summary_ranks_own_samples_and_merges_lines() -> None:
+    summary = summarize(speedscope(), "gateway-1", "p/gateway-1.json", top=2)
+    assert summary.samples == 5
+    assert summary.sampled_s == pytest.approx(0.025)
+    first, second = summary.top
+    assert first.function == "decrypt (wxbot_wecom/crypto.py)"
+    assert first.own_share == pytest.approx(0.6) and first.total_share == pytest.approx(0.6)
+    assert second.function == "handle (wxbot_gateway/app.py)"  # lines 10 and 12: one function
+    assert second.own_share == pytest.approx(0.2) and second.total_share == pytest.approx(0.8)
+
+
+def test_short_path() -> None:
+    assert short_path("/usr/lib/python3.11/asyncio/events.py") == "asyncio/events.py"
+    assert short_path("/x/.venv/lib/python3.11/site-packages/aiohttp/client.py") == "aiohttp/client.py"
+    assert short_path("<frozen abc>") == "<frozen abc>"
+
+
+def test_scenarios_preset_defaults_and_explicit_knobs_win() -> None:
+    assert set(MAKE_BENCH) <= set(SCENARIOS)
+    burst = parse_args(["--scenario", "burst"])
+    assert (burst.users, burst.messages, burst.llm_latency, burst.otlp, burst.rate) == (200, 3, 1.0, True, None)
+    fast = parse_args(["--scenario", "fast", "--users", "5", "--no-otlp"])
+    assert (fast.users, fast.messages, fast.sampler_ratio, fast.otlp) == (5, 20, 0.1, False)
+    steady = parse_args(["--scenario", "steady"])
+    assert (steady.rate, steady.duration, steady.users, steady.llm_latency) == (50.0, 20.0, 200, 0.2)
+    plain = parse_args([])
+    assert plain.scenario is None and plain.rate is None and plain.otlp is False
+
+
+def test_report_renders_and_serializes_an_empty_run() -> None:
+    results = Results("custom", "nothing", "open", 1, 0, 0.2, 0.1, rate=5.0, duration_s=0.0, arrivals="even")
+    text = results.render()
+    assert "replies/s" in text and "send lag" in text
+    json.dumps(results.to_json(), allow_nan=False)
+    assert ceiling(2, 20.0) == pytest.approx(100.0)
