@@ -11,7 +11,7 @@ PACKAGES := libs/wxbot-proto libs/wxbot-common libs/wxbot-wecom libs/wxbot-devki
 PROTOS := $(shell find proto -name '*.proto')
 PYSRC  := libs/wxbot-common/src libs/wxbot-wecom/src libs/wxbot-devkit/src services/*/src tests bench
 
-.PHONY: all install proto run demo test lint typecheck check bench clean
+.PHONY: all install proto run demo test lint typecheck check bench profile clean
 
 all: install
 
@@ -58,8 +58,21 @@ typecheck: install $(PROTO_OUT)/wxbot_proto/py.typed
 
 check: lint typecheck test
 
+# The benchmark: each scenario starts a fresh stack, prints its report and writes it as JSON
+# (BENCH_OUT/<scenario>.json); BENCH_ARGS adds knobs, e.g. BENCH_ARGS="--replicas nlp=2". See docs/performance.md.
+BENCH_SCENARIOS ?= burst fast steady
+BENCH_OUT ?= .run/bench
+BENCH_ARGS ?=
 bench: install $(PROTO_OUT)/wxbot_proto/py.typed
-	$(PY) -m bench
+	@set -e; for s in $(BENCH_SCENARIOS); do \
+	  $(PY) -m bench --scenario $$s --json $(BENCH_OUT)/$$s.json $(BENCH_ARGS); echo; \
+	done
+
+# One scenario with a py-spy profile of every service process (speedscope files + top functions).
+PROFILE_SCENARIO ?= burst
+PROFILE_DIR ?= .run/profile
+profile: install $(PROTO_OUT)/wxbot_proto/py.typed
+	$(PY) -m bench --scenario $(PROFILE_SCENARIO) --profile $(PROFILE_DIR) --json $(PROFILE_DIR)/report.json $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .run $(PROTO_OUT)/wxbot_proto
