@@ -46,6 +46,7 @@ def wecom_env(wecom: FakeWeCom, llm: FakeLLM) -> dict[str, str]:
         "LLM_MODEL": "fake-model",
         "SAFETY_RATE_PER_MINUTE": "1000",
         "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "TRACE_REDIS": "true",  # opt-in Redis spans, so the trace tests see that path too
     }
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from redis.asyncio import Redis
 
+from wxbot_common.http_client import TracedHttp, create_session
 from wxbot_devkit.fakes.wecom import FakeWeCom
 from wxbot_devkit.launch import RedisServer
 from wxbot_gateway.wecom_api import WeComApiError, WeComClient
@@ -23,11 +23,11 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[WeComClient, FakeWeCom]]
     await fake.start()
     await server.start()
     redis = Redis.from_url(server.url)
-    http = httpx.AsyncClient(timeout=5)
+    http = TracedHttp(create_session(8, 5.0))
     try:
         yield WeComClient(http, redis, fake.base_url, fake.corp_id, fake.corp_secret, "1000002"), fake
     finally:
-        await http.aclose()
+        await http.close()
         await redis.aclose()
         await server.stop()
         await fake.stop()

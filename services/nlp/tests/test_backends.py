@@ -8,10 +8,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from wxbot_common.http_client import TracedHttp, create_session
 from wxbot_devkit.fakes.llm import FakeLLM
 from wxbot_nlp.app import build_backends
 from wxbot_nlp.handlers import NlpMetrics
@@ -50,7 +50,7 @@ class Built:
         return self.registry.get_sample_value("wxbot_nlp_llm_circuit_open", {"variant": "default"})
 
 
-def build(client: httpx.AsyncClient, llm: FakeLLM, **values: Any) -> Built:
+def build(client: TracedHttp, llm: FakeLLM, **values: Any) -> Built:
     settings = NlpSettings(
         _env_file=None,
         llm_base_url=f"{llm.base_url}/v1",
@@ -68,7 +68,7 @@ def build(client: httpx.AsyncClient, llm: FakeLLM, **values: Any) -> Built:
 
 async def test_two_server_errors_then_the_answer(primary: FakeLLM) -> None:
     primary.fail_next(500, 502)
-    async with httpx.AsyncClient() as client:
+    async with TracedHttp(create_session(16, 10.0)) as client:
         built = build(client, primary, llm_retries=2)
         done = await built.backend.complete(ASK)
     assert done.text == "primary main-model" and len(primary.requests) == 3
@@ -78,7 +78,7 @@ async def test_two_server_errors_then_the_answer(primary: FakeLLM) -> None:
 async def test_a_rate_limit_is_waited_out_as_retry_after_asks(primary: FakeLLM) -> None:
     primary.retry_after_s = 1.0
     primary.fail_next(429)
-    async with httpx.AsyncClient() as client:
+    async with TracedHttp(create_session(16, 10.0)) as client:
         built = build(client, primary, llm_retries=1)
         await built.backend.complete(ASK)
     first, second = primary.requests
@@ -88,7 +88,7 @@ async def test_a_rate_limit_is_waited_out_as_retry_after_asks(primary: FakeLLM) 
 
 async def test_the_fallback_endpoint_answers_when_the_primary_is_down(primary: FakeLLM, fallback: FakeLLM) -> None:
     primary.fail_next(503, 503)
-    async with httpx.AsyncClient() as client:
+    async with TracedHttp(create_session(16, 10.0)) as client:
         built = build(
             client,
             primary,
@@ -105,7 +105,7 @@ async def test_the_fallback_endpoint_answers_when_the_primary_is_down(primary: F
 
 async def test_an_open_circuit_skips_the_llm_then_lets_one_trial_through(primary: FakeLLM) -> None:
     primary.fail_next(500)
-    async with httpx.AsyncClient() as client:
+    async with TracedHttp(create_session(16, 10.0)) as client:
         built = build(client, primary, llm_retries=0, llm_breaker_threshold=1, llm_breaker_cooldown_s=0.5)
         with pytest.raises(LlmUnavailableError):
             await built.backend.complete(ASK)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
+from multidict import CIMultiDict
 
+from wxbot_common.http_client import TracedHttp, create_session
 from wxbot_devkit.fakes.llm import FakeLLM
 from wxbot_devkit.launch import free_port
 from wxbot_nlp.llm import LlmRejectedError, LlmUnavailableError
@@ -24,14 +25,14 @@ async def llm() -> AsyncIterator[FakeLLM]:
 
 
 def backend(
-    llm: FakeLLM, client: httpx.AsyncClient, stream: bool, key: str = "sk-test", timeout_s: float = 5.0
+    llm: FakeLLM, client: TracedHttp, stream: bool, key: str = "sk-test", timeout_s: float = 5.0
 ) -> OpenAICompatibleBackend:
     return OpenAICompatibleBackend(client, f"{llm.base_url}/v1", key, "m1", timeout_s, 256, 0.2, stream)
 
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_completion_text_model_and_usage(llm: FakeLLM, stream: bool) -> None:
-    async with httpx.AsyncClient() as client:
+    async with TracedHttp(create_session(16, 10.0)) as client:
         done = await backend(llm, client, stream).complete([{"role": "user", "content": "hi"}])
     assert done.text == "echo hi 你好"
     assert done.model == "m1" and done.prompt_tokens > 0 and done.completion_tokens > 0
@@ -42,7 +43,7 @@ async def test_completion_text_model_and_usage(llm: FakeLLM, stream: bool) -> No
 async def test_rate_limits_carry_retry_after_and_server_errors_are_retryable(llm: FakeLLM, stream: bool) -> None:
     llm.retry_after_s = 2.0
     llm.fail_next(429, 503)
-    async with httpx.AsyncClient() as client:
+    async with TracedHttp(create_session(16, 10.0)) as client:
         b = backend(llm, client, stream)
         with pytest.raises(LlmUnavailableError) as limited:
             await b.complete([{"role": "user", "content": "hi"}])
@@ -53,7 +54,7 @@ async def test_rate_limits_carry_retry_after_and_server_errors_are_retryable(llm
 
 
 async def test_a_bad_key_is_rejected_not_retried(llm: FakeLLM) -> None:
-    async with httpx.AsyncClient() as client:
+    async with TracedHttp(create_session(16, 10.0)) as client:
         with pytest.raises(LlmRejectedError):
             await backend(llm, client, False, key="sk-wrong").complete([{"role": "user", "content": "hi"}])
 
@@ -63,14 +64,14 @@ async def test_a_stream_that_trickles_past_the_timeout_is_a_timeout(llm: FakeLLM
     timeout bounds the call, so a slow stream cannot hold a message for ever."""
     llm.reply = lambda _r: " ".join(["word"] * 20)
     llm.stream_chunk_delay_s = 0.2
-    async with httpx.AsyncClient() as client:
+    async with TracedHttp(create_session(16, 10.0)) as client:
         with pytest.raises(LlmUnavailableError) as slow:
             await backend(llm, client, True, timeout_s=1.0).complete([{"role": "user", "content": "hi"}])
     assert slow.value.kind == "timeout"
 
 
 async def test_an_unreachable_endpoint_is_a_network_error() -> None:
-    async with httpx.AsyncClient() as client:
+    async with TracedHttp(create_session(16, 10.0)) as client:
         gone = OpenAICompatibleBackend(client, f"http://127.0.0.1:{free_port()}/v1", "", "m1", 5.0, 256, 0.2)
         with pytest.raises(LlmUnavailableError) as down:
             await gone.complete([{"role": "user", "content": "hi"}])
@@ -89,4 +90,4 @@ async def test_an_unreachable_endpoint_is_a_network_error() -> None:
 )
 def test_retry_after_in_seconds_milliseconds_or_as_a_date(headers: dict[str, str], wait: float | None) -> None:
     now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
-    assert retry_after_s(httpx.Headers(headers), now=now) == wait
+    assert retry_after_s(CIMultiDict(headers), now=now) == wait

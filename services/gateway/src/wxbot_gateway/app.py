@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import httpx
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from redis.asyncio import Redis
 
+from wxbot_common.http_client import TracedHttp, create_session
 from wxbot_common.nats.topology import GATEWAY_DELIVERY
 from wxbot_common.ops import ops_routes
 from wxbot_common.runtime import ServiceRuntime
@@ -50,11 +50,9 @@ async def main() -> None:
     metrics = GatewayMetrics(runtime.registry)
     redis = Redis.from_url(settings.redis_url)
     runtime.on_shutdown(redis.aclose)
-    # A small pool: httpcore scans every pooled connection per request, and WeCom answers in
-    # tens of milliseconds, so a few dozen connections carry hundreds of sends per second.
-    limits = httpx.Limits(max_connections=settings.wecom_max_connections)
-    http = httpx.AsyncClient(timeout=settings.wecom_timeout_s, limits=limits)
-    runtime.on_shutdown(http.aclose)
+    # WeCom answers in tens of milliseconds: a few dozen connections carry hundreds of sends per second.
+    http = TracedHttp(create_session(settings.wecom_max_connections, settings.wecom_timeout_s))
+    runtime.on_shutdown(http.close)
 
     def config_error(errcode: int, errmsg: str) -> None:
         # Stays ready (callbacks still work), but the detail and the metric say what is wrong.

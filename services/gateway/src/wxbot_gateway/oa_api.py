@@ -10,9 +10,9 @@ instead of retried) through `WeComClient` with the OA's API flavour (`cgi-bin/to
 
 from __future__ import annotations
 
-import httpx
 from redis.asyncio import Redis
 
+from wxbot_common.http_client import TracedHttp
 from wxbot_common.ops import Readiness
 from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.senders import WeComAppSender
@@ -40,7 +40,7 @@ def readiness_detail(settings: GatewaySettings) -> str:
 
 
 def official_account_sender(
-    settings: GatewaySettings, http: httpx.AsyncClient, redis: Redis, readiness: Readiness, metrics: GatewayMetrics
+    settings: GatewaySettings, http: TracedHttp, redis: Redis, readiness: Readiness, metrics: GatewayMetrics
 ) -> WeComAppSender | None:
     """The ReplySender for CHANNEL_OFFICIAL_ACCOUNT, or None without an AppID and AppSecret."""
     readiness.set(CHANNEL, True, readiness_detail(settings))

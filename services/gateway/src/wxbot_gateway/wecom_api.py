@@ -1,6 +1,7 @@
 """The WeCom server API the gateway calls: gettoken, message/send and media/get.
 
-The access token lives in Redis so every replica shares one token per app. Refreshing is
+The access token lives in Redis so every replica shares one token per app (and each replica
+keeps it in memory for up to `LOCAL_TOKEN_S`, so a send costs no Redis round trip). Refreshing is
 single-flight across replicas: a short Redis lock lets one replica call `gettoken` while the
 others wait for the token to appear; a rejected token is dropped only if it is still the stored
 one. A rejected secret (40001) is a configuration error: it is remembered for a while so that
@@ -11,16 +12,17 @@ text changes).
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from redis.asyncio import Redis
 
 from wxbot_common.errors import TransientError
+from wxbot_common.http_client import HttpError, TracedHttp
 from wxbot_common.logs import get_logger
 from wxbot_gateway.errors import DeliveryRefusedError
 
@@ -29,6 +31,7 @@ RETRY_LATER = {-1, 45009, 45033}  # busy, frequency limit, concurrency limit
 BAD_SECRET = 40001
 REFRESH_AHEAD_S = 300  # a token is replaced this long before WeCom says it expires
 LOCK_TTL_MS = 10_000
+LOCAL_TOKEN_S = 30.0  # how long a replica reuses the token it read from Redis without asking again
 CONFIG_ERROR_HOLD_S = 60  # how long a rejected secret fails messages without asking again
 _DELETE_IF_EQUAL = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
@@ -87,17 +90,25 @@ class Media:
     filename: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class ApiResponse:
+    status: int
+    content_type: str
+    disposition: str
+    content: bytes
+
+
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _json_error(resp: httpx.Response) -> tuple[int, str] | None:
+def _json_error(resp: ApiResponse) -> tuple[int, str] | None:
     """(errcode, errmsg) when a download answered a JSON error instead of the file (WeCom uses HTTP 200)."""
     head = resp.content[:1024].lstrip()
-    if "json" not in resp.headers.get("content-type", "") and not head.startswith(b'{"errcode"'):
+    if "json" not in resp.content_type and not head.startswith(b'{"errcode"'):
         return None
     try:
-        data = resp.json()
+        data = json.loads(resp.content)
         return int(data.get("errcode", -1)), str(data.get("errmsg", ""))
     except (ValueError, AttributeError, TypeError):
         return -1, f"unreadable error body ({len(resp.content)} bytes)"
@@ -106,7 +117,7 @@ def _json_error(resp: httpx.Response) -> tuple[int, str] | None:
 class WeComClient:
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: TracedHttp,
         redis: Redis,
         base_url: str,
         corp_id: str,
@@ -126,25 +137,42 @@ class WeComClient:
         self._lock_key = f"{self._key}:lock"
         self._error_key = f"{self._key}:config-error"
         self._local = asyncio.Lock()
+        self._cached: tuple[str, float] | None = None  # (token, monotonic time until which it is reused)
         self._on_config_error = on_config_error
         self._log = get_logger("wxbot.gateway.wecom")
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _call(self, method: str, path: str, **kwargs: Any) -> ApiResponse:
         try:
-            return await self._http.request(method, f"{self._base}{path}", **kwargs)
-        except httpx.HTTPError as exc:
+            async with self._http.request(method, f"{self._base}{path}", **kwargs) as resp:
+                return ApiResponse(
+                    resp.status,
+                    resp.headers.get("content-type", ""),
+                    resp.headers.get("content-disposition", ""),
+                    await resp.read(),
+                )
+        except HttpError as exc:
             raise TransientError(f"WeCom {path} unreachable: {exc!r}") from exc
 
     async def _call_json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         resp = await self._call(method, path, **kwargs)
         try:
-            data: dict[str, Any] = resp.json()
+            data: dict[str, Any] = json.loads(resp.content)
         except ValueError as exc:
-            raise TransientError(f"WeCom {path} answered HTTP {resp.status_code} without JSON") from exc
+            raise TransientError(f"WeCom {path} answered HTTP {resp.status} without JSON") from exc
+        if not isinstance(data, dict):
+            raise TransientError(f"WeCom {path} answered HTTP {resp.status} with JSON that is not an object")
         return data
 
     async def token(self, wait_s: float = 10.0) -> str:
         """The shared access token; at most one `gettoken` per expiry across every replica."""
+        cached = self._cached
+        if cached is not None and time.monotonic() < cached[1]:
+            return cached[0]
+        token = await self._shared_token(wait_s)
+        self._cached = (token, time.monotonic() + LOCAL_TOKEN_S)
+        return token
+
+    async def _shared_token(self, wait_s: float) -> str:
         deadline = time.monotonic() + wait_s
         async with self._local:  # one waiter per process; the others reuse what it finds
             while True:
@@ -188,6 +216,8 @@ class WeComClient:
         return token
 
     async def _drop_token(self, token: str) -> None:
+        if self._cached is not None and self._cached[0] == token:
+            self._cached = None
         await self._redis.eval(_DELETE_IF_EQUAL, 1, self._key, token)
 
     async def send_part(self, user_id: str, content: str, msgtype: str = "text") -> str:
@@ -205,13 +235,17 @@ class WeComClient:
             errcode = int(data.get("errcode", 0))
             if errcode == 0:
                 return str(data.get("msgid", ""))
-            if errcode in self._flavour.token_expired and attempt == 1:
+            if errcode in self._flavour.token_expired:
                 await self._drop_token(token)
-                continue
+                if attempt == 1:
+                    continue
+                # A fresh token rejected again is still a token problem (a refresh racing another
+                # replica, WeCom propagating it): retry later with backoff, never drop the reply.
+                raise TransientError(f"{path}: token still rejected after a refresh (errcode {errcode})")
             if errcode in RETRY_LATER:
                 raise TransientError(f"{path} errcode {errcode}")  # backoff: the caller's
             raise WeComApiError(errcode, str(data.get("errmsg", "")))
-        raise WeComApiError(42001, "token still rejected after a refresh")
+        raise AssertionError("unreachable")
 
     async def get_media(self, media_id: str) -> Media:
         """Download a temporary media file; WeCom answers errors as JSON with HTTP 200."""
@@ -220,15 +254,16 @@ class WeComClient:
             resp = await self._call("GET", "/cgi-bin/media/get", params={"access_token": token, "media_id": media_id})
             error = _json_error(resp)
             if error is None:
-                disposition = resp.headers.get("content-disposition", "")
+                disposition = resp.disposition
                 filename = disposition.split("filename=", 1)[1].strip('"') if "filename=" in disposition else None
-                content_type = resp.headers.get("content-type", "application/octet-stream")
-                return Media(resp.content, content_type, filename)
+                return Media(resp.content, resp.content_type or "application/octet-stream", filename)
             errcode, errmsg = error
-            if errcode in TOKEN_EXPIRED and attempt == 1:
+            if errcode in self._flavour.token_expired:
                 await self._drop_token(token)
-                continue
+                if attempt == 1:
+                    continue
+                raise TransientError(f"media/get: token still rejected after a refresh (errcode {errcode})")
             if errcode in RETRY_LATER:
                 raise TransientError(f"media/get errcode {errcode}")
             raise WeComApiError(errcode, errmsg)
-        raise WeComApiError(42001, "token still rejected after a refresh")
+        raise AssertionError("unreachable")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
 from redis.asyncio import Redis
 
+from wxbot_common.http_client import TracedHttp, create_session
 from wxbot_common.nats.topology import NLP_DRAFTER
 from wxbot_common.rpc import create_channel
 from wxbot_common.runtime import ServiceRuntime
@@ -33,7 +33,7 @@ def _is_open(breaker: CircuitBreaker) -> Callable[[], float]:
 
 
 def build_backends(
-    settings: NlpSettings, http: httpx.AsyncClient, variants: list[Variant], metrics: NlpMetrics
+    settings: NlpSettings, http: TracedHttp, variants: list[Variant], metrics: NlpMetrics
 ) -> dict[str, ChatBackend] | None:
     """One resilient backend per A/B variant (its model and temperature), or None without an LLM."""
     if not settings.llm_base_url:
@@ -89,10 +89,8 @@ async def main() -> None:
         await channel.close(grace=2)
 
     runtime.on_shutdown(close_channel)
-    http = httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=settings.nlp_concurrency, max_keepalive_connections=64)
-    )
-    runtime.on_shutdown(http.aclose)
+    http = TracedHttp(create_session(settings.nlp_concurrency, settings.llm_timeout_s))
+    runtime.on_shutdown(http.close)
     redis = Redis.from_url(settings.redis_url, socket_timeout=2.0)
     runtime.on_shutdown(redis.aclose)
     metrics = NlpMetrics(runtime.registry)
