@@ -49,6 +49,7 @@ SECRET = "bench-secret"
 MSG_ID_BASE = 8_000_000_000_000_000_000
 XML_HEADERS = {"Content-Type": "text/xml; charset=utf-8"}
 IDLE_WINDOW_S = 1.0
+WARMUP_TIMEOUT_S = 30.0
 MAX_DRAIN_S = 60.0
 PIPELINE = ("gateway", "safety", "nlp", "context")  # the path of a message: the order of the report
 SINK_TOTALS = re.compile(r"received (\d+) spans of (\d+) traces")
@@ -105,8 +106,12 @@ class Generator:
         urls: list[str],
         tracker: Tracker,
         results: Results,
+        user_prefix: str = "bench-user-",
+        first_msg_id: int = MSG_ID_BASE,
     ) -> None:
         self.args = args
+        self.user_prefix = user_prefix
+        self.first_msg_id = first_msg_id
         self.session = session
         self.urls = [f"{u}/wecom/callback" for u in urls]
         self.tracker = tracker
@@ -130,10 +135,10 @@ class Generator:
 
     async def send(self, user_n: int) -> asyncio.Future[float]:
         """One message from user `user_n`: callback, WeCom's retries and duplicate; returns the reply's future."""
-        user = f"bench-user-{user_n:05d}"
+        user = f"{self.user_prefix}{user_n:05d}"
         seq = self._per_user[user]
         self._per_user[user] += 1
-        msg_id = str(MSG_ID_BASE + self._next_id)
+        msg_id = str(self.first_msg_id + self._next_id)
         self._next_id += 1
         tag = f"{user} #{seq}"
         now = str(int(time.time()))
@@ -347,7 +352,7 @@ async def run(args: argparse.Namespace) -> Results:
                     await profiler.start()
                     for name, pid in profiler.pids:
                         meter.add(f"py-spy {name}", "profiler", pid)
-                await drive(args, stack.gateway_urls, tracker, results, meter)
+                await drive(args, stack.gateway_urls, tracker, results, meter, wecom, llm)
                 if profiler is not None:
                     results.profile_dir = str(profiler.out_dir)
                     results.profiles = await profiler.stop()
@@ -368,12 +373,41 @@ async def run(args: argparse.Namespace) -> Results:
     return results
 
 
-async def drive(args: argparse.Namespace, urls: list[str], tracker: Tracker, results: Results, meter: Meter) -> None:
-    """Idle window, load phase, drain; the meter reads every process at each mark."""
+async def warm_up(
+    args: argparse.Namespace, session: aiohttp.ClientSession, urls: list[str], wecom: FakeWeCom, llm: FakeLLM
+) -> None:
+    """A few messages from users of their own before anything is measured, so that one-off costs (WeCom
+    token, first connections, lazy imports) stay out of the figures; their replies are tracked apart."""
+    if args.warmup <= 0:
+        return
+    tracker, hook = Tracker(), wecom.on_message
+    wecom.on_message = tracker.on_message
+    scratch = Results("warm-up", "", "closed", args.warmup, args.warmup, args.llm_latency, 0.0)
+    generator = Generator(args, session, urls, tracker, scratch, "bench-warmup-", MSG_ID_BASE + 10**12)
+    try:
+        replies = await asyncio.gather(*(generator.send(n) for n in range(args.warmup)))
+        await asyncio.wait(replies, timeout=WARMUP_TIMEOUT_S)
+    finally:
+        wecom.on_message = hook
+    llm.max_in_flight = llm.in_flight
+
+
+async def drive(
+    args: argparse.Namespace,
+    urls: list[str],
+    tracker: Tracker,
+    results: Results,
+    meter: Meter,
+    wecom: FakeWeCom,
+    llm: FakeLLM,
+) -> None:
+    """Warm-up, idle window, load phase, drain; the meter reads every process at each mark."""
     open_loop = args.rate is not None
-    connector = aiohttp.TCPConnector(limit=0 if open_loop else max(1, args.users), limit_per_host=0)
+    connector = aiohttp.TCPConnector(limit=0 if open_loop else max(1, args.users, args.warmup), limit_per_host=0)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await warm_up(args, session, urls, wecom, llm)
+        llm_calls_before = llm.calls
         generator = Generator(args, session, urls, tracker, results)
         meter.mark_idle()
         await asyncio.sleep(IDLE_WINDOW_S)  # a measuring window, not a wait for a condition
@@ -388,6 +422,7 @@ async def drive(args: argparse.Namespace, urls: list[str], tracker: Tracker, res
             results.stopped_early = f"the load did not finish within --max-time {args.max_time:g} s"
         await drain(tracker, drain_seconds(args))
         meter.mark_end()
+        results.llm_calls = llm.calls - llm_calls_before
 
 
 def finish(results: Results, tracker: Tracker, llm: FakeLLM, meter: Meter, args: argparse.Namespace) -> None:
@@ -408,7 +443,6 @@ def finish(results: Results, tracker: Tracker, llm: FakeLLM, meter: Meter, args:
     results.order_examples = order.examples
     if tracker.arrived_at:
         results.wall_s = max(tracker.arrived_at.values()) - meter.load_started
-    results.llm_calls = llm.calls
     results.llm_max_in_flight = llm.max_in_flight
     results.cpu_window_s = meter.window_s
     results.idle_window_s = meter.load_started - meter.idle_started
@@ -434,6 +468,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--think-time", type=float, default=0.0, help="closed loop: mean pause before the next message")
     p.add_argument("--reply-timeout", type=float, default=60.0, help="a reply later than this counts as late")
     p.add_argument("--quiet", type=float, default=3.0, help="seconds without replies that end the run (drain)")
+    p.add_argument(
+        "--warmup", type=int, default=2, help="messages sent (and answered) before measuring, from users of their own"
+    )
     p.add_argument("--max-time", type=float, default=300.0, help="stop sending after this many seconds of load")
     p.add_argument("--replicas", nargs="*", help="service=count, e.g. nlp=2 safety=2")
     p.add_argument(

@@ -143,7 +143,7 @@ def test_scenarios_preset_defaults_and_explicit_knobs_win() -> None:
     steady = parse_args(["--scenario", "steady"])
     assert (steady.rate, steady.duration, steady.users, steady.llm_latency) == (50.0, 20.0, 200, 0.2)
     plain = parse_args([])
-    assert plain.scenario is None and plain.rate is None and plain.otlp is False
+    assert plain.scenario is None and plain.rate is None and plain.otlp is False and plain.warmup == 2
 
 
 def test_report_renders_and_serializes_an_empty_run() -> None:
