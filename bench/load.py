@@ -447,6 +447,8 @@ def finish(results: Results, tracker: Tracker, llm: FakeLLM, meter: Meter, args:
     results.cpu_window_s = meter.window_s
     results.idle_window_s = meter.load_started - meter.idle_started
     results.processes = meter.figures(results.replies)
+    if (box := meter.box_ms()) is not None:
+        results.box_busy_ms, results.box_steal_ms, results.box_capacity_ms = box
 
 
 def parser() -> argparse.ArgumentParser:

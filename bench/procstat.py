@@ -81,6 +81,31 @@ def sample_self() -> ProcSample:
     return ProcSample(usage.ru_utime + usage.ru_stime, rss, hwm, _count_fds("self"))
 
 
+@dataclass(frozen=True, slots=True)
+class BoxSample:
+    """The whole machine, from the first line of /proc/stat (all cores, since boot)."""
+
+    busy_s: float  # user + nice + system + irq + softirq (guest time is inside user already)
+    steal_s: float  # time the hypervisor gave our virtual cores to someone else
+    total_s: float  # busy + idle + iowait + steal
+
+
+def parse_proc_stat(text: str) -> BoxSample:
+    fields = [int(v) for v in text.split("\n", 1)[0].split()[1:9]]
+    fields += [0] * (8 - len(fields))
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    busy = user + nice + system + irq + softirq
+    return BoxSample(busy / CLK_TCK, steal / CLK_TCK, (busy + idle + iowait + steal) / CLK_TCK)
+
+
+def sample_box() -> BoxSample | None:
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            return parse_proc_stat(f.readline())
+    except (OSError, ValueError):
+        return None
+
+
 @dataclass(slots=True)
 class Tracked:
     """A process measured during the run; pid None means the load generator itself."""
@@ -146,6 +171,8 @@ class Meter:
     def __init__(self) -> None:
         self.tracked: list[Tracked] = []
         self.idle_started = self.load_started = self.load_ended = 0.0
+        self.box_before: BoxSample | None = None
+        self.box_after: BoxSample | None = None
 
     def add(self, name: str, role: Role, pid: int | None) -> None:
         self.tracked.append(Tracked(name, role, pid))
@@ -157,6 +184,7 @@ class Meter:
 
     def mark_start(self) -> None:
         self.load_started = time.perf_counter()
+        self.box_before = sample_box()
         for t in self.tracked:
             t.before = t.read()
 
@@ -164,10 +192,18 @@ class Meter:
         self.load_ended = time.perf_counter()
         for t in self.tracked:
             t.after = t.read()
+        self.box_after = sample_box()
 
     @property
     def window_s(self) -> float:
         return self.load_ended - self.load_started
+
+    def box_ms(self) -> tuple[float, float, float] | None:
+        """(busy, steal, capacity) CPU ms of the whole machine over the load phase."""
+        if self.box_before is None or self.box_after is None:
+            return None
+        a, b = self.box_before, self.box_after
+        return (b.busy_s - a.busy_s) * 1000, (b.steal_s - a.steal_s) * 1000, (b.total_s - a.total_s) * 1000
 
     def figures(self, replies: int) -> list[ProcFigures]:
         idle_s = self.load_started - self.idle_started if self.idle_started else 0.0

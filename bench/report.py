@@ -94,6 +94,9 @@ class Results:
     cpu_window_s: float = 0.0
     idle_window_s: float = 0.0
     processes: list[ProcFigures] = field(default_factory=list)
+    box_busy_ms: float | None = None  # the whole machine over the load phase, from /proc/stat
+    box_steal_ms: float | None = None
+    box_capacity_ms: float | None = None
     sink_spans: int | None = None
     sink_traces: int | None = None
     profile_dir: str | None = None
@@ -224,6 +227,17 @@ class Results:
         lines.append(sum_row(f"= wxbot services ({len(services)})", SERVICE_ROLES))
         lines += [proc_row(p) for p in others]
         lines.append(sum_row("= everything measured", MEASURED_ROLES))
+        if self.box_busy_ms is not None and self.box_capacity_ms:
+            # The profilers run outside the sums but inside the box: take them out of "other" too.
+            other = self.box_busy_ms - measured - cpu_sum(self.processes, ("profiler",))
+            steal = self.box_steal_ms or 0.0
+            lines.append(
+                f"  whole box (/proc/stat): {self.box_busy_ms:.0f} ms busy of {self.box_capacity_ms / 1000:.1f} CPU-s "
+                f"({self.box_busy_ms / self.box_capacity_ms:.0%}); outside the processes above: {other:.0f} ms "
+                f"(interrupts, kernel threads, anything else running); steal: {steal:.0f} ms"
+            )
+            if other > max(0.1 * measured, 300.0) or steal > max(0.05 * measured, 300.0):
+                lines.append("  ! other activity or steal on this box during the run: these figures are disturbed")
         if tools:
             lines.append("  profilers (not in the sums; they take CPU from the same cores):")
             lines += [proc_row(p) for p in tools]
@@ -300,6 +314,7 @@ class Results:
             "sink": {"spans": self.sink_spans, "traces": self.sink_traces} if self.otlp else None,
             "cpu_window_s": round(self.cpu_window_s, 3),
             "idle_window_s": round(self.idle_window_s, 3),
+            "box_ms": {"busy": self.box_busy_ms, "steal": self.box_steal_ms, "capacity": self.box_capacity_ms},
             "cpu_ms_per_reply": per_role,
             "ceiling_replies_per_s": {k: (ceiling(self.cores, v) if v else None) for k, v in per_role.items()},
             "processes": [asdict(p) for p in self.processes],

@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 
 from bench.load import parse_args
-from bench.procstat import CLK_TCK, ProcSample, Tracked, figures, parse_stat_cpu_ticks, parse_status_kb, sample_pid
+from bench.procstat import (
+    CLK_TCK,
+    ProcSample,
+    Tracked,
+    figures,
+    parse_proc_stat,
+    parse_stat_cpu_ticks,
+    parse_status_kb,
+    sample_pid,
+)
 from bench.profiler import short_path, summarize
 from bench.report import Results, ceiling
 from bench.scenarios import MAKE_BENCH, SCENARIOS
@@ -37,6 +46,14 @@ def test_status_kb() -> None:
     assert parse_status_kb(status, "VmRSS") == 98304
     assert parse_status_kb(status, "VmHWM") == 120000
     assert parse_status_kb("Name:\tzombie\n", "VmRSS") is None
+
+
+def test_whole_box_from_proc_stat() -> None:
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    box = parse_proc_stat("cpu  100 0 50 800 10 5 15 20 30 0\ncpu0 1 2 3\n")
+    assert box.busy_s * CLK_TCK == pytest.approx(170)
+    assert box.steal_s * CLK_TCK == pytest.approx(20)
+    assert box.total_s * CLK_TCK == pytest.approx(1000)
 
 
 def test_sample_of_this_process_and_of_a_missing_one() -> None:
