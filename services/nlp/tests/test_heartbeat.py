@@ -55,7 +55,7 @@ async def deliveries_of_one_slow_answer(nc: Client, durable: str, heartbeat: boo
         first_done.set()
 
     loop = ConsumerLoop(
-        js, spec, slow_llm_call, publisher, trace.get_tracer("test"), ConsumerMetrics(CollectorRegistry())
+        nc, spec, slow_llm_call, publisher, trace.get_tracer("test"), ConsumerMetrics(CollectorRegistry())
     )
     running = asyncio.create_task(loop.run())
     try:

@@ -102,7 +102,7 @@ class ServiceRuntime:
     def consume(self, spec: ConsumerSpec, handler: Handler, concurrency: int = 256) -> None:
         """Run a consumer loop for `spec` until shutdown."""
         assert self._consumer_metrics is not None, "start() first"
-        loop = ConsumerLoop(self.js, spec, handler, self.publisher, self.tracer, self._consumer_metrics, concurrency)
+        loop = ConsumerLoop(self.nc, spec, handler, self.publisher, self.tracer, self._consumer_metrics, concurrency)
         self._loops.append(loop)
         self.background(loop.run(), f"consumer:{spec.durable}")
 

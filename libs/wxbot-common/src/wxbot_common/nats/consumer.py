@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import nats.errors
 from google.protobuf.message import Message
+from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -28,6 +29,13 @@ from wxbot_common.nats.propagation import extract_context
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import EVENTS_STREAM, EventKind
 from wxbot_common.nats.topology import ConsumerSpec
+
+PULL_BATCH_MAX = 128  # messages asked for in one pull request
+PULL_EXPIRES_NS = 30 * 1_000_000_000  # a pull request lives this long on the server
+PULL_HEARTBEAT_S = 2.5  # the server says it is alive this often while a request waits
+PULL_HEARTBEAT_NS = int(PULL_HEARTBEAT_S * 1_000_000_000)
+STATUS_HEADER = "Status"
+PENDING_MSGS_HEADER = "Nats-Pending-Messages"
 
 
 @dataclass
@@ -97,11 +105,19 @@ def backoff_delay(num_delivered: int, cap_s: float = 30.0) -> float:
 
 
 class ConsumerLoop:
-    """Fetches from one durable and runs up to `concurrency` handlers at once."""
+    """Keeps pull requests open on one durable and runs up to `concurrency` handlers at once.
+
+    Rather than `fetch()` per batch (a no-wait probe, a lingering request and an
+    `asyncio.wait_for` per message), the loop keeps enough messages requested to fill its free
+    handler slots, as the NATS clients' `consume()` does: each message arrives on a private inbox
+    and starts its handler at once. Credits of a request that expires come back with its 408
+    status; if the server goes silent for two heartbeats (a restart loses open requests), the
+    loop asks again.
+    """
 
     def __init__(
         self,
-        js: JetStreamContext,
+        nc: Client,
         spec: ConsumerSpec,
         handler: Handler,
         publisher: EventPublisher,
@@ -109,49 +125,82 @@ class ConsumerLoop:
         metrics: ConsumerMetrics,
         concurrency: int = 256,
     ) -> None:
-        self._js = js
+        self._nc = nc
+        self._js = nc.jetstream()
         self._spec = spec
         self._handler = handler
         self._publisher = publisher
         self._tracer = tracer
         self._metrics = metrics
-        self._slots = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: dict[asyncio.Task[None], tuple[Msg, float]] = {}
+        self._requested = 0  # messages asked for and neither delivered nor expired
+        self._heard_at = 0.0  # monotonic time of the last message or status from the server
+        self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._in_flight_gauge = metrics.in_flight.labels(spec.durable)
         self._log = get_logger("wxbot.consumer").bind(durable=spec.durable)
 
     async def run(self) -> None:
-        """Fetch until `stop()`; the subscription binds to the durable ensured by the topology."""
-        sub = await self._js.pull_subscribe_bind(durable=self._spec.durable, stream=EVENTS_STREAM)
+        """Pull until `stop()`; the durable itself is created by the topology."""
+        await self._js.consumer_info(EVENTS_STREAM, self._spec.durable)  # fail fast if it is missing
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox, cb=self._on_message)
+        next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.{self._spec.durable}"
         self._log.info("consumer_started", concurrency=self._concurrency)
-        self._metrics.in_flight.labels(self._spec.durable).set(0)  # a series from the start, for dashboards
-        lag = asyncio.create_task(self._watch_lag(), name=f"lag:{self._spec.durable}")
-        while not self._stopping.is_set():
-            await self._slots.acquire()
-            free = 1
-            while free < 64 and not self._slots.locked():
-                await self._slots.acquire()
-                free += 1
-            try:
-                msgs = await sub.fetch(batch=free, timeout=1.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                msgs = []
-            except nats.errors.Error as exc:
-                self._log.warning("fetch_failed", error=repr(exc))
-                msgs = []
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), 1.0)
-            for _ in range(free - len(msgs)):
-                self._slots.release()
-            for msg in msgs:
-                task = asyncio.create_task(self._settle(msg))
-                self._inflight.add(task)
-                self._metrics.in_flight.labels(self._spec.durable).inc()
-                task.add_done_callback(self._done)
-        lag.cancel()
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        self._in_flight_gauge.set(0)  # a series from the start, for dashboards
+        side_tasks = [asyncio.create_task(self._watch_lag(), name=f"lag:{self._spec.durable}")]
+        if self._spec.heartbeat:
+            side_tasks.append(asyncio.create_task(self._heartbeats(), name=f"wpi:{self._spec.durable}"))
+        refill_at = max(1, min(self._concurrency // 4, PULL_BATCH_MAX // 2))
+        self._heard_at = time.monotonic()
+        try:
+            while not self._stopping.is_set():
+                if time.monotonic() - self._heard_at > 2 * PULL_HEARTBEAT_S + 1:
+                    if self._requested:
+                        self._log.info("pull_requests_lost", requested=self._requested)
+                    self._requested = 0  # the server forgot our requests (restart, reconnect)
+                    self._heard_at = time.monotonic()
+                free = self._concurrency - len(self._inflight) - self._requested
+                if free >= refill_at or (free > 0 and self._requested == 0):
+                    batch = min(free, PULL_BATCH_MAX)
+                    request = {"batch": batch, "expires": PULL_EXPIRES_NS, "idle_heartbeat": PULL_HEARTBEAT_NS}
+                    try:
+                        await self._nc.publish(next_subject, json.dumps(request).encode(), reply=inbox)
+                        self._requested += batch
+                    except nats.errors.Error as exc:
+                        self._log.warning("pull_request_failed", error=repr(exc))
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), PULL_HEARTBEAT_S)
+        finally:
+            for task in side_tasks:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _on_message(self, msg: Msg) -> None:
+        """Runs for every message on the inbox, in order: a status, or an event to handle."""
+        self._heard_at = time.monotonic()
+        status = msg.headers.get(STATUS_HEADER) if msg.headers else None
+        if status is not None:
+            if status != "100":  # anything but an idle heartbeat ends (part of) a request
+                assert msg.headers is not None
+                left = msg.headers.get(PENDING_MSGS_HEADER)
+                self._requested = max(0, self._requested - int(left)) if left and left.isdigit() else 0
+                if status not in ("404", "408"):
+                    self._log.info("pull_status", status=status, description=msg.headers.get("Description", ""))
+                self._wake.set()
+            return
+        self._requested = max(0, self._requested - 1)
+        if self._stopping.is_set():
+            with contextlib.suppress(Exception):
+                await msg.nak()  # arrived while stopping: hand it straight to another replica
+            return
+        task = asyncio.create_task(self._settle(msg))
+        self._inflight[task] = (msg, time.monotonic())
+        self._in_flight_gauge.inc()
+        task.add_done_callback(self._done)
 
     async def _watch_lag(self, every_s: float = 10.0) -> None:
         """Publish the durable's lag as gauges (what the consumer-lag alert watches)."""
@@ -167,13 +216,14 @@ class ConsumerLoop:
                 await asyncio.wait_for(self._stopping.wait(), every_s)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
-        self._metrics.in_flight.labels(self._spec.durable).dec()
-        self._slots.release()
+        self._inflight.pop(task, None)
+        self._in_flight_gauge.dec()
+        self._wake.set()
 
     async def stop(self, grace_s: float) -> None:
         """Stop fetching, then let in-flight handlers finish (unfinished ones are redelivered)."""
         self._stopping.set()
+        self._wake.set()
         if self._inflight:
             _, pending = await asyncio.wait(set(self._inflight), timeout=grace_s)
             for task in pending:
@@ -201,7 +251,6 @@ class ConsumerLoop:
         ) as span:
             if delivered > 1:
                 self._metrics.redeliveries.labels(self._spec.durable).inc()
-            heartbeat = asyncio.create_task(self._heartbeat(msg)) if self._spec.heartbeat else None
             try:
                 kind = EventKind.from_subject(msg.subject)
                 kind_label = kind.name.lower()
@@ -236,16 +285,18 @@ class ConsumerLoop:
                 await msg.ack()
                 self._metrics.outcomes.labels(self._spec.durable, kind_label, "ack").inc()
             finally:
-                if heartbeat is not None:
-                    heartbeat.cancel()
                 self._metrics.duration.labels(self._spec.durable, kind_label).observe(time.perf_counter() - started)
 
-    async def _heartbeat(self, msg: Msg) -> None:
-        interval = max(1.0, self._spec.ack_wait_s / 3)
+    async def _heartbeats(self) -> None:
+        """Tell the server that long handlers are still working (+WPI), one loop for all of them."""
+        tick = max(0.5, self._spec.ack_wait_s / 6)  # so each handler is refreshed within ack_wait / 3
         while True:
-            await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            await asyncio.sleep(tick)
+            due = time.monotonic() - tick
+            for msg, started in list(self._inflight.values()):
+                if started <= due:
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
 
     async def _dead_letter(
         self, msg: Msg, headers: dict[str, str], seq: int, reason: str, span: trace.Span, kind_label: str
