@@ -4,15 +4,11 @@ every service so one dashboard row and one alert rule cover them all."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-NOT_COUNTED_RPC = ("/grpc.health.", "/grpc.reflection.")
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -58,8 +54,8 @@ class HttpRedMetrics:
             self._duration.labels(route, method).observe(time.perf_counter() - started)
 
 
-class GrpcRedMetrics(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """`wxbot_grpc_server_requests_total{method,code}` and a duration histogram for unary methods."""
+class GrpcRedMetrics:
+    """`wxbot_grpc_server_requests_total{method,code}` and a duration histogram (fed by `rpc.observe_servicer`)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._requests = Counter(
@@ -69,32 +65,6 @@ class GrpcRedMetrics(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             "wxbot_grpc_server_seconds", "gRPC call duration", ["method"], buckets=BUCKETS, registry=registry
         )
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or handler.unary_unary is None or method.startswith(NOT_COUNTED_RPC):
-            return handler
-        inner = handler.unary_unary
-
-        async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            started = time.perf_counter()
-            failed = True
-            try:
-                response = await inner(request, context)  # type: ignore[arg-type]
-                failed = False
-                return response
-            finally:
-                code = context.code()
-                name = code.name if isinstance(code, grpc.StatusCode) else ("UNKNOWN" if failed else "OK")
-                self._requests.labels(method, name).inc()
-                self._duration.labels(method).observe(time.perf_counter() - started)
-
-        return grpc.unary_unary_rpc_method_handler(
-            observed,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        self._requests.labels(method, code).inc()
+        self._duration.labels(method).observe(seconds)

@@ -1,25 +1,38 @@
-"""grpc.aio server and channel helpers with the standard health and reflection services."""
+"""grpc.aio server and channel helpers with the standard health and reflection services.
+
+Tracing and RED metrics of our own methods are applied to the servicer (`observe_servicer`) and
+to each client call (`traced_call`), not through interceptors: in grpc.aio an interceptor on
+each side (OpenTelemetry's, plus one for metrics) more than doubled the CPU of a unary call —
+about 0.3 ms of the 6 ms a message may cost — while these wrappers cost a span and a counter.
+Health and reflection are neither traced nor counted.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # the documented `health.aio` alias
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 
+from wxbot_common.nats.propagation import extract_context
 from wxbot_common.red_metrics import GrpcRedMetrics
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 
 
-def create_server(addr: str, registry: CollectorRegistry | None = None) -> tuple[grpc.aio.Server, HealthServicer]:
-    """A server listening on `addr` with health (NOT_SERVING until the app says so) and, given a
-    registry, RED metrics of its methods."""
-    interceptors = [GrpcRedMetrics(registry)] if registry is not None else []
-    server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+def create_server(addr: str) -> tuple[grpc.aio.Server, HealthServicer]:
+    """A server listening on `addr` with health (NOT_SERVING until the app says so)."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     server.add_insecure_port(addr)
@@ -47,3 +60,75 @@ def create_channel(addr: str) -> grpc.aio.Channel:
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
         ],
     )
+
+
+def _rpc_attributes(full_method: str) -> dict[str, str]:
+    service, _, method = full_method.lstrip("/").partition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+
+
+def observe_servicer(
+    servicer: object, service_full_name: str, methods: Iterable[str], registry: CollectorRegistry, tracer: trace.Tracer
+) -> None:
+    """Wrap the servicer's unary `methods` (before registering it) with a SERVER span, parented
+    by the caller's `traceparent`, and the `wxbot_grpc_server_*` RED metrics."""
+    red = GrpcRedMetrics(registry)
+    for name in methods:
+        full = f"/{service_full_name}/{name}"
+        setattr(servicer, name, _observed(getattr(servicer, name), full, red, tracer))
+
+
+def _observed(
+    inner: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]],
+    full_method: str,
+    red: GrpcRedMetrics,
+    tracer: trace.Tracer,
+) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+    span_name = full_method.lstrip("/")
+    attributes = _rpc_attributes(full_method)
+
+    async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
+        parent = extract_context({k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)})
+        with tracer.start_as_current_span(
+            span_name, context=parent, kind=SpanKind.SERVER, attributes=attributes, record_exception=False
+        ) as span:
+            failed = True
+            try:
+                response = await inner(request, context)
+                failed = False
+                return response
+            finally:
+                code = context.code()
+                name = code.name if isinstance(code, grpc.StatusCode) else ("UNKNOWN" if failed else "OK")
+                if span.is_recording():
+                    span.set_attribute(
+                        "rpc.grpc.status_code", code.value[0] if isinstance(code, grpc.StatusCode) else 0
+                    )
+                    if name != "OK":
+                        span.set_status(StatusCode.ERROR, name)
+                red.observe(full_method, name, time.perf_counter() - started)
+
+    return observed
+
+
+async def traced_call(
+    tracer: trace.Tracer,
+    full_method: str,
+    call: Callable[..., Awaitable[Resp]],
+    request: Any,
+    deadline_s: float,
+) -> Resp:
+    """`call(request)` inside a CLIENT span whose context travels in the call's metadata."""
+    with tracer.start_as_current_span(
+        full_method.lstrip("/"), kind=SpanKind.CLIENT, attributes=_rpc_attributes(full_method), record_exception=False
+    ) as span:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        try:
+            return await call(request, timeout=deadline_s, metadata=tuple((k.lower(), v) for k, v in carrier.items()))
+        except grpc.aio.AioRpcError as exc:
+            if span.is_recording():
+                span.set_attribute("rpc.grpc.status_code", exc.code().value[0])
+                span.set_status(StatusCode.ERROR, exc.code().name)
+            raise

@@ -62,8 +62,8 @@ def _exporter(env: Mapping[str, str]) -> SpanExporter | None:
 def setup_telemetry(service_name: str, env: Mapping[str, str] | None = None) -> Telemetry:
     """Install the global tracer provider and the library instrumentations.
 
-    Must run before any gRPC server/channel or Redis client is created, because the
-    instrumentations wrap their constructors. Outbound HTTP is traced by `wxbot_common.http_client`.
+    Must run before any Redis client is created (its instrumentation wraps the constructor).
+    Outbound HTTP is traced by `wxbot_common.http_client`, gRPC by `wxbot_common.rpc`.
     """
     env = os.environ if env is None else env
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or service_name})
@@ -92,19 +92,6 @@ def redact_url(url: str) -> str:
 
 
 def _instrument_libraries(provider: TracerProvider, redis: bool) -> None:
-    from opentelemetry.instrumentation.grpc import (
-        GrpcAioInstrumentorClient,
-        GrpcAioInstrumentorServer,
-        filters,
-    )
-
-    not_health = filters.negate(filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection")))
-    GrpcAioInstrumentorServer(filter_=not_health).instrument(  # type: ignore[no-untyped-call]
-        tracer_provider=provider
-    )
-    GrpcAioInstrumentorClient(filter_=not_health).instrument(  # type: ignore[no-untyped-call]
-        tracer_provider=provider
-    )
     if redis:
         from opentelemetry.instrumentation.redis import RedisInstrumentor
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from wxbot_common.rpc import create_server, enable_reflection, set_serving
+from wxbot_common.rpc import create_server, enable_reflection, observe_servicer, set_serving
 from wxbot_common.runtime import ServiceRuntime
 from wxbot_context.grpc_service import ContextServicer
 from wxbot_context.projection import ProjectionMetrics, Projector, Watermark
@@ -29,8 +29,10 @@ async def main() -> None:
     runtime.on_shutdown(projector.stop)
     runtime.readiness.set("projection", True)
 
-    server, health = create_server(settings.grpc_listen, runtime.registry)
-    pb_grpc.add_ContextServiceServicer_to_server(ContextServicer(store, watermark, runtime.publisher, settings), server)
+    server, health = create_server(settings.grpc_listen)
+    servicer = ContextServicer(store, watermark, runtime.publisher, settings)
+    observe_servicer(servicer, SERVICE_NAME, ["GetHistory", "ResetConversation"], runtime.registry, runtime.tracer)
+    pb_grpc.add_ContextServiceServicer_to_server(servicer, server)
     enable_reflection(server, [SERVICE_NAME])
     await server.start()
     await set_serving(health, [SERVICE_NAME], True)

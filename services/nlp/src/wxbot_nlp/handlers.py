@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from wxbot_common.errors import TransientError
@@ -22,6 +23,7 @@ from wxbot_common.logs import get_logger
 from wxbot_common.meta import derive_meta
 from wxbot_common.nats.consumer import Delivery
 from wxbot_common.nats.publisher import EventPublisher
+from wxbot_common.rpc import traced_call
 from wxbot_nlp.answer_cache import AnswerCache
 from wxbot_nlp.drafting import APOLOGY, HistoryTurn, Plan, Route, build_messages, plan_answer
 from wxbot_nlp.kb import KnowledgeBase
@@ -31,6 +33,7 @@ from wxbot_proto.context.v1 import context_pb2 as ctx
 from wxbot_proto.context.v1 import context_pb2_grpc as ctx_grpc
 from wxbot_proto.events.v1 import events_pb2 as ev
 
+GET_HISTORY = "/wxbot.context.v1.ContextService/GetHistory"
 _ROLE = {ctx.ROLE_USER: "user", ctx.ROLE_ASSISTANT: "assistant"}
 _SOURCE = {
     Route.RESET: ev.REPLY_SOURCE_COMMAND,
@@ -116,6 +119,7 @@ class Drafter:
         self._policy = policy
         self._metrics = metrics
         self._log = get_logger("wxbot.nlp")
+        self._tracer = trace.get_tracer("wxbot.nlp")
 
     async def handle(self, delivery: Delivery) -> None:
         accepted = delivery.event
@@ -204,7 +208,9 @@ class Drafter:
             min_sequence=accepted.meta.origin_sequence,
         )
         try:
-            response = await self._context.GetHistory(request, timeout=self._policy.context_timeout_s)
+            response = await traced_call(
+                self._tracer, GET_HISTORY, self._context.GetHistory, request, self._policy.context_timeout_s
+            )
         except grpc.aio.AioRpcError as exc:
             self._metrics.errors.labels("context_unavailable", variant).inc()
             if last_try or exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
