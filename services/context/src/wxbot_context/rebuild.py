@@ -56,7 +56,7 @@ async def rebuild(settings: ContextSettings, timeout_s: float) -> int:
         )
         watermark = Watermark()
         metrics = ProjectionMetrics(CollectorRegistry())
-        projector = Projector(js, store, watermark, trace.get_tracer("wxbot.context.rebuild"), metrics)
+        projector = Projector(js, store, watermark, trace.get_tracer("wxbot.context.rebuild"), metrics, every_kind=True)
         started = time.monotonic()
         await projector.start()
         try:

@@ -76,6 +76,18 @@ class StoredTurn:
 
 
 @dataclass(frozen=True)
+class ApplyOp:
+    """One event's change to its conversation, for `ContextStore.apply_many`."""
+
+    ckey: str
+    seq: int
+    op: Op
+    origin_seq: int
+    at: float
+    turn: StoredTurn | None = None
+
+
+@dataclass(frozen=True)
 class Snapshot:
     turns: list[StoredTurn]
     pending_before: list[int]  # unanswered, non-stale origin sequences older than the asked one
@@ -99,24 +111,34 @@ class ContextStore:
     async def apply(
         self, ckey: str, seq: int, op: Op, origin_seq: int, at: float, turn: StoredTurn | None = None
     ) -> bool:
-        """Apply one event that happened at `at`; False if this conversation already applied `seq` (a replay).
+        """Apply one event that happened at `at`; False if this conversation already applied `seq` (a replay)."""
+        return (await self.apply_many([ApplyOp(ckey, seq, op, origin_seq, at, turn)]))[0]
 
-        The conversation expires `ttl` after its latest event's own time, so a rebuild from the log
-        forgets exactly the conversations that live operation had forgotten.
+    async def apply_many(self, ops: list[ApplyOp]) -> list[bool]:
+        """Apply events in order in one pipelined round trip; per event, False if it was a replay.
+
+        Each event is its own atomic script, so a batch cut short by a failure is simply applied
+        again: the events already applied are recognised by their sequence. The conversation
+        expires `ttl` after its latest event's own time, so a rebuild from the log forgets exactly
+        the conversations that live operation had forgotten.
         """
-        result = await self._apply(
-            keys=_keys(ckey),
-            args=[
-                seq,
-                op.value,
-                origin_seq,
-                turn.to_json() if turn else "",
-                int(at) + self._ttl_s,
-                self._max_turns,
-                int(at),
-            ],
-        )
-        return bool(result)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for o in ops:
+                await self._apply(
+                    keys=_keys(o.ckey),
+                    args=[
+                        o.seq,
+                        o.op.value,
+                        o.origin_seq,
+                        o.turn.to_json() if o.turn else "",
+                        int(o.at) + self._ttl_s,
+                        self._max_turns,
+                        int(o.at),
+                    ],
+                    client=pipe,
+                )
+            results = await pipe.execute()
+        return [bool(r) for r in results]
 
     async def advance_position(self, seq: int) -> None:
         """Record progress for events that touch no conversation."""
