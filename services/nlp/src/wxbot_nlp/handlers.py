@@ -154,21 +154,18 @@ class Drafter:
             await self._ask_llm(accepted, plan, variant, history.turns)
             return
         scope = variant.fingerprint
-        cached = await self._cache.get(scope, question)
-        result = "hit"
-        if cached is None:
-            token = await self._cache.claim(scope, question)
-            if token is None:  # the same question is with the LLM right now: share its answer
-                cached, result = await self._cache.wait_for_answer(scope, question), "joined"
-            else:
-                async with self._cache.holding(scope, question, token):
-                    cached = await self._cache.get(scope, question)  # answered between our get and claim?
-                    if cached is None:
-                        self._metrics.cache.labels("miss", variant.name).inc()
-                        answer = await self._ask_llm(accepted, plan, variant, history.turns)
-                        if answer is not None:
-                            await self._cache.put(scope, question, answer)
-                        return
+        found = await self._cache.get_or_claim(scope, question)
+        if found is None:  # the same question is with the LLM right now: share its answer
+            cached, result = await self._cache.wait_for_answer(scope, question), "joined"
+        elif isinstance(found, str):
+            cached, result = found, "hit"
+        else:  # ours to ask: store the answer for the others, or release the claim so that they try
+            self._metrics.cache.labels("miss", variant.name).inc()
+            async with self._cache.holding(found):
+                answer = await self._ask_llm(accepted, plan, variant, history.turns)
+                if answer is not None:
+                    await self._cache.put_and_release(found, answer)
+            return
         if cached is None:  # the one we waited for gave up: try ourselves (uncached, as it failed)
             self._metrics.cache.labels("miss", variant.name).inc()
             await self._ask_llm(accepted, plan, variant, history.turns)
