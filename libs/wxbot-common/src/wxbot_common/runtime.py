@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -31,6 +32,20 @@ from wxbot_common.settings import CommonSettings
 from wxbot_common.telemetry import Telemetry, setup_telemetry
 
 ShutdownHook = Callable[[], Awaitable[None]]
+GC_GEN0_THRESHOLD = 20_000  # allocations between young-generation collections (CPython's default: 700)
+
+
+def settle_garbage_collector() -> None:
+    """Move everything built at start-up out of the collector's sight, and collect less often.
+
+    A service allocates short-lived objects for every message; with the default thresholds
+    the collector ran full passes over the whole start-up heap (FastAPI, protobuf, OpenTelemetry,
+    gRPC) many times a second, stalling the event loop for tens of milliseconds at a time.
+    Frozen objects are never scanned again; young garbage is still collected promptly.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
 
 
 def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -129,6 +144,7 @@ class ServiceRuntime:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        settle_garbage_collector()
         self.readiness.set("started", True)
         self.log.info("ready")
         await self._stop.wait()
