@@ -16,7 +16,8 @@ class HttpRedMetrics:
     """ASGI middleware: `wxbot_http_requests_total{route,method,status}` and a duration histogram.
 
     The route is the matched template (`/wecom/callback`), never the raw path, so label
-    cardinality stays bounded; health, readiness and scrape traffic is left out.
+    cardinality stays bounded: the `path` of `scope["route"]`, set by Starlette's router and by
+    `fast_http.FastRoutes`. Health, readiness and scrape traffic is left out.
     """
 
     def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:

@@ -20,12 +20,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from wxbot_common.errors import TransientError
+from wxbot_common.fast_http import BodyTooLargeError
 from wxbot_common.ids import inbound_event_id, now_timestamp
 from wxbot_common.logs import get_logger
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import meta_of
 from wxbot_gateway.aibot_payload import AibotCallback, parse_callback
-from wxbot_gateway.callback import BodyTooLargeError, read_limited
 from wxbot_gateway.conversation import GroupScope, conversation_id
 from wxbot_gateway.dedupe import SeenMessages
 from wxbot_gateway.errors import DeliveryRefusedError
@@ -48,6 +48,20 @@ KINDS = {
     "file": ev.MESSAGE_KIND_FILE,
     "video": ev.MESSAGE_KIND_VIDEO,
 }
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def stream_id(msgid: str) -> str:

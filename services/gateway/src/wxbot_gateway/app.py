@@ -5,18 +5,20 @@ from __future__ import annotations
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from redis.asyncio import Redis
+from starlette.types import ASGIApp
 
+from wxbot_common.fast_http import FastRoutes
 from wxbot_common.http_client import TracedHttp, create_session
 from wxbot_common.nats.topology import GATEWAY_DELIVERY
 from wxbot_common.ops import ops_routes
 from wxbot_common.runtime import ServiceRuntime
 from wxbot_gateway.aibot import AibotSender, StreamStore, aibot_router
-from wxbot_gateway.callback import wecom_router
+from wxbot_gateway.callback import wecom_callback, wecom_router
 from wxbot_gateway.dedupe import SeenMessages
 from wxbot_gateway.delivery import ReplyDelivery
 from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.oa_api import official_account_sender
-from wxbot_gateway.oa_callback import oa_router
+from wxbot_gateway.oa_callback import oa_callback, oa_router
 from wxbot_gateway.senders import ReplySender, WeComAppSender
 from wxbot_gateway.settings import GatewaySettings
 from wxbot_gateway.wecom_api import WeComClient
@@ -31,15 +33,21 @@ def build_http_app(
     metrics: GatewayMetrics,
     hub: BridgeHub,
     streams: StreamStore,
-) -> FastAPI:
+) -> ASGIApp:
+    """The message callbacks (`POST /wecom/callback`, `POST /wechat/callback`) are served in front
+    of FastAPI, with a SERVER span of their own; every other route goes through FastAPI."""
     app = FastAPI(title="wxbot gateway", docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(wecom_router(settings, runtime.publisher, seen, metrics))
+    app.include_router(wecom_router(settings, metrics))
     app.include_router(bridge_router(hub, runtime.publisher, metrics))
-    app.include_router(oa_router(settings, runtime.publisher, seen, metrics))
+    app.include_router(oa_router(settings, metrics))
     app.include_router(aibot_router(settings, runtime.publisher, seen, streams, metrics))
     app.router.routes.extend(ops_routes(runtime.readiness, runtime.registry))
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"])
-    return app
+    fast = [
+        wecom_callback(settings, runtime.publisher, seen, metrics),
+        oa_callback(settings, runtime.publisher, seen, metrics),
+    ]
+    return FastRoutes(app, fast, runtime.tracer)
 
 
 async def main() -> None:

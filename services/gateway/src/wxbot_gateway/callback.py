@@ -3,17 +3,22 @@
 The handler does no slow work (no WeCom API call, no LLM): WeCom retries any callback that takes
 over 5 s, and each retry would be a chance to answer twice. A bad request gets a 4xx and
 publishes nothing.
+
+`POST` carries every message, so it is a `FastRoute` (served from ASGI directly, with its own
+SERVER span: no FastAPI routing or middleware per message); the rare `GET` URL check stays on
+FastAPI.
 """
 
 from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse
 from google.protobuf.message import Message
 
 from wxbot_common.errors import TransientError
+from wxbot_common.fast_http import BodyTooLargeError, FastRoute, RawRequest
 from wxbot_common.logs import get_logger
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import meta_of
@@ -26,24 +31,7 @@ from wxbot_wecom.errors import SignatureError, WeComProtocolError
 from wxbot_wecom.messages import parse_envelope, parse_inbound
 
 CHANNEL = "wecom"
-
-
-class BodyTooLargeError(Exception):
-    pass
-
-
-async def read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLargeError
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError
-        chunks.append(chunk)
-    return b"".join(chunks)
+PATH = "/wecom/callback"
 
 
 def xml_content_type(header: str) -> bool:
@@ -52,22 +40,22 @@ def xml_content_type(header: str) -> bool:
     return media in ("", "text/xml", "application/xml", "text/plain")
 
 
-def wecom_router(
-    settings: GatewaySettings, publisher: EventPublisher, seen: SeenMessages, metrics: GatewayMetrics
-) -> APIRouter:
+def _crypto(settings: GatewaySettings) -> CallbackCrypto | None:
+    if not settings.wecom_configured:
+        return None
+    return CallbackCrypto(settings.wecom_token, settings.wecom_encoding_aes_key, settings.wecom_corp_id)
+
+
+def wecom_router(settings: GatewaySettings, metrics: GatewayMetrics) -> APIRouter:
+    """`GET /wecom/callback`: the URL check WeCom makes when the callback is configured."""
     router = APIRouter()
-    log = get_logger("wxbot.gateway.callback")
-    crypto = (
-        CallbackCrypto(settings.wecom_token, settings.wecom_encoding_aes_key, settings.wecom_corp_id)
-        if settings.wecom_configured
-        else None
-    )
+    crypto = _crypto(settings)
 
     def reject(status: int, reason: str) -> Response:
         metrics.callbacks.labels(CHANNEL, reason).inc()
         return PlainTextResponse(reason, status_code=status)
 
-    @router.get("/wecom/callback")
+    @router.get(PATH)
     async def verify_url(msg_signature: str = "", timestamp: str = "", nonce: str = "", echostr: str = "") -> Response:
         if crypto is None:
             return reject(503, "wecom_not_configured")
@@ -80,22 +68,39 @@ def wecom_router(
         metrics.callbacks.labels(CHANNEL, "url_verified").inc()
         return PlainTextResponse(echo)
 
-    @router.post("/wecom/callback")
-    async def receive(request: Request, msg_signature: str = "", timestamp: str = "", nonce: str = "") -> Response:
+    return router
+
+
+def wecom_callback(
+    settings: GatewaySettings, publisher: EventPublisher, seen: SeenMessages, metrics: GatewayMetrics
+) -> FastRoute:
+    """`POST /wecom/callback`: one message or event; answers 200 with an empty body once it is published."""
+    log = get_logger("wxbot.gateway.callback")
+    crypto = _crypto(settings)
+
+    def reject(status: int, reason: str) -> tuple[int, str]:
+        metrics.callbacks.labels(CHANNEL, reason).inc()
+        return status, reason
+
+    async def receive(request: RawRequest) -> tuple[int, str]:
         if crypto is None:
             return reject(503, "wecom_not_configured")
         if not xml_content_type(request.headers.get("content-type", "")):
             return reject(415, "unsupported_media_type")
         try:
-            body = await read_limited(request, settings.gateway_max_body_bytes)
+            body = await request.body(settings.gateway_max_body_bytes)
         except BodyTooLargeError:
             return reject(413, "too_large")
+        query = request.query
+        timestamp = query.get("timestamp", "")
         window = settings.wecom_timestamp_window_s
         if window and (not timestamp.isdigit() or abs(time.time() - int(timestamp)) > window):
             return reject(403, "stale_timestamp")
         try:
             envelope = parse_envelope(body)
-            plain = crypto.verify_and_decrypt(msg_signature, timestamp, nonce, envelope.encrypt)
+            plain = crypto.verify_and_decrypt(
+                query.get("msg_signature", ""), timestamp, query.get("nonce", ""), envelope.encrypt
+            )
             message = parse_inbound(plain)
         except SignatureError:
             return reject(403, "bad_signature")
@@ -112,7 +117,7 @@ def wecom_router(
         event_id = meta_of(event).event_id
         if await seen.seen(event_id):
             metrics.callbacks.labels(CHANNEL, "duplicate").inc()
-            return Response(status_code=200)
+            return 200, ""
         try:
             ack = await publisher.publish(event)
         except TransientError as exc:
@@ -121,6 +126,6 @@ def wecom_router(
         await seen.remember(event_id)
         outcome = "duplicate" if ack.duplicate else ("event" if message.msg_type == "event" else "accepted")
         metrics.callbacks.labels(CHANNEL, outcome).inc()
-        return Response(status_code=200)
+        return 200, ""
 
-    return router
+    return FastRoute("POST", PATH, receive)

@@ -4,21 +4,25 @@ GET answers the raw echostr after checking the 3-value `signature`. POST checks 
 (plain mode) or, with `encrypt_type=aes`, the 4-value `msg_signature` and decrypts with the AppID
 as receive id (safe/compat mode). The answer is `success` at once — the OA shows users an error
 for anything else — and the reply goes out later through the customer-service API.
+
+`POST` is a `FastRoute` like `POST /wecom/callback` (no FastAPI routing or middleware per
+message); `GET` stays on FastAPI.
 """
 
 from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse
 from google.protobuf.message import Message
 
 from wxbot_common.errors import TransientError
+from wxbot_common.fast_http import BodyTooLargeError, FastRoute, RawRequest
 from wxbot_common.logs import get_logger
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import meta_of
-from wxbot_gateway.callback import BodyTooLargeError, read_limited, xml_content_type
+from wxbot_gateway.callback import xml_content_type
 from wxbot_gateway.dedupe import SeenMessages
 from wxbot_gateway.inbound import Origin, channel_event, received
 from wxbot_gateway.metrics import GatewayMetrics
@@ -30,26 +34,19 @@ from wxbot_wecom.messages import parse_envelope, parse_inbound
 from wxbot_wecom.signature import verify_plain_signature
 
 CHANNEL = "wechat"
+PATH = "/wechat/callback"
 
 
-def oa_router(
-    settings: GatewaySettings, publisher: EventPublisher, seen: SeenMessages, metrics: GatewayMetrics
-) -> APIRouter:
+def oa_router(settings: GatewaySettings, metrics: GatewayMetrics) -> APIRouter:
+    """`GET /wechat/callback`: the URL check of the OA's server configuration."""
     router = APIRouter()
-    log = get_logger("wxbot.gateway.oa")
     token = settings.wechat_token
-    crypto = (
-        CallbackCrypto(token, settings.wechat_encoding_aes_key, settings.wechat_app_id)
-        if token and settings.wechat_encoding_aes_key and settings.wechat_app_id
-        else None
-    )
-    origin = Origin(CHANNEL, ev.CHANNEL_OFFICIAL_ACCOUNT, settings.wechat_app_id, "")
 
     def reject(status: int, reason: str) -> Response:
         metrics.callbacks.labels(CHANNEL, reason).inc()
         return PlainTextResponse(reason, status_code=status)
 
-    @router.get("/wechat/callback")
+    @router.get(PATH)
     async def verify(signature: str = "", timestamp: str = "", nonce: str = "", echostr: str = "") -> Response:
         if not token:
             return reject(503, "wechat_not_configured")
@@ -60,34 +57,48 @@ def oa_router(
         metrics.callbacks.labels(CHANNEL, "url_verified").inc()
         return PlainTextResponse(echostr)
 
-    @router.post("/wechat/callback")
-    async def receive(
-        request: Request,
-        signature: str = "",
-        timestamp: str = "",
-        nonce: str = "",
-        encrypt_type: str = "",
-        msg_signature: str = "",
-    ) -> Response:
+    return router
+
+
+def oa_callback(
+    settings: GatewaySettings, publisher: EventPublisher, seen: SeenMessages, metrics: GatewayMetrics
+) -> FastRoute:
+    """`POST /wechat/callback`: one message or event; answers `success` once it is published."""
+    log = get_logger("wxbot.gateway.oa")
+    token = settings.wechat_token
+    crypto = (
+        CallbackCrypto(token, settings.wechat_encoding_aes_key, settings.wechat_app_id)
+        if token and settings.wechat_encoding_aes_key and settings.wechat_app_id
+        else None
+    )
+    origin = Origin(CHANNEL, ev.CHANNEL_OFFICIAL_ACCOUNT, settings.wechat_app_id, "")
+
+    def reject(status: int, reason: str) -> tuple[int, str]:
+        metrics.callbacks.labels(CHANNEL, reason).inc()
+        return status, reason
+
+    async def receive(request: RawRequest) -> tuple[int, str]:
         if not token or not settings.wechat_app_id:
             return reject(503, "wechat_not_configured")
         if not xml_content_type(request.headers.get("content-type", "")):
             return reject(415, "unsupported_media_type")
         try:
-            body = await read_limited(request, settings.gateway_max_body_bytes)
+            body = await request.body(settings.gateway_max_body_bytes)
         except BodyTooLargeError:
             return reject(413, "too_large")
+        query = request.query
+        timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
         window = settings.wecom_timestamp_window_s
         if window and (not timestamp.isdigit() or abs(time.time() - int(timestamp)) > window):
             return reject(403, "stale_timestamp")
         try:
-            if encrypt_type == "aes":
+            if query.get("encrypt_type", "") == "aes":
                 if crypto is None:
                     return reject(400, "safe_mode_not_configured")
                 envelope = parse_envelope(body)
-                plain = crypto.verify_and_decrypt(msg_signature, timestamp, nonce, envelope.encrypt)
+                plain = crypto.verify_and_decrypt(query.get("msg_signature", ""), timestamp, nonce, envelope.encrypt)
             else:
-                verify_plain_signature(signature, token, timestamp, nonce)
+                verify_plain_signature(query.get("signature", ""), token, timestamp, nonce)
                 plain = body
             message = parse_inbound(plain)
         except SignatureError:
@@ -98,7 +109,7 @@ def oa_router(
         event_id = meta_of(event).event_id
         if await seen.seen(event_id):
             metrics.callbacks.labels(CHANNEL, "duplicate").inc()
-            return PlainTextResponse("success")
+            return 200, "success"
         try:
             ack = await publisher.publish(event)
         except TransientError as exc:
@@ -107,6 +118,6 @@ def oa_router(
         await seen.remember(event_id)
         outcome = "duplicate" if ack.duplicate else ("event" if message.msg_type == "event" else "accepted")
         metrics.callbacks.labels(CHANNEL, outcome).inc()
-        return PlainTextResponse("success")
+        return 200, "success"
 
-    return router
+    return FastRoute("POST", PATH, receive)
