@@ -119,6 +119,7 @@ class FakeWeCom(FakeService):
         self._gettoken_faults: deque[int] = deque()
         self.gettoken_calls = 0
         self.send_calls = 0
+        self.token_rejections = 0  # calls refused for an unknown or expired access token
 
     # -- knobs -------------------------------------------------------------------------------------
 
@@ -148,7 +149,7 @@ class FakeWeCom(FakeService):
             self._messages.clear()
             self._send_faults.clear()
             self._gettoken_faults.clear()
-            self.gettoken_calls = self.send_calls = 0
+            self.gettoken_calls = self.send_calls = self.token_rejections = 0
             self.latency_s = self._default_latency_s
 
     # -- inspection --------------------------------------------------------------------------------
@@ -180,6 +181,7 @@ class FakeWeCom(FakeService):
             return {
                 "gettoken_calls": self.gettoken_calls,
                 "send_calls": self.send_calls,
+                "token_rejections": self.token_rejections,
                 "messages": len(self._messages),
                 "pending_send_errcodes": list(self._send_faults),
                 "latency_s": self.latency_s,
@@ -196,7 +198,10 @@ class FakeWeCom(FakeService):
             return 41001
         with self._lock:
             expiry = self._tokens.get(token)
-        return 0 if expiry is not None and expiry > time.monotonic() else 42001
+            if expiry is not None and expiry > time.monotonic():
+                return 0
+            self.token_rejections += 1
+        return 42001
 
     async def _delay(self) -> None:
         if self.latency_s > 0:
