@@ -425,11 +425,29 @@ async def drive(
         results.llm_calls = llm.calls - llm_calls_before
 
 
+def e2e_alone(tracker: Tracker) -> list[float]:
+    """End-to-end times of the messages sent while no earlier message of the same user was unanswered.
+
+    A message sent while its user's previous one is still with the LLM waits for that answer first
+    (the bot answers a conversation in order, with the previous exchange in its context): that wait
+    is the order guarantee at work, not the pipeline's overhead.
+    """
+    tag_of = {owner: tag for tag, owner in tracker.owner.items()}
+    alone: list[float] = []
+    for tag, arrived in tracker.arrived_at.items():
+        user, index = tracker.owner[tag]
+        previous = tag_of.get((user, index - 1))
+        if previous is None or tracker.arrived_at.get(previous, math.inf) <= tracker.sent_at[tag]:
+            alone.append(arrived - tracker.sent_at[tag])
+    return alone
+
+
 def finish(results: Results, tracker: Tracker, llm: FakeLLM, meter: Meter, args: argparse.Namespace) -> None:
     results.replies = len(tracker.arrived_at)
     results.lost = results.sent - results.replies
     e2e = [tracker.arrived_at[tag] - tracker.sent_at[tag] for tag in tracker.arrived_at]
     results.e2e_s = e2e
+    results.e2e_alone_s = e2e_alone(tracker)
     results.late = sum(1 for e in e2e if e > args.reply_timeout)
     results.duplicated = sum(c - 1 for c in tracker.counts.values() if c > 1)
     results.unexpected = tracker.unexpected

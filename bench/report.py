@@ -79,6 +79,7 @@ class Results:
     duplicated: int = 0
     unexpected: int = 0  # replies that match no message sent
     order_violations: int = 0
+    e2e_alone_s: list[float] = field(default_factory=list)  # messages with no earlier one of their user waiting
     order_overlapping: int = 0  # out of order, but both callbacks were in flight at once: not a fault
     order_examples: list[str] = field(default_factory=list)
     callbacks_failed: int = 0
@@ -165,6 +166,9 @@ class Results:
             row("end-to-end reply", self.e2e_s),
             row("overhead (e2e − LLM)", self.overhead_s),
         ]
+        if len(self.e2e_alone_s) != len(self.e2e_s):
+            alone = overhead_s(self.e2e_alone_s, self.llm_latency_s)
+            lines.append(row(f"  … {len(self.e2e_alone_s)} not queued", alone))
         if self.mode == "open":
             lines.append(row("send lag (generator)", self.send_lag_s))
         lines += [
@@ -309,6 +313,7 @@ class Results:
                 "callback_ack": summary_ms(self.ack_s),
                 "e2e": summary_ms(self.e2e_s),
                 "overhead": summary_ms(self.overhead_s),
+                "overhead_not_queued": summary_ms(overhead_s(self.e2e_alone_s, self.llm_latency_s)),
                 "send_lag": summary_ms(self.send_lag_s) if self.mode == "open" else None,
             },
             "sink": {"spans": self.sink_spans, "traces": self.sink_traces} if self.otlp else None,

@@ -162,14 +162,16 @@ class ConsumerLoop:
                     self._requested = 0  # the server forgot our requests (restart, reconnect)
                     self._heard_at = time.monotonic()
                 free = self._concurrency - len(self._inflight) - self._requested
-                if free >= refill_at or (free > 0 and self._requested == 0):
+                while free >= refill_at or (free > 0 and self._requested == 0):  # fill every free slot
                     batch = min(free, PULL_BATCH_MAX)
                     request = {"batch": batch, "expires": PULL_EXPIRES_NS, "idle_heartbeat": PULL_HEARTBEAT_NS}
                     try:
                         await self._nc.publish(next_subject, json.dumps(request).encode(), reply=inbox)
-                        self._requested += batch
                     except nats.errors.Error as exc:
                         self._log.warning("pull_request_failed", error=repr(exc))
+                        break
+                    self._requested += batch
+                    free -= batch
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), PULL_HEARTBEAT_S)
