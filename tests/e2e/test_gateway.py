@@ -305,6 +305,22 @@ async def test_every_message_type_is_accepted_and_answered_once(gw: World, kind:
         assert not replies[0].content.startswith("LLM says")
 
 
+async def test_a_token_rejected_again_after_its_refresh_is_retried_not_dropped(gw: World) -> None:
+    """42001 three times in a row (the refreshed token rejected too), then 45009: still one reply."""
+    user = "e2e-token-storm"
+    sends = gw.wecom.stats()["send_calls"]
+    gw.wecom.fail_next_sends(42001, 42001, 42001, 45009)
+    await send_text(gw, user, "token storm")
+    got = await gw.wecom.wait_for_messages(user, 1, timeout=30)
+    await send_text(gw, user, "and after it")  # a second reply proves the first was not sent twice
+    got = await gw.wecom.wait_for_messages(user, 2, timeout=30)
+    assert [m.content for m in got] == [
+        "LLM says: token storm (saw 2 messages)",
+        "LLM says: and after it (saw 4 messages)",
+    ]
+    assert gw.wecom.stats()["send_calls"] - sends == 6  # four refused sends retried, then two delivered
+
+
 async def test_a_rejected_secret_fails_fast_and_is_visible_in_readiness(gw: World) -> None:
     """Last in the module: it leaves the app's secret marked bad for a minute."""
     user = "e2e-bad-secret"
