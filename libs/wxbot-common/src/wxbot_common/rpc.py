@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # the documented `health.aio` alias
 from grpc_reflection.v1alpha import reflection
@@ -68,14 +69,14 @@ def _rpc_attributes(full_method: str) -> dict[str, str]:
 
 
 def observe_servicer(
-    servicer: object, service_full_name: str, methods: Iterable[str], registry: CollectorRegistry, tracer: trace.Tracer
+    servicer: object, service: ServiceDescriptor, registry: CollectorRegistry, tracer: trace.Tracer
 ) -> None:
-    """Wrap the servicer's unary `methods` (before registering it) with a SERVER span, parented
-    by the caller's `traceparent`, and the `wxbot_grpc_server_*` RED metrics."""
+    """Wrap every method of `service` on the servicer (before registering it) with a SERVER span,
+    parented by the caller's `traceparent`, and the `wxbot_grpc_server_*` RED metrics."""
     red = GrpcRedMetrics(registry)
-    for name in methods:
-        full = f"/{service_full_name}/{name}"
-        setattr(servicer, name, _observed(getattr(servicer, name), full, red, tracer))
+    for method in service.methods:
+        full = f"/{service.full_name}/{method.name}"
+        setattr(servicer, method.name, _observed(getattr(servicer, method.name), full, red, tracer))
 
 
 def _observed(

@@ -10,9 +10,11 @@ from wxbot_context.grpc_service import ContextServicer
 from wxbot_context.projection import ProjectionMetrics, Projector, Watermark
 from wxbot_context.settings import ContextSettings
 from wxbot_context.store import ContextStore
+from wxbot_proto.context.v1 import context_pb2 as pb
 from wxbot_proto.context.v1 import context_pb2_grpc as pb_grpc
 
-SERVICE_NAME = "wxbot.context.v1.ContextService"
+SERVICE = pb.DESCRIPTOR.services_by_name["ContextService"]
+SERVICE_NAME = SERVICE.full_name
 
 
 async def main() -> None:
@@ -31,7 +33,7 @@ async def main() -> None:
 
     server, health = create_server(settings.grpc_listen)
     servicer = ContextServicer(store, watermark, runtime.publisher, settings)
-    observe_servicer(servicer, SERVICE_NAME, ["GetHistory", "ResetConversation"], runtime.registry, runtime.tracer)
+    observe_servicer(servicer, SERVICE, runtime.registry, runtime.tracer)
     pb_grpc.add_ContextServiceServicer_to_server(servicer, server)
     enable_reflection(server, [SERVICE_NAME])
     await server.start()

@@ -108,12 +108,6 @@ class ContextStore:
         self._stale_s = pending_stale_s
         self._apply = redis.register_script(_APPLY)
 
-    async def apply(
-        self, ckey: str, seq: int, op: Op, origin_seq: int, at: float, turn: StoredTurn | None = None
-    ) -> bool:
-        """Apply one event that happened at `at`; False if this conversation already applied `seq` (a replay)."""
-        return (await self.apply_many([ApplyOp(ckey, seq, op, origin_seq, at, turn)]))[0]
-
     async def apply_many(self, ops: list[ApplyOp]) -> list[bool]:
         """Apply events in order in one pipelined round trip; per event, False if it was a replay.
 

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from wxbot_common.errors import TransientError
-from wxbot_common.fast_http import BodyTooLargeError
+from wxbot_common.fast_http import BodyTooLargeError, RawRequest
 from wxbot_common.ids import inbound_event_id, now_timestamp
 from wxbot_common.logs import get_logger
 from wxbot_common.nats.publisher import EventPublisher
@@ -48,20 +48,6 @@ KINDS = {
     "file": ev.MESSAGE_KIND_FILE,
     "video": ev.MESSAGE_KIND_VIDEO,
 }
-
-
-async def read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLargeError
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def stream_id(msgid: str) -> str:
@@ -172,7 +158,7 @@ def aibot_router(
         if crypto is None:
             return reject(503, "aibot_not_configured")
         try:
-            body = await read_limited(request, settings.gateway_max_body_bytes)
+            body = await RawRequest(request.scope, request.receive).body(settings.gateway_max_body_bytes)
         except BodyTooLargeError:
             return reject(413, "too_large")
         window = settings.wecom_timestamp_window_s

@@ -21,7 +21,6 @@ from wxbot_common.errors import TransientError
 from wxbot_common.fast_http import BodyTooLargeError, FastRoute, RawRequest
 from wxbot_common.logs import get_logger
 from wxbot_common.nats.publisher import EventPublisher
-from wxbot_common.nats.subjects import meta_of
 from wxbot_gateway.dedupe import SeenMessages
 from wxbot_gateway.inbound import channel_event_from_wecom, received_from_wecom
 from wxbot_gateway.metrics import GatewayMetrics
@@ -114,17 +113,14 @@ def wecom_callback(
             if message.msg_type == "event"
             else received_from_wecom(message, settings.wecom_corp_id, settings.wecom_agent_id)
         )
-        event_id = meta_of(event).event_id
-        if await seen.seen(event_id):
-            metrics.callbacks.labels(CHANNEL, "duplicate").inc()
-            return 200, ""
         try:
-            ack = await publisher.publish(event)
+            ack = await seen.publish_once(event, publisher)
         except TransientError as exc:
             log.error("publish_failed", error=str(exc))
             return reject(503, "unavailable")  # WeCom retries; the event id keeps it one message
-        await seen.remember(event_id)
-        outcome = "duplicate" if ack.duplicate else ("event" if message.msg_type == "event" else "accepted")
+        outcome = (
+            "duplicate" if ack is None or ack.duplicate else ("event" if message.msg_type == "event" else "accepted")
+        )
         metrics.callbacks.labels(CHANNEL, outcome).inc()
         return 200, ""
 

@@ -8,10 +8,14 @@ so a failed publish never hides the retry that would have fixed it.
 
 from __future__ import annotations
 
+from google.protobuf.message import Message
+from nats.js.api import PubAck
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from wxbot_common.logs import get_logger
+from wxbot_common.nats.publisher import EventPublisher
+from wxbot_common.nats.subjects import meta_of
 
 
 class SeenMessages:
@@ -37,3 +41,16 @@ class SeenMessages:
             await self._redis.set(self._key(event_id), "1", ex=self._ttl_s)
         except RedisError as exc:
             self._log.warning("dedupe_unavailable", error=repr(exc))
+
+    async def publish_once(self, event: Message, publisher: EventPublisher) -> PubAck | None:
+        """Publish `event` unless its id was published before (then None), and remember it after.
+
+        A failed publish raises `TransientError` and is not remembered: the callback is answered
+        with a 5xx and WeCom's retry publishes it.
+        """
+        event_id = meta_of(event).event_id
+        if await self.seen(event_id):
+            return None
+        ack = await publisher.publish(event)
+        await self.remember(event_id)
+        return ack
