@@ -145,14 +145,20 @@ def _crypto() -> CallbackCrypto:
 
 
 async def send_text(
-    world: World, user: str, text: str, msg_id: int | None = None, gateway_url: str | None = None
+    world: World,
+    user: str,
+    text: str,
+    msg_id: int | None = None,
+    gateway_url: str | None = None,
+    created_at: int | None = None,
 ) -> tuple[httpx.Response, int]:
-    """POST an encrypted text callback the way WeCom does (to `gateway_url`, else the first replica)."""
+    """POST an encrypted text callback the way WeCom does (to `gateway_url`, else the first replica);
+    `created_at`: the message's CreateTime (default now)."""
     msg_id = msg_id or next(_MSG_IDS)
     inner = build_inner_text_xml(
         to_user=CONFIG["corpid"],
         from_user=user,
-        create_time=int(time.time()),
+        create_time=int(time.time()) if created_at is None else created_at,
         content=text,
         msg_id=str(msg_id),
         agent_id=CONFIG["agentid"],

@@ -305,6 +305,22 @@ async def test_every_message_type_is_accepted_and_answered_once(gw: World, kind:
         assert not replies[0].content.startswith("LLM says")
 
 
+async def test_a_message_created_long_ago_and_delivered_twice_is_answered_once(gw: World) -> None:
+    """Its first delivery may lie outside JetStream's duplicate window: the Redis record decides."""
+    user = "e2e-old-message"
+    created = int(time.time()) - 3600
+    _, msg_id = await send_text(gw, user, "an hour late", created_at=created)
+    await gw.wecom.wait_for_messages(user, 1, timeout=20)
+    resp, _ = await send_text(gw, user, "an hour late", msg_id=msg_id, created_at=created)
+    assert resp.status_code == 200
+    await send_text(gw, user, "and a fresh one")  # a later reply proves the retry added none
+    got = await gw.wecom.wait_for_messages(user, 2, timeout=20)
+    assert [m.content for m in got] == [
+        "LLM says: an hour late (saw 2 messages)",
+        "LLM says: and a fresh one (saw 4 messages)",
+    ]
+
+
 async def test_a_token_rejected_again_after_its_refresh_is_retried_not_dropped(gw: World) -> None:
     """42001 three times in a row (the refreshed token rejected too), then 45009: still one reply."""
     user = "e2e-token-storm"

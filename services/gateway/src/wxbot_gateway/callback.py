@@ -114,7 +114,7 @@ def wecom_callback(
             else received_from_wecom(message, settings.wecom_corp_id, settings.wecom_agent_id)
         )
         try:
-            ack = await seen.publish_once(event, publisher)
+            ack = await seen.publish_once(event, publisher, message.create_time)
         except TransientError as exc:
             log.error("publish_failed", error=str(exc))
             return reject(503, "unavailable")  # WeCom retries; the event id keeps it one message

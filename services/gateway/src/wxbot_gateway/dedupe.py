@@ -4,9 +4,16 @@ WeCom retries a callback up to three times; JetStream's `Nats-Msg-Id` dedupe cov
 within its window (and concurrent deliveries to different replicas). A record per event id in
 Redis, with a TTL, covers late retries. The record is written only after the publish succeeded,
 so a failed publish never hides the retry that would have fixed it.
+
+A message created recently (its signed `CreateTime`) cannot have been published before the
+start of the window, so JetStream alone dedupes its retries and the Redis lookup is skipped:
+one round trip less on the callback's path for almost every message. The margin absorbs clock
+skew between WeCom and this host.
 """
 
 from __future__ import annotations
+
+import time
 
 from google.protobuf.message import Message
 from nats.js.api import PubAck
@@ -16,6 +23,17 @@ from redis.exceptions import RedisError
 from wxbot_common.logs import get_logger
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import meta_of
+from wxbot_common.nats.topology import StreamSettings
+
+SKEW_MARGIN_S = 120.0
+FRESH_FOR_S = StreamSettings().duplicate_window_s - SKEW_MARGIN_S
+
+
+def within_log_window(create_time: int, now: float | None = None) -> bool:
+    """True when every earlier delivery of a message created at `create_time` is still inside
+    JetStream's duplicate window."""
+    age = (time.time() if now is None else now) - create_time
+    return -SKEW_MARGIN_S <= age < FRESH_FOR_S
 
 
 class SeenMessages:
@@ -42,14 +60,15 @@ class SeenMessages:
         except RedisError as exc:
             self._log.warning("dedupe_unavailable", error=repr(exc))
 
-    async def publish_once(self, event: Message, publisher: EventPublisher) -> PubAck | None:
-        """Publish `event` unless its id was published before (then None), and remember it after.
+    async def publish_once(self, event: Message, publisher: EventPublisher, created_at: int) -> PubAck | None:
+        """Publish `event` unless its id was published before (then None, or an ack marked
+        `duplicate` within the window), and remember it after.
 
         A failed publish raises `TransientError` and is not remembered: the callback is answered
         with a 5xx and WeCom's retry publishes it.
         """
         event_id = meta_of(event).event_id
-        if await self.seen(event_id):
+        if not within_log_window(created_at) and await self.seen(event_id):
             return None
         ack = await publisher.publish(event)
         await self.remember(event_id)

@@ -106,7 +106,7 @@ def oa_callback(
             return reject(400, exc.code)
         event: Message = channel_event(message, origin) if message.msg_type == "event" else received(message, origin)
         try:
-            ack = await seen.publish_once(event, publisher)
+            ack = await seen.publish_once(event, publisher, message.create_time)
         except TransientError as exc:
             log.error("publish_failed", error=str(exc))
             return reject(503, "unavailable")
