@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
+from wxbot_common.redis_client import create_redis
 from wxbot_common.rpc import create_server, enable_reflection, observe_servicer, set_serving
 from wxbot_common.runtime import ServiceRuntime
 from wxbot_context.grpc_service import ContextServicer
@@ -22,7 +21,7 @@ async def main() -> None:
     runtime = ServiceRuntime("context", settings)
     await runtime.start()
 
-    redis = Redis.from_url(settings.redis_url)
+    redis = create_redis(settings.redis_url)
     runtime.on_shutdown(redis.aclose)
     store = ContextStore(redis, settings.context_ttl_s, settings.context_max_turns, settings.context_pending_stale_s)
     watermark = Watermark()

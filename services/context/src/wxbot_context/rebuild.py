@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from wxbot_common.logs import configure_logging
 from wxbot_common.nats.connection import connect_nats
 from wxbot_common.nats.subjects import EVENTS_STREAM
+from wxbot_common.redis_client import create_redis
 from wxbot_context.projection import ProjectionMetrics, Projector, Watermark
 from wxbot_context.settings import ContextSettings
 from wxbot_context.store import ContextStore
@@ -45,7 +46,7 @@ async def wipe(redis: Redis) -> int:
 async def rebuild(settings: ContextSettings, timeout_s: float) -> int:
     configure_logging("context-rebuild", settings.log_level, settings.log_format)
     nc = await connect_nats(settings, "wxbot-context-rebuild")
-    redis = Redis.from_url(settings.redis_url)
+    redis = create_redis(settings.redis_url)
     try:
         js = nc.jetstream()
         last = int((await js.stream_info(EVENTS_STREAM)).state.last_seq)

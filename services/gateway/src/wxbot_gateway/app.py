@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from redis.asyncio import Redis
 from starlette.types import ASGIApp
 
 from wxbot_common.fast_http import FastRoutes
 from wxbot_common.http_client import TracedHttp, create_session
 from wxbot_common.nats.topology import GATEWAY_DELIVERY
 from wxbot_common.ops import ops_routes
+from wxbot_common.redis_client import create_redis
 from wxbot_common.runtime import ServiceRuntime
 from wxbot_gateway.aibot import AibotSender, StreamStore, aibot_router
 from wxbot_gateway.callback import wecom_callback, wecom_router
@@ -56,7 +56,7 @@ async def main() -> None:
     await runtime.start()
 
     metrics = GatewayMetrics(runtime.registry)
-    redis = Redis.from_url(settings.redis_url)
+    redis = create_redis(settings.redis_url)
     runtime.on_shutdown(redis.aclose)
     # WeCom answers in tens of milliseconds: a few dozen connections carry hundreds of sends per second.
     http = TracedHttp(create_session(settings.wecom_max_connections, settings.wecom_timeout_s))

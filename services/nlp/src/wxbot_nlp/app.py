@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from redis.asyncio import Redis
-
 from wxbot_common.http_client import TracedHttp, create_session
 from wxbot_common.nats.topology import NLP_DRAFTER
+from wxbot_common.redis_client import create_redis
 from wxbot_common.rpc import create_channel
 from wxbot_common.runtime import ServiceRuntime
 from wxbot_nlp.answer_cache import AnswerCache
@@ -91,7 +90,7 @@ async def main() -> None:
     runtime.on_shutdown(close_channel)
     http = TracedHttp(create_session(settings.nlp_concurrency, settings.llm_timeout_s))
     runtime.on_shutdown(http.close)
-    redis = Redis.from_url(settings.redis_url, socket_timeout=2.0)
+    redis = create_redis(settings.redis_url, socket_timeout_s=2.0)
     runtime.on_shutdown(redis.aclose)
     metrics = NlpMetrics(runtime.registry)
     variants = settings.variants()

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from wxbot_common.nats.topology import SAFETY_INBOUND, SAFETY_OUTBOUND
+from wxbot_common.redis_client import create_redis
 from wxbot_common.runtime import ServiceRuntime
 from wxbot_safety.handlers import SafetyMetrics, SafetyStages
 from wxbot_safety.lexicon_source import LexiconSource
@@ -18,7 +17,7 @@ async def main() -> None:
     runtime = ServiceRuntime("safety", settings)
     await runtime.start()
 
-    redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    redis = create_redis(settings.redis_url, socket_timeout_s=2.0)
     runtime.on_shutdown(redis.aclose)
     source = LexiconSource(settings.safety_wordlist_files, settings.safety_words)
     lexicon = source.load()
