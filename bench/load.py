@@ -423,6 +423,28 @@ async def drive(
         await drain(tracker, drain_seconds(args))
         meter.mark_end()
         results.llm_calls = llm.calls - llm_calls_before
+        results.server_ack = await callback_buckets(session, urls)
+
+
+CALLBACK_BUCKET = re.compile(r"^wxbot_http_request_seconds_bucket\{([^}]*)\} ([0-9.e+]+)$", re.M)
+CALLBACK_LABELS = ('method="POST"', 'route="/wecom/callback"')
+LE_LABEL = re.compile(r'le="([^"]+)"')
+
+
+async def callback_buckets(session: aiohttp.ClientSession, urls: list[str]) -> dict[str, int]:
+    """The gateways' own callback-duration histogram (summed over replicas), from their /metrics."""
+    buckets: Counter[str] = Counter()
+    for url in urls:
+        try:
+            async with session.get(f"{url}/metrics") as resp:
+                text = await resp.text()
+        except aiohttp.ClientError:
+            continue
+        for labels, count in CALLBACK_BUCKET.findall(text):
+            le = LE_LABEL.search(labels)
+            if le and all(label in labels for label in CALLBACK_LABELS):
+                buckets[le[1]] += int(float(count))
+    return dict(buckets)
 
 
 def e2e_alone(tracker: Tracker) -> list[float]:

@@ -97,6 +97,7 @@ async def main() -> None:
     delivery = ReplyDelivery(senders, redis, runtime.publisher, metrics, settings.gateway_retry_base_s)
     runtime.consume(GATEWAY_DELIVERY, delivery.handle)
     seen = SeenMessages(redis, settings.gateway_dedup_ttl_s)
+    runtime.on_shutdown(seen.flush)  # before Redis closes (hooks run in reverse order)
     await runtime.serve_http(
         build_http_app(settings, runtime, seen, metrics, hub, streams), settings.gateway_port, settings.gateway_host
     )
