@@ -131,9 +131,10 @@ class Stack:
             for i in range(count[service]):
                 port = self._port(service, HTTP_PORT_VAR[service]) if i == 0 else free_port()
                 env = {**base, HTTP_PORT_VAR[service]: str(port), "OTEL_SERVICE_NAME": service}
+                name = service if count[service] == 1 else f"{service}-{i + 1}"
                 if service == "context":
                     env["CONTEXT_GRPC_LISTEN"] = f"127.0.0.1:{self.grpc_ports[i]}"
-                name = service if count[service] == 1 else f"{service}-{i + 1}"
+                    env["CONTEXT_REPLICA_ID"] = name  # unique per replica; a restarted one takes its lease back
                 child = Child(
                     name,
                     [sys.executable, "-m", f"wxbot_{service}"],
