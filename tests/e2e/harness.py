@@ -57,6 +57,7 @@ async def running_world(
     replicas: dict[str, int] | None = None,
     reply: ReplyFn = llm_reply,
     otlp_protocol: Literal["grpc", "http/protobuf"] = "http/protobuf",
+    gateway_delivery: int = 0,
 ) -> AsyncIterator[World]:
     """Fakes plus a whole stack pointed at them; `env` overrides or adds variables."""
     wecom = FakeWeCom(corp_id=CONFIG["corpid"], corp_secret=SECRET)
@@ -66,7 +67,15 @@ async def running_world(
     await llm.start()
     await sink.start()
     full_env = {**wecom_env(wecom, llm), **sink.otel_env(otlp_protocol), **(env or {})}
-    stack = Stack(StackConfig(run_dir=run_dir, ports="free", extra_env=full_env, replicas=replicas or {}))
+    stack = Stack(
+        StackConfig(
+            run_dir=run_dir,
+            ports="free",
+            extra_env=full_env,
+            replicas=replicas or {},
+            gateway_delivery=gateway_delivery,
+        )
+    )
     try:
         async with stack:
             yield World(stack, wecom, llm, sink)
