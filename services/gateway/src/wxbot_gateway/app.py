@@ -62,10 +62,10 @@ async def main() -> None:
     http = TracedHttp(create_session(settings.wecom_max_connections, settings.wecom_timeout_s))
     runtime.on_shutdown(http.close)
 
-    def config_error(errcode: int, errmsg: str) -> None:
+    def config_error(errcode: int, reason: str) -> None:
         # Stays ready (callbacks still work), but the detail and the metric say what is wrong.
         metrics.config_errors.labels("wecom", str(errcode)).inc()
-        runtime.readiness.set("wecom", True, f"WECOM_SECRET rejected by gettoken (errcode {errcode}): fix it")
+        runtime.readiness.set("wecom", True, f"{reason} (errcode {errcode}): fix it")
 
     wecom = (
         WeComClient(
@@ -94,7 +94,9 @@ async def main() -> None:
     if hub.enabled:
         await hub.start()
         senders[ev.CHANNEL_WEBSOCKET] = BridgeSender(hub)
-    delivery = ReplyDelivery(senders, redis, runtime.publisher, metrics, settings.gateway_retry_base_s)
+    delivery = ReplyDelivery(
+        senders, redis, runtime.publisher, metrics, GATEWAY_DELIVERY.max_deliver, settings.gateway_retry_base_s
+    )
     runtime.consume(GATEWAY_DELIVERY, delivery.handle)
     seen = SeenMessages(redis, settings.gateway_dedup_ttl_s)
     await runtime.serve_http(
