@@ -185,6 +185,17 @@ async def test_hostile_input_gets_a_4xx_publishes_nothing_and_the_gateway_keeps_
     assert ok.status_code == 200
     answered = await gw.wecom.wait_for_messages(user, 1, timeout=20)
     assert answered[0].content.startswith("LLM says: still there?")
+    # ReplySent, the last event of the exchange, is logged just after the send: wait for it, so the
+    # next case's "nothing published" does not count it.
+    conversation = wecom_conversation_id(CONFIG["corpid"], CONFIG["agentid"], user)
+    await until_logged(gw, EventKind.SENT, conversation)
+
+
+async def until_logged(world: World, kind: EventKind, conversation: str, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await logged(world, kind, conversation):
+        assert time.monotonic() < deadline, f"no {kind.name} logged for {conversation}"
+        await asyncio.sleep(0.05)
 
 
 async def test_three_retries_of_one_message_across_two_replicas_get_exactly_one_reply(gw: World) -> None:

@@ -419,6 +419,12 @@ async def test_hostile_input_gets_a_4xx_publishes_nothing_and_the_channel_keeps_
     await send_plain(world, openid, "still there?", next(_AFTER_IDS))
     got = await api.wait_for_messages(openid, 1, timeout=20)
     assert got[0].content.startswith("LLM says: still there?")
+    # ReplySent, the exchange's last event, is logged just after the send: wait for it, so the next
+    # case's "nothing published" does not count it.
+    deadline = time.monotonic() + 10
+    while not await logged(world, EventKind.SENT, conversation(openid)):
+        assert time.monotonic() < deadline, "no ReplySent logged"
+        await asyncio.sleep(0.05)
 
 
 async def test_a_rejected_app_secret_fails_fast_and_is_visible_in_readiness(
