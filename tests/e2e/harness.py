@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
+import nats
+from nats.js.errors import NotFoundError
 
 from wxbot_common.ids import inbound_event_id
+from wxbot_common.nats.subjects import EVENTS_STREAM, EventKind
 from wxbot_devkit.fakes.llm import ChatRequest, FakeLLM, ReplyFn
 from wxbot_devkit.fakes.wecom import FakeWeCom
 from wxbot_devkit.otlp_sink import OtlpSink, SpanRecord
@@ -184,3 +187,23 @@ async def send_text(
             "/wecom/callback", params=params, content=body.encode(), headers={"Content-Type": "text/xml"}
         )
     return resp, msg_id
+
+
+async def logged(world: World, kind: EventKind, conversation_id: str) -> list[bytes]:
+    """Every event of `kind` in the log for one conversation, oldest first (what analytics sees)."""
+    subject = kind.subject(conversation_id)
+    nc = await nats.connect(world.stack.nats.url)
+    found: list[bytes] = []
+    try:
+        js = nc.jetstream()
+        seq = 1
+        while True:
+            try:
+                msg = await js.get_msg(EVENTS_STREAM, seq, subject=subject, next=True)
+            except NotFoundError:
+                return found
+            assert msg.data is not None and msg.seq is not None
+            found.append(msg.data)
+            seq = msg.seq + 1
+    finally:
+        await nc.drain()

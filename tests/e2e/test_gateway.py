@@ -23,13 +23,16 @@ from tests.e2e.harness import (
     _crypto,
     find_message_trace,
     llm_reply,
+    logged,
     running_world,
     send_text,
 )
-from wxbot_common.nats.subjects import EVENTS_STREAM
+from wxbot_common.nats.subjects import EVENTS_STREAM, EventKind
 from wxbot_devkit.fakes.llm import ChatRequest
 from wxbot_devkit.fakes.waiting import wait_until
 from wxbot_devkit.fakes.wecom import SentMessage
+from wxbot_gateway.inbound import wecom_conversation_id
+from wxbot_proto.events.v1 import events_pb2 as ev
 from wxbot_wecom.crypto import CallbackCrypto, decode_aes_key
 from wxbot_wecom.messages import build_envelope_xml, build_inner_event_xml, build_inner_text_xml
 
@@ -182,6 +185,17 @@ async def test_hostile_input_gets_a_4xx_publishes_nothing_and_the_gateway_keeps_
     assert ok.status_code == 200
     answered = await gw.wecom.wait_for_messages(user, 1, timeout=20)
     assert answered[0].content.startswith("LLM says: still there?")
+    # ReplySent, the last event of the exchange, is logged just after the send: wait for it, so the
+    # next case's "nothing published" does not count it.
+    conversation = wecom_conversation_id(CONFIG["corpid"], CONFIG["agentid"], user)
+    await until_logged(gw, EventKind.SENT, conversation)
+
+
+async def until_logged(world: World, kind: EventKind, conversation: str, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await logged(world, kind, conversation):
+        assert time.monotonic() < deadline, f"no {kind.name} logged for {conversation}"
+        await asyncio.sleep(0.05)
 
 
 async def test_three_retries_of_one_message_across_two_replicas_get_exactly_one_reply(gw: World) -> None:
@@ -335,6 +349,71 @@ async def test_a_token_rejected_again_after_its_refresh_is_retried_not_dropped(g
         "LLM says: and after it (saw 4 messages)",
     ]
     assert gw.wecom.stats()["send_calls"] - sends == 6  # four refused sends retried, then two delivered
+
+
+async def failures_of(world: World, user: str, count: int = 1, timeout_s: float = 30) -> list[ev.ReplyFailed]:
+    """The ReplyFailed events recorded for `user`, once there are at least `count`."""
+    conversation = wecom_conversation_id(CONFIG["corpid"], CONFIG["agentid"], user)
+    deadline = time.monotonic() + timeout_s
+    while len(found := await logged(world, EventKind.FAILED, conversation)) < count:
+        assert time.monotonic() < deadline, f"{count} ReplyFailed for {user} not recorded (have {len(found)})"
+        await asyncio.sleep(0.2)
+    return [ev.ReplyFailed.FromString(data) for data in found]
+
+
+async def test_an_unknown_errcode_is_retried_not_dropped(gw: World) -> None:
+    user = "e2e-unknown-errcode"
+    sends = gw.wecom.stats()["send_calls"]
+    gw.wecom.fail_next_sends(50001, 50001)  # in no table: retried with backoff like "busy"
+    await send_text(gw, user, "strange answers")
+    await gw.wecom.wait_for_messages(user, 1, timeout=30)
+    await send_text(gw, user, "and after them")
+    got = await gw.wecom.wait_for_messages(user, 2, timeout=30)
+    assert [m.content for m in got] == [
+        "LLM says: strange answers (saw 2 messages)",
+        "LLM says: and after them (saw 4 messages)",
+    ]
+    assert gw.wecom.stats()["send_calls"] - sends == 4  # two refused, then one each
+    conversation = wecom_conversation_id(CONFIG["corpid"], CONFIG["agentid"], user)
+    assert await logged(gw, EventKind.FAILED, conversation) == []
+
+
+async def test_an_invalid_user_fails_at_once_and_is_recorded(gw: World) -> None:
+    user = "e2e-invalid-user"
+    sends = gw.wecom.stats()["send_calls"]
+    gw.wecom.fail_next_sends(81013)  # "user & party & tag all invalid": no retry can reach them
+    await send_text(gw, user, "can you reach me?")
+    [failed] = await failures_of(gw, user)
+    assert (failed.errcode, failed.retryable) == (81013, False) and "visibility" in failed.error
+    await send_text(gw, user, "and now?")  # answered after any retry of the first would have been sent
+    got = await gw.wecom.wait_for_messages(user, 1, timeout=30)
+    assert [m.content for m in got] == ["LLM says: and now? (saw 4 messages)"]
+    assert gw.wecom.stats()["send_calls"] - sends == 2  # the refused reply was sent exactly once
+    assert len(await failures_of(gw, user)) == 1
+
+
+async def test_an_unreachable_api_is_retried_until_the_last_delivery_then_recorded_once(gw: World) -> None:
+    """Connection refused on every delivery (6, GATEWAY_RETRY_BASE_S=0.2: about 6 s of backoff)."""
+    user = "e2e-wecom-down"
+    await gw.wecom.refuse_connections()
+    try:
+        await send_text(gw, user, "is anyone there?")
+        [failed] = await failures_of(gw, user, timeout_s=45)
+    finally:
+        await gw.wecom.accept_connections()
+    assert (failed.errcode, failed.retryable) == (0, True) and "unreachable" in failed.error
+    await send_text(gw, user, "back again?")
+    got = await gw.wecom.wait_for_messages(user, 1, timeout=30)
+    assert [m.content.split(" (saw")[0] for m in got] == ["LLM says: back again?"]  # the given-up reply stays given up
+    assert len(await failures_of(gw, user)) == 1
+    async with httpx.AsyncClient(timeout=5) as client:
+        metrics = "".join([(await client.get(f"{u}/metrics")).text for u in gw.stack.gateway_urls])
+    gave_up = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("wxbot_gateway_deliveries_total") and 'outcome="gave_up"' in line
+    ]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in gave_up) == 1
 
 
 async def test_a_rejected_secret_fails_fast_and_is_visible_in_readiness(gw: World) -> None:

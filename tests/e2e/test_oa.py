@@ -13,8 +13,9 @@ import nats
 import pytest
 from nats.js.errors import NotFoundError
 
-from tests.e2e.harness import CONFIG, VECTORS, World, llm_reply, running_world
+from tests.e2e.harness import CONFIG, VECTORS, World, llm_reply, logged, running_world
 from wxbot_common.nats.subjects import EVENTS_STREAM, EventKind
+from wxbot_common.nats.topology import GATEWAY_DELIVERY
 from wxbot_devkit.fakes.llm import ChatRequest
 from wxbot_devkit.fakes.waiting import wait_until
 from wxbot_devkit.fakes.wechat_oa import FakeOfficialAccount
@@ -221,6 +222,84 @@ async def test_outside_the_48_hour_window_the_reply_fails_once_and_is_recorded(
     assert sends() == before + 2  # the refused reply was not retried
 
 
+async def failures_of(world: World, openid: str, count: int = 1, timeout_s: float = 30) -> list[ev.ReplyFailed]:
+    """The ReplyFailed events recorded for `openid`, once there are at least `count`."""
+    deadline = time.monotonic() + timeout_s
+    while len(found := await logged(world, EventKind.FAILED, conversation(openid))) < count:
+        assert time.monotonic() < deadline, f"{count} ReplyFailed for {openid} not recorded (have {len(found)})"
+        await asyncio.sleep(0.2)
+    return [ev.ReplyFailed.FromString(data) for data in found]
+
+
+async def test_a_token_rejected_three_times_then_a_frequency_limit_still_deliver_exactly_once(
+    oa: tuple[World, FakeOfficialAccount],
+) -> None:
+    """42001 three times in a row (the refreshed token rejected too), then 45009: one reply."""
+    world, api = oa
+    openid = "oTOKENSTORM000000000000000"
+    api.fail_next_sends(42001, 42001, 42001, 45009)
+    await send_plain(world, openid, "token storm", 25_000_000_000_000_060)
+    await api.wait_for_messages(openid, 1, timeout=30)
+    await send_plain(world, openid, "and after it", 25_000_000_000_000_061)
+    got = await api.wait_for_messages(openid, 2, timeout=30)
+    assert [m.content for m in got] == [
+        "LLM says: token storm (saw 2 messages)",
+        "LLM says: and after it (saw 4 messages)",
+    ]
+    assert api.stats()["pending_send_errcodes"] == []
+    assert await logged(world, EventKind.FAILED, conversation(openid)) == []
+
+
+async def test_an_unknown_errcode_is_retried_not_dropped(oa: tuple[World, FakeOfficialAccount]) -> None:
+    world, api = oa
+    openid = "oUNKNOWNERRCODE00000000000"
+    api.fail_next_sends(50001, 50001)
+    await send_plain(world, openid, "strange answers", 25_000_000_000_000_062)
+    await api.wait_for_messages(openid, 1, timeout=30)
+    await send_plain(world, openid, "and after them", 25_000_000_000_000_063)
+    got = await api.wait_for_messages(openid, 2, timeout=30)
+    assert [m.content for m in got] == [
+        "LLM says: strange answers (saw 2 messages)",
+        "LLM says: and after them (saw 4 messages)",
+    ]
+    assert await logged(world, EventKind.FAILED, conversation(openid)) == []
+
+
+async def test_an_invalid_openid_fails_at_once_and_is_recorded(oa: tuple[World, FakeOfficialAccount]) -> None:
+    world, api = oa
+    openid = "oINVALIDOPENID000000000000"
+    sends = api.stats()["send_calls"] - api.stats()["token_rejections"]
+    api.fail_next_sends(40003)  # invalid openid: no retry can reach them
+    await send_plain(world, openid, "can you reach me?", 25_000_000_000_000_064)
+    [failed] = await failures_of(world, openid)
+    assert (failed.errcode, failed.retryable) == (40003, False)
+    await send_plain(world, openid, "and now?", 25_000_000_000_000_065)
+    got = await api.wait_for_messages(openid, 1, timeout=30)
+    assert [m.content for m in got] == ["LLM says: and now? (saw 4 messages)"]
+    assert api.stats()["send_calls"] - api.stats()["token_rejections"] - sends == 2  # one send each
+    assert len(await failures_of(world, openid)) == 1
+
+
+async def test_a_busy_api_is_retried_until_the_last_delivery_then_recorded_once(
+    oa: tuple[World, FakeOfficialAccount],
+) -> None:
+    """-1 ("system busy") on every one of the delivery durable's deliveries: one send per delivery,
+    then ReplyFailed(retryable=true) with the errcode — never silence."""
+    world, api = oa
+    openid = "oALWAYSBUSY000000000000000"
+    deliveries = GATEWAY_DELIVERY.max_deliver
+    sends = api.stats()["send_calls"]
+    api.fail_next_sends(*[-1] * deliveries)
+    await send_plain(world, openid, "are you busy?", 25_000_000_000_000_066)
+    [failed] = await failures_of(world, openid, timeout_s=45)
+    assert (failed.errcode, failed.retryable) == (-1, True)
+    assert api.stats()["send_calls"] - sends == deliveries and api.stats()["pending_send_errcodes"] == []
+    await send_plain(world, openid, "and now?", 25_000_000_000_000_067)
+    got = await api.wait_for_messages(openid, 1, timeout=30)
+    assert [m.content.split(" (saw")[0] for m in got] == ["LLM says: and now?"]
+    assert len(await failures_of(world, openid)) == 1
+
+
 async def test_a_long_reply_arrives_as_ordered_parts_within_the_limit(oa: tuple[World, FakeOfficialAccount]) -> None:
     world, api = oa
     openid = "oLONGREPLYUSER000000000000"
@@ -340,6 +419,12 @@ async def test_hostile_input_gets_a_4xx_publishes_nothing_and_the_channel_keeps_
     await send_plain(world, openid, "still there?", next(_AFTER_IDS))
     got = await api.wait_for_messages(openid, 1, timeout=20)
     assert got[0].content.startswith("LLM says: still there?")
+    # ReplySent, the exchange's last event, is logged just after the send: wait for it, so the next
+    # case's "nothing published" does not count it.
+    deadline = time.monotonic() + 10
+    while not await logged(world, EventKind.SENT, conversation(openid)):
+        assert time.monotonic() < deadline, "no ReplySent logged"
+        await asyncio.sleep(0.05)
 
 
 async def test_a_rejected_app_secret_fails_fast_and_is_visible_in_readiness(

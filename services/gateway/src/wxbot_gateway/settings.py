@@ -36,7 +36,8 @@ class GatewaySettings(CommonSettings):
         86400, description="how long a callback's MsgId is remembered, so a late retry is not a new message"
     )
     gateway_retry_base_s: float = Field(
-        2.0, description="first delay before a delivery is retried after WeCom asks to slow down; doubles, jittered"
+        2.0,
+        description="first delay before a failed send is retried (busy, rate limit, unreachable); doubles, jittered",
     )
     conversation_group_scope: Literal["group", "member"] = Field(
         "group", description="group chats: one memory per group, or one per member"

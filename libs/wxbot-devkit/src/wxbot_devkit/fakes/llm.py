@@ -95,12 +95,15 @@ class FakeLLM(FakeService):
         self.model = model
         self._defaults = (latency_s, reply or echo_reply, retry_after_s)
         self.latency_s, self.reply, self.retry_after_s = self._defaults
-        self.hang = False  # while True, calls park without answering (until cleared, or the server stops)
+        # While True, calls are accepted and parked without an answer until the client hangs up
+        # (counted in `abandoned`), the flag is cleared (then they answer, late), or the server stops.
+        self.hang = False
         self.stream_chunk_delay_s = 0.0  # pause before each streamed chunk: a stream that trickles
         self._lock = threading.Lock()
         self._requests: deque[ChatRequest] = deque(maxlen=record_limit)
         self._faults: deque[int] = deque()
         self.calls = 0
+        self.abandoned = 0  # parked calls whose client disconnected before an answer
         self.in_flight = 0  # calls waiting out `latency_s` right now
         self.max_in_flight = 0  # the most that ever waited at once: how many calls the bot overlaps
 
@@ -116,7 +119,7 @@ class FakeLLM(FakeService):
         with self._lock:
             self._requests.clear()
             self._faults.clear()
-            self.calls = 0
+            self.calls = self.abandoned = 0
             self.hang = False
             self.stream_chunk_delay_s = 0.0
             self.latency_s, self.reply, self.retry_after_s = self._defaults
@@ -143,6 +146,7 @@ class FakeLLM(FakeService):
                 "max_in_flight": self.max_in_flight,
                 "pending_statuses": list(self._faults),
                 "hang": self.hang,
+                "abandoned": self.abandoned,
                 "latency_s": self.latency_s,
             }
 
@@ -176,7 +180,11 @@ class FakeLLM(FakeService):
             fault = self._faults.popleft() if self._faults else None
         if fault is not None:
             return self._fault_response(fault)
-        while self.hang and not self._closing:  # noqa: ASYNC110 - flag may be flipped from another thread
+        while self.hang and not self._closing:  # the flag may be flipped from another thread
+            if await request.is_disconnected():  # the client gave up: nobody is left to answer
+                with self._lock:
+                    self.abandoned += 1
+                return Response(status_code=499)
             await asyncio.sleep(HANG_POLL_S)
         if self._closing:
             return openai_error(503, "fake shutting down", "server_error")

@@ -173,6 +173,7 @@ class FakeService:
         self._app: ASGIApp | None = None
         self._server: AppServer | None = None
         self._closing = False  # set while stopping, so handlers parked by fault modes give up
+        self._address: tuple[str, int] | None = None  # (host, port) while started or refusing connections
 
     def build_app(self) -> ASGIApp:
         raise NotImplementedError
@@ -185,31 +186,57 @@ class FakeService:
 
     @property
     def base_url(self) -> str:
-        if self._server is None:
+        if self._address is None:
             raise RuntimeError(f"{type(self).__name__} not started")
-        return self._server.base_url
+        host, port = self._address
+        return f"http://{host}:{port}"
 
     async def start(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self._closing = False
         self._server = AppServer(self.app, host=host, port=port)
         await self._server.start()
+        self._address = (host, self._server.port)
 
     async def stop(self) -> None:
         if self._server is not None:
             self._closing = True
             await self._server.stop()
             self._server = None
+        self._address = None
+
+    async def refuse_connections(self) -> None:
+        """Stop listening (and close idle keep-alive connections): every call now fails to connect,
+        as when the API is down or a firewall rejects us, until `accept_connections()` listens on
+        the same port again. Calls in flight get up to a second to finish."""
+        if self._server is None or self._address is None:
+            raise RuntimeError(f"{type(self).__name__} not started")
+        address = self._address
+        self._closing = True
+        await self._server.stop()
+        self._server = None
+        self._address = address
+
+    async def accept_connections(self) -> None:
+        """Listen again on the port `refuse_connections()` closed."""
+        if self._server is not None:
+            return
+        if self._address is None:
+            raise RuntimeError(f"{type(self).__name__} not started")
+        host, port = self._address
+        await self.start(port, host)
 
     def start_in_thread(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self._closing = False
         self._server = AppServer(self.app, host=host, port=port)
         self._server.start_in_thread()
+        self._address = (host, self._server.port)
 
     def stop_thread(self) -> None:
         if self._server is not None:
             self._closing = True
             self._server.stop_thread()
             self._server = None
+        self._address = None
 
     async def __aenter__(self) -> Self:
         await self.start()
