@@ -98,6 +98,9 @@ async def main() -> None:
     runtime.consume(GATEWAY_DELIVERY, delivery.handle)
     seen = SeenMessages(redis, settings.gateway_dedup_ttl_s)
     await runtime.serve_http(
-        build_http_app(settings, runtime, seen, metrics, hub, streams), settings.gateway_port, settings.gateway_host
+        build_http_app(settings, runtime, seen, metrics, hub, streams),
+        settings.gateway_port,
+        settings.gateway_host,
+        ws_max_bytes=settings.gateway_max_body_bytes,  # bridge frames: the same bound as callback bodies
     )
     await runtime.run_until_stopped()
