@@ -105,6 +105,11 @@ async def main() -> None:
         seen = SeenMessages(redis, settings.gateway_dedup_ttl_s)
         runtime.on_shutdown(seen.flush)  # before Redis closes (hooks run in reverse order)
         app = build_http_app(settings, runtime, seen, metrics, hub, streams)
-        await runtime.serve_http(app, settings.gateway_port, settings.gateway_host)
+        await runtime.serve_http(
+            app,
+            settings.gateway_port,
+            settings.gateway_host,
+            ws_max_bytes=settings.gateway_max_body_bytes,  # bridge frames: the same bound as callback bodies
+        )
     runtime.log.info("gateway_role", role=settings.gateway_role)
     await runtime.run_until_stopped()
