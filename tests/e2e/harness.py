@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -57,8 +58,11 @@ async def running_world(
     replicas: dict[str, int] | None = None,
     reply: ReplyFn = llm_reply,
     otlp_protocol: Literal["grpc", "http/protobuf"] = "http/protobuf",
+    supervise: bool = False,
+    persist: bool = False,
 ) -> AsyncIterator[World]:
-    """Fakes plus a whole stack pointed at them; `env` overrides or adds variables."""
+    """Fakes plus a whole stack pointed at them; `env` overrides or adds variables; `supervise` and
+    `persist` as in `make run` (restart what dies; Redis keeps its data)."""
     wecom = FakeWeCom(corp_id=CONFIG["corpid"], corp_secret=SECRET)
     llm = FakeLLM(api_key=LLM_KEY, reply=reply)
     sink = OtlpSink()
@@ -66,7 +70,15 @@ async def running_world(
     await llm.start()
     await sink.start()
     full_env = {**wecom_env(wecom, llm), **sink.otel_env(otlp_protocol), **(env or {})}
-    stack = Stack(StackConfig(run_dir=run_dir, ports="free", extra_env=full_env, replicas=replicas or {}))
+    config = StackConfig(
+        run_dir=run_dir,
+        ports="free",
+        extra_env=full_env,
+        replicas=replicas or {},
+        supervise=supervise,
+        persist=persist,
+    )
+    stack = Stack(config)
     try:
         async with stack:
             yield World(stack, wecom, llm, sink)
@@ -175,3 +187,19 @@ async def send_text(
             "/wecom/callback", params=params, content=body.encode(), headers={"Content-Type": "text/xml"}
         )
     return resp, msg_id
+
+
+async def send_until_accepted(world: World, user: str, text: str, timeout_s: float = 30) -> None:
+    """Retry a callback like WeCom does while the gateway answers 5xx or is not there at all
+    (NATS restarting, the gateway restarting); the same MsgId each time, as WeCom retries."""
+    deadline = time.monotonic() + timeout_s
+    msg_id = next(_MSG_IDS)
+    while True:
+        try:
+            resp, _ = await send_text(world, user, text, msg_id=msg_id)
+            if resp.status_code == 200:
+                return
+        except (httpx.TransportError, OSError):
+            pass
+        assert time.monotonic() < deadline, "the gateway never accepted the callback"
+        await asyncio.sleep(0.2)
