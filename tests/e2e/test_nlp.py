@@ -81,7 +81,7 @@ async def drafted_for(world: World, user: str) -> list[ev.ReplyDrafted]:
         while True:
             try:
                 msgs = await sub.fetch(batch=500, timeout=1)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats.errors.TimeoutError, or the plain one nats-py raises when time ran out
                 break
             events.extend(ev.ReplyDrafted.FromString(m.data) for m in msgs)
         await sub.unsubscribe()
