@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -60,9 +61,12 @@ async def running_world(
     replicas: dict[str, int] | None = None,
     reply: ReplyFn = llm_reply,
     otlp_protocol: Literal["grpc", "http/protobuf"] = "http/protobuf",
+    supervise: bool = False,
+    persist: bool = False,
     gateway_delivery: int = 0,
 ) -> AsyncIterator[World]:
-    """Fakes plus a whole stack pointed at them; `env` overrides or adds variables."""
+    """Fakes plus a whole stack pointed at them; `env` overrides or adds variables; `supervise` and
+    `persist` as in `make run` (restart what dies; Redis keeps its data)."""
     wecom = FakeWeCom(corp_id=CONFIG["corpid"], corp_secret=SECRET)
     llm = FakeLLM(api_key=LLM_KEY, reply=reply)
     sink = OtlpSink()
@@ -70,15 +74,16 @@ async def running_world(
     await llm.start()
     await sink.start()
     full_env = {**wecom_env(wecom, llm), **sink.otel_env(otlp_protocol), **(env or {})}
-    stack = Stack(
-        StackConfig(
-            run_dir=run_dir,
-            ports="free",
-            extra_env=full_env,
-            replicas=replicas or {},
-            gateway_delivery=gateway_delivery,
-        )
+    config = StackConfig(
+        run_dir=run_dir,
+        ports="free",
+        extra_env=full_env,
+        replicas=replicas or {},
+        supervise=supervise,
+        persist=persist,
+        gateway_delivery=gateway_delivery,
     )
+    stack = Stack(config)
     try:
         async with stack:
             yield World(stack, wecom, llm, sink)
@@ -207,3 +212,19 @@ async def logged(world: World, kind: EventKind, conversation_id: str) -> list[by
             seq = msg.seq + 1
     finally:
         await nc.drain()
+
+
+async def send_until_accepted(world: World, user: str, text: str, timeout_s: float = 30) -> None:
+    """Retry a callback like WeCom does while the gateway answers 5xx or is not there at all
+    (NATS restarting, the gateway restarting); the same MsgId each time, as WeCom retries."""
+    deadline = time.monotonic() + timeout_s
+    msg_id = next(_MSG_IDS)
+    while True:
+        try:
+            resp, _ = await send_text(world, user, text, msg_id=msg_id)
+            if resp.status_code == 200:
+                return
+        except (httpx.TransportError, OSError):
+            pass
+        assert time.monotonic() < deadline, "the gateway never accepted the callback"
+        await asyncio.sleep(0.2)

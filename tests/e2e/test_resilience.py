@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from tests.e2e.harness import World, running_world, send_text
+from tests.e2e.harness import World, running_world, send_text, send_until_accepted
 from wxbot_devkit.system import Replica
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -32,21 +30,6 @@ async def replica_handling(world: World, service: str, durable: str) -> Replica:
             if float(line.rsplit(" ", 1)[1]) >= 1:
                 return replica
     raise AssertionError(f"no {service} replica is handling a message")
-
-
-async def send_until_accepted(world: World, user: str, text: str, timeout_s: float = 30) -> None:
-    """Retry a callback like WeCom does while the gateway answers 5xx (e.g. NATS restarting)."""
-    deadline = time.monotonic() + timeout_s
-    msg_id = None
-    while True:
-        try:
-            resp, msg_id = await send_text(world, user, text, msg_id=msg_id)
-            if resp.status_code == 200:
-                return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "the gateway never accepted the callback"
-        await asyncio.sleep(0.2)
 
 
 async def test_stopping_the_nlp_replica_mid_answer_hands_the_message_to_the_other(rw: World) -> None:

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 import httpx
 
@@ -108,6 +108,18 @@ class Child:
         self._pump: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Spawn the process (again, after it exited: same argv, env and cwd)."""
+        spawn = asyncio.ensure_future(self._spawn())
+        try:
+            await asyncio.shield(spawn)
+        except asyncio.CancelledError:
+            # Cancelled mid-spawn (a stack stopping while a supervisor restarts this child): let the
+            # spawn finish so that `stop()` finds the process instead of leaving it orphaned.
+            with contextlib.suppress(Exception):
+                await spawn
+            raise
+
+    async def _spawn(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
             *self.argv,
             env=self.env,
@@ -238,9 +250,22 @@ class NatsServer:
 
 
 class RedisServer:
-    """redis-server on loopback; `persist` keeps data across restarts (append-only file)."""
+    """redis-server on loopback; `persist` keeps data across restarts and crashes (append-only file).
 
-    def __init__(self, data_dir: Path, port: int = 0, persist: bool = False, echo: TextIO | None = None) -> None:
+    Redis writes each command to the append-only file (the kernel's page cache) before it answers,
+    so a killed redis-server loses nothing it acknowledged; only with `everysec` on a disk so slow
+    that the previous fsync is still running does it hold writes back (up to 2 s). `appendfsync`
+    decides what a crash of the machine itself can lose (`everysec`: about the last second).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 0,
+        persist: bool = False,
+        echo: TextIO | None = None,
+        appendfsync: Literal["always", "everysec", "no"] = "everysec",
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         argv = [
@@ -255,6 +280,8 @@ class RedisServer:
             "",
             "--appendonly",
             "yes" if persist else "no",
+            "--appendfsync",
+            appendfsync,
             "--protected-mode",
             "no",
         ]

@@ -1,4 +1,7 @@
-"""`make run` / `make demo`: the whole system in the foreground until Ctrl-C or SIGTERM."""
+"""`make run` / `make demo`: the whole system in the foreground until Ctrl-C or SIGTERM.
+
+Supervised as Kubernetes would run it: a process that dies is restarted (see `supervisor`).
+"""
 
 from __future__ import annotations
 
@@ -40,19 +43,14 @@ async def _serve(args: argparse.Namespace, run_dir: Path) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    config = StackConfig(run_dir=run_dir, ports="default", extra_env=env, persist=True, echo=sys.stdout)
+    config = StackConfig(run_dir=run_dir, ports="default", extra_env=env, persist=True, echo=sys.stdout, supervise=True)
     try:
         async with Stack(config) as stack:
             _write_stack_env(stack, run_dir / "stack.env")
             print(_banner(stack, args.with_fakes, fakes), flush=True)
-            waiter = asyncio.create_task(stop.wait())
-            watchers = [asyncio.create_task(r.child.exited()) for r in stack.replicas]
-            done, _ = await asyncio.wait([waiter, *watchers], return_when=asyncio.FIRST_COMPLETED)
-            if waiter not in done:
-                print("a service exited unexpectedly: stopping everything", flush=True)
-            for task in [waiter, *watchers]:
-                task.cancel()
-            print("stopping…", flush=True)
+            await stop.wait()
+            restarts = len(stack.supervisor.history)
+            print(f"stopping… ({restarts} restart(s) while running)", flush=True)
     finally:
         for fake in fakes:
             with contextlib.suppress(Exception):
@@ -87,7 +85,9 @@ def _banner(stack: Stack, with_fakes: bool, fakes: list[object]) -> str:
     lines += ["", f"  WeCom                {wecom}", f"  LLM                  {llm}"]
     lines += ["", "  Send a message:      .venv/bin/python -m wxbot_devkit.say 'hello'"]
     lines += [f"  {note}" for note in stack.notes]
-    lines += ["", "Ctrl-C stops everything.", "=" * 72, ""]
+    wait = stack.config.backoff
+    lines += ["", f"A process that dies is restarted after {wait.initial_s:g} s ({wait.max_s:g} s in a crash loop)."]
+    lines += ["Ctrl-C stops everything.", "=" * 72, ""]
     return "\n".join(lines)
 
 

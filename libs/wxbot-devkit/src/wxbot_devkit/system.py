@@ -1,18 +1,22 @@
 """The whole wxbot on one machine: NATS, Redis, topology, the four services as separate processes.
 
-`Stack` is used by `make run` (through `main`), by the end-to-end tests and by the benchmark.
+`Stack` is used by `make run` (through `main`), by the end-to-end tests and by the benchmark;
+with `StackConfig(supervise=True)` (as `make run`) a process that dies is restarted, and
+`kill()` plus `supervisor` let a test cause such a death and wait for the recovery.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Self, TextIO
 
 from wxbot_devkit.launch import Child, NatsServer, RedisServer, free_port, port_is_free
+from wxbot_devkit.supervisor import Backoff, Supervisable, Supervisor
 
 SERVICES = ("context", "safety", "nlp", "gateway")  # start order: context serves the others
 DEFAULT_PORTS = {
@@ -44,6 +48,8 @@ class StackConfig:
     persist: bool = False  # keep Redis data across restarts (NATS always keeps its file store)
     echo: TextIO | None = None  # where prefixed child output goes (tests: nowhere, but captured)
     ready_timeout_s: float = 60.0
+    supervise: bool = False  # restart any process that dies, with backoff (`make run`, chaos tests)
+    backoff: Backoff = field(default_factory=Backoff)
 
 
 @dataclass
@@ -52,11 +58,17 @@ class Replica:
     index: int
     child: Child
     http_port: int
+    ready_timeout_s: float = 60.0
     role: str = "all"  # the gateway's GATEWAY_ROLE
 
     @property
     def ready_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}/readyz"
+
+    async def start(self) -> None:
+        """Spawn the process (again) and wait until it reports ready."""
+        await self.child.start()
+        await self.child.wait_http_ok(self.ready_url, self.ready_timeout_s)
 
 
 class Stack:
@@ -72,6 +84,7 @@ class Stack:
         )
         self.replicas: list[Replica] = []
         self.grpc_ports: list[int] = []
+        self._supervisor: Supervisor | None = None
 
     def _port(self, name: str, var: str | None = None) -> int:
         if var and self.env.get(var):
@@ -105,6 +118,28 @@ class Stack:
 
     def logs(self, service: str) -> list[str]:
         return [line for r in self.replicas if r.service == service for line in r.child.lines]
+
+    def processes(self) -> dict[str, Supervisable]:
+        """Every process by name: `nats`, `redis`, and each replica (`nlp`, or `nlp-1`, `nlp-2`…)."""
+        return {"nats": self.nats, "redis": self.redis, **{r.child.name: r for r in self.replicas}}
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> int:
+        """Send `sig` to the process `name` (see `processes`), as a crash or an operator would; its pid."""
+        processes = self.processes()
+        if name not in processes:
+            raise KeyError(f"no process {name!r}; there are {', '.join(processes)}")
+        pid = processes[name].child.pid
+        if pid is None or processes[name].child.returncode is not None:
+            raise RuntimeError(f"{name} is not running")
+        os.kill(pid, sig)
+        return pid
+
+    @property
+    def supervisor(self) -> Supervisor:
+        """Restart counts and history (`StackConfig(supervise=True)`)."""
+        if self._supervisor is None:
+            raise RuntimeError("this stack is not supervised: StackConfig(supervise=True)")
+        return self._supervisor
 
     async def __aenter__(self) -> Self:
         try:
@@ -156,10 +191,13 @@ class Stack:
                     colour=colour,
                 )
                 colour += 1
-                self.replicas.append(Replica(service, i, child, port, role))
+                self.replicas.append(Replica(service, i, child, port, self.config.ready_timeout_s, role))
         first, rest = self.replicas[: count["context"]], self.replicas[count["context"] :]
         await self._start_replicas(first)
         await self._start_replicas(rest)
+        if self.config.supervise:
+            self._supervisor = Supervisor(list(self.processes().values()), self.config.backoff, self.config.echo)
+            self._supervisor.start()
 
     async def _start_replicas(self, replicas: list[Replica]) -> None:
         for r in replicas:
@@ -183,6 +221,8 @@ class Stack:
             raise RuntimeError(f"topology ensure failed ({code}):\n{child.tail()}")
 
     async def stop(self) -> None:
+        if self._supervisor is not None:  # first, so that nothing stopped below is started again
+            await self._supervisor.stop()
         await asyncio.gather(*(r.child.stop() for r in reversed(self.replicas) if r.service != "context"))
         await asyncio.gather(*(r.child.stop() for r in self.replicas if r.service == "context"))
         await asyncio.gather(self.redis.stop(), self.nats.stop())

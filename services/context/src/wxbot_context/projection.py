@@ -132,6 +132,10 @@ PROJECTED_KINDS = (
 )
 BATCH_MAX = 256  # events folded in one Redis round trip
 QUEUE_MAX = 4096  # events waiting for Redis before the subscription itself waits
+# The client recreates the ordered consumer after two silent heartbeats: after a NATS restart
+# (the ephemeral consumer is gone) the projection resumes within ~2-4 s, not the 10-20 s of the
+# client's default (5 s), during which every GetHistory waiting for a new event times out.
+HEARTBEAT_S = 1.0
 
 
 @dataclass
@@ -189,7 +193,12 @@ class Projector:
         )
         self._worker = asyncio.create_task(self._fold(), name="projection")
         self._sub = await self._js.subscribe(
-            EVENTS_SUBJECTS, stream=EVENTS_STREAM, ordered_consumer=True, config=config, cb=self._on_msg
+            EVENTS_SUBJECTS,
+            stream=EVENTS_STREAM,
+            ordered_consumer=True,
+            idle_heartbeat=HEARTBEAT_S,
+            config=config,
+            cb=self._on_msg,
         )
         self._log.info("projection_started", from_sequence=start + 1)
 

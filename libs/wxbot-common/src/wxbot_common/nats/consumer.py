@@ -111,8 +111,8 @@ class ConsumerLoop:
     `asyncio.wait_for` per message), the loop keeps enough messages requested to fill its free
     handler slots, as the NATS clients' `consume()` does: each message arrives on a private inbox
     and starts its handler at once. Credits of a request that expires come back with its 408
-    status; if the server goes silent for two heartbeats (a restart loses open requests), the
-    loop asks again.
+    status; after a reconnect (the server, or at least our connection, forgot every open
+    request) or when the server goes silent for two heartbeats, the loop asks again.
     """
 
     def __init__(
@@ -154,13 +154,16 @@ class ConsumerLoop:
             side_tasks.append(asyncio.create_task(self._heartbeats(), name=f"wpi:{self._spec.durable}"))
         refill_at = max(1, min(self._concurrency // 4, PULL_BATCH_MAX // 2))
         self._heard_at = time.monotonic()
+        reconnects = self._nc.stats["reconnects"]
         try:
             while not self._stopping.is_set():
-                if time.monotonic() - self._heard_at > 2 * PULL_HEARTBEAT_S + 1:
+                silent = time.monotonic() - self._heard_at > 2 * PULL_HEARTBEAT_S + 1
+                if silent or self._nc.stats["reconnects"] != reconnects:
                     if self._requested:
                         self._log.info("pull_requests_lost", requested=self._requested)
                     self._requested = 0  # the server forgot our requests (restart, reconnect)
                     self._heard_at = time.monotonic()
+                    reconnects = self._nc.stats["reconnects"]
                 free = self._concurrency - len(self._inflight) - self._requested
                 while free >= refill_at or (free > 0 and self._requested == 0):  # fill every free slot
                     batch = min(free, PULL_BATCH_MAX)
