@@ -8,6 +8,7 @@ A result longer than the budget is cut, with a note saying how much was left out
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -73,12 +74,18 @@ class SkillCaller:
         self._tracer = trace.get_tracer("wxbot.nlp.skills")
 
     def arguments_for_command(self, tool: Tool, rest: str) -> str:
-        """`/weather 北京`: the text after the command goes into the schema's first string
-        property (required ones first); a tool without one gets no arguments."""
+        """`/weather 北京`: the text after the command is the value of the schema's first required
+        property (else its first property), as a number when that property is one; a tool without
+        properties, or a command without text, gets no arguments."""
         props = tool.parameters.get("properties") or {}
-        required = [p for p in tool.parameters.get("required") or [] if p in props]
-        strings = [p for p in [*required, *props] if isinstance(props[p], dict) and props[p].get("type") == "string"]
-        return json.dumps({strings[0]: rest} if strings and rest else {}, ensure_ascii=False)
+        names = [p for p in tool.parameters.get("required") or [] if p in props] or list(props)
+        if not names or not rest:
+            return "{}"
+        kind = props[names[0]].get("type") if isinstance(props[names[0]], dict) else None
+        value: object = rest
+        with contextlib.suppress(ValueError):
+            value = int(rest) if kind == "integer" else float(rest) if kind == "number" else rest
+        return json.dumps({names[0]: value}, ensure_ascii=False)
 
     async def call(self, name: str, arguments: str, timeout_s: float, call_id: str = "") -> ToolResult:
         tool = self._registry.tools().get(name)
