@@ -95,7 +95,7 @@ async def test_discovery_offers_live_tools_filters_them_and_drops_the_gone(nc: C
         assert not SkillFilter.parse("other*", "").admits(weather)
     finally:
         await svc.stop()
-    clock.now += 10  # one round missed: still offered (a lost reply must not make tools flicker)
+    clock.now += 5  # one round missed: still offered (a lost reply must not make tools flicker)
     await registry.discover_once()
     assert "weather" in registry.tools()
     clock.now += 5

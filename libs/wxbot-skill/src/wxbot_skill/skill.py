@@ -86,9 +86,14 @@ class Skill:
         return service
 
     async def drain(self, grace_s: float = 10.0) -> None:
-        """Wait (up to `grace_s`) for the calls in flight, after the service stopped taking new ones."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace_s)
+        """Let the calls in flight finish (up to `grace_s`, then cancel them), after the service
+        stopped taking new ones."""
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT, configured by the environment (NATS_URL, OTEL_*, LOG_*)."""

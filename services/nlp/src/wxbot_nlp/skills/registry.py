@@ -1,11 +1,12 @@
 """Which tools nlp offers the model right now: skills discovered over NATS (`$SRV.INFO`).
 
-Every `interval_s` one INFO request goes to all micro services; every instance answers (control
-subjects have no queue group), and replies are collected until a short quiet spell. An instance
-is live while it answered within `stale_after_s`; a tool is offered while a live instance has it.
-With the defaults (5 s rounds, a round's collection ≤ 2 s, stale after two missed rounds) a new
-skill is offered within ~7 s and one whose last instance stopped is dropped within ~12 s — under
-the contract's 15 s both ways, and one lost reply does not make a tool flicker.
+Every `interval_s` (a fixed cadence) one INFO request goes to all micro services; every instance
+answers (control subjects have no queue group), and replies are collected until a short quiet
+spell (at most `collect_s`). An instance is live while it answered one of the rounds started in
+the last 1.5 intervals, so one lost reply does not make a tool flicker, and a tool is offered
+while a live instance has it. With the defaults (5 s rounds, collection ≤ 2 s) a new skill is
+offered ≤ 7 s after it registers and one whose last instance stopped is dropped ≤ 12 s after —
+under the contract's 15 s both ways.
 
 Endpoints that are not valid tools (no `parameters`, a schema that is not a JSON Schema object, a
 name OpenAI would reject) are skipped and reported once. Two live definitions of one tool name
@@ -161,7 +162,7 @@ class SkillRegistry:
         self._interval_s = interval_s
         self._collect_s = collect_s
         self._quiet_s = quiet_s
-        self._stale_after_s = 2 * interval_s + collect_s
+        self._stale_after_s = 1.5 * interval_s
         self._clock = clock
         self._instances: dict[str, _Instance] = {}
         self._raw: dict[str, bytes] = {}  # instance id → its last INFO reply, parsed again only on change
@@ -188,15 +189,16 @@ class SkillRegistry:
 
     async def run(self) -> None:
         while True:
+            started = self._clock()
             try:
                 await self.discover_once()
             except (nats.errors.Error, TimeoutError) as exc:  # NATS reconnecting: keep the last view
                 self._log.warning("skills_discovery_failed", error=repr(exc))
-            await asyncio.sleep(self._interval_s)
+            await asyncio.sleep(max(0.0, self._interval_s - (self._clock() - started)))
 
     async def discover_once(self) -> None:
+        now = self._clock()  # the round's start: an instance's age counts whole rounds
         replies = await self._collect()
-        now = self._clock()
         for raw in replies:
             try:
                 info = json.loads(raw)
