@@ -164,6 +164,8 @@ async def test_the_trace_shows_the_skill_call_as_the_skills_span_under_nlps_clie
     sw: World, skills: SkillProcesses
 ) -> None:
     await wait_offered(sw, len(TOOLS), WITHIN_S)
+    # The question of the test above: an answer built from tool results is live data, not cached,
+    # so this one asks the model and calls the skill again (find_message_trace needs the chat span).
     _, msg_id = await ask(sw, "e2e-skill-trace", "where is order A-42")
     trace = await sw.sink.wait_for(lambda spans: find_message_trace(spans, wecom_event_id(msg_id)), timeout=30)
     [client] = [

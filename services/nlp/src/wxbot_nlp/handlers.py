@@ -69,7 +69,7 @@ class NlpMetrics:
         )
         self.replies = Counter(
             "wxbot_nlp_replies",
-            "Drafted replies by source (llm, cache, knowledge_base, command, notice, apology) and variant",
+            "Drafted replies by source (llm, cache, knowledge_base, command, skill_command, notice, apology), variant",
             ["source", "variant"],
             registry=registry,
         )
