@@ -336,11 +336,16 @@ async def run(args: argparse.Namespace) -> Results:
             if args.otlp:
                 sink, otlp = await start_sink(run_dir)
             config = StackConfig(
-                run_dir=run_dir, ports="free", extra_env=service_env(args, wecom, llm, otlp), replicas=replicas
+                run_dir=run_dir,
+                ports="free",
+                extra_env=service_env(args, wecom, llm, otlp),
+                replicas=replicas,
+                gateway_delivery=args.gateway_delivery,
             )
             async with Stack(config) as stack:
                 for r in sorted(stack.replicas, key=lambda r: (PIPELINE.index(r.service), r.index)):
-                    meter.add(f"{r.service}-{r.index + 1}", "service", r.child.pid)
+                    name = f"{r.service}-{r.index + 1}" if r.role == "all" else r.child.name
+                    meter.add(name, "service", r.child.pid)
                 meter.add("nats-server", "infra", stack.nats.child.pid)
                 meter.add("redis-server", "infra", stack.redis.child.pid)
                 if sink is not None:
@@ -423,6 +428,28 @@ async def drive(
         await drain(tracker, drain_seconds(args))
         meter.mark_end()
         results.llm_calls = llm.calls - llm_calls_before
+        results.server_ack = await callback_buckets(session, urls)
+
+
+CALLBACK_BUCKET = re.compile(r"^wxbot_http_request_seconds_bucket\{([^}]*)\} ([0-9.e+]+)$", re.M)
+CALLBACK_LABELS = ('method="POST"', 'route="/wecom/callback"')
+LE_LABEL = re.compile(r'le="([^"]+)"')
+
+
+async def callback_buckets(session: aiohttp.ClientSession, urls: list[str]) -> dict[str, int]:
+    """The gateways' own callback-duration histogram (summed over replicas), from their /metrics."""
+    buckets: Counter[str] = Counter()
+    for url in urls:
+        try:
+            async with session.get(f"{url}/metrics") as resp:
+                text = await resp.text()
+        except aiohttp.ClientError:
+            continue
+        for labels, count in CALLBACK_BUCKET.findall(text):
+            le = LE_LABEL.search(labels)
+            if le and all(label in labels for label in CALLBACK_LABELS):
+                buckets[le[1]] += int(float(count))
+    return dict(buckets)
 
 
 def e2e_alone(tracker: Tracker) -> list[float]:
@@ -493,6 +520,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-time", type=float, default=300.0, help="stop sending after this many seconds of load")
     p.add_argument("--replicas", nargs="*", help="service=count, e.g. nlp=2 safety=2")
+    p.add_argument(
+        "--gateway-delivery",
+        type=int,
+        default=0,
+        help="send replies from this many processes of their own (GATEWAY_ROLE=delivery); 0 = the gateways do",
+    )
     p.add_argument(
         "--otlp",
         action=argparse.BooleanOptionalAction,

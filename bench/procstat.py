@@ -26,6 +26,7 @@ class ProcSample:
     rss_kb: int | None
     hwm_kb: int | None  # peak RSS since the process started
     fds: int | None
+    syscalls: tuple[int, int, int] | None = None  # read calls, write calls, voluntary context switches
 
 
 def parse_stat_cpu_ticks(stat: str) -> int:
@@ -47,6 +48,22 @@ def parse_status_kb(status: str, key: str) -> int | None:
     return None
 
 
+def parse_io_calls(io: str) -> tuple[int, int]:
+    """(syscr, syscw) from the text of /proc/PID/io: read and write system calls of every thread."""
+    values = dict(line.split(":", 1) for line in io.splitlines() if ":" in line)
+    return int(values["syscr"]), int(values["syscw"])
+
+
+def _syscalls(pid: int | str, status: str) -> tuple[int, int, int] | None:
+    """Reads, writes and voluntary switches (sleeps = wakeups) of the main thread; None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/io", encoding="ascii") as f:
+            reads, writes = parse_io_calls(f.read())
+    except (OSError, ValueError, KeyError):
+        return None
+    return reads, writes, parse_status_kb(status, "voluntary_ctxt_switches") or 0
+
+
 def _count_fds(pid: int | str) -> int | None:
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
@@ -64,7 +81,11 @@ def sample_pid(pid: int) -> ProcSample | None:
     except (OSError, ValueError, IndexError):
         return None
     return ProcSample(
-        ticks / CLK_TCK, parse_status_kb(status, "VmRSS"), parse_status_kb(status, "VmHWM"), _count_fds(pid)
+        ticks / CLK_TCK,
+        parse_status_kb(status, "VmRSS"),
+        parse_status_kb(status, "VmHWM"),
+        _count_fds(pid),
+        _syscalls(pid, status),
     )
 
 
@@ -72,13 +93,14 @@ def sample_self() -> ProcSample:
     """The load generator's own reading: getrusage (all its threads), memory and fds from /proc/self."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     rss = hwm = None
+    status = ""
     try:
         with open("/proc/self/status", encoding="ascii", errors="replace") as f:
             status = f.read()
         rss, hwm = parse_status_kb(status, "VmRSS"), parse_status_kb(status, "VmHWM")
     except OSError:
         pass
-    return ProcSample(usage.ru_utime + usage.ru_stime, rss, hwm, _count_fds("self"))
+    return ProcSample(usage.ru_utime + usage.ru_stime, rss, hwm, _count_fds("self"), _syscalls("self", status))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +158,9 @@ class ProcFigures:
     rss_mb_peak: float | None
     fds_before: int | None
     fds_after: int | None
+    reads_per_reply: float | None = None  # read system calls
+    writes_per_reply: float | None = None  # write system calls (each socket write wakes a reader)
+    sleeps_per_reply: float | None = None  # voluntary context switches of the main thread
 
 
 def _mb(kb: int | None) -> float | None:
@@ -150,6 +175,9 @@ def figures(t: Tracked, replies: int, idle_s: float) -> ProcFigures:
     idle = None
     if t.idle is not None and t.before is not None and idle_s > 0:
         idle = (t.before.cpu_s - t.idle.cpu_s) * 1000 / idle_s
+    per_reply: list[float | None] = [None, None, None]
+    if t.before and t.after and t.before.syscalls and t.after.syscalls and replies > 0:
+        per_reply = [(b - a) / replies for a, b in zip(t.before.syscalls, t.after.syscalls, strict=True)]
     return ProcFigures(
         name=t.name,
         role=t.role,
@@ -162,6 +190,9 @@ def figures(t: Tracked, replies: int, idle_s: float) -> ProcFigures:
         rss_mb_peak=_mb(t.after.hwm_kb) if t.after else None,
         fds_before=t.before.fds if t.before else None,
         fds_after=t.after.fds if t.after else None,
+        reads_per_reply=per_reply[0],
+        writes_per_reply=per_reply[1],
+        sleeps_per_reply=per_reply[2],
     )
 
 

@@ -46,6 +46,20 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def bucket_quantile(buckets: dict[str, int], q: float) -> str:
+    """The upper bound of the histogram bucket holding quantile `q` (cumulative Prometheus buckets)."""
+    total = buckets.get("+Inf", 0)
+    for le, count in sorted(buckets.items(), key=lambda kv: float(kv[0])):
+        if total and count >= q * total:
+            return "> 10 s" if le == "+Inf" else f"≤ {float(le) * 1000:g} ms"
+    return "n/a"
+
+
+def server_ack_line(buckets: dict[str, int]) -> str:
+    """Server-side callback time (handler start → answer), which leaves out the queue in front of it."""
+    return f"p50 {bucket_quantile(buckets, 0.5)}, p99 {bucket_quantile(buckets, 0.99)}"
+
+
 def cpu_sum(processes: Sequence[ProcFigures], roles: Sequence[str]) -> float:
     return sum(p.cpu_ms or 0.0 for p in processes if p.role in roles)
 
@@ -100,6 +114,7 @@ class Results:
     box_capacity_ms: float | None = None
     sink_spans: int | None = None
     sink_traces: int | None = None
+    server_ack: dict[str, int] = field(default_factory=dict)  # gateway histogram: upper bound "le" → count
     profile_dir: str | None = None
     profiles: list[ProfileSummary] = field(default_factory=list)
     profile_errors: list[str] = field(default_factory=list)
@@ -163,6 +178,7 @@ class Results:
             f"  replies/s              {self.replies_per_s:8.1f}   ({self.replies} replies to {self.sent} messages "
             f"in {self.wall_s:.1f} s)",
             row("callback ack", self.ack_s),
+            *([f"  … as the gateway saw it {server_ack_line(self.server_ack)}"] if self.server_ack else []),
             row("end-to-end reply", self.e2e_s),
             row("overhead (e2e − LLM)", self.overhead_s),
         ]
@@ -206,16 +222,17 @@ class Results:
             f"  CPU per delivered reply over the load phase ({self.cpu_window_s:.1f} s, from the first message to "
             f"the end of the drain), idle CPU over {self.idle_window_s:.1f} s before it",
             f"  {'process':<24}{'pid':>8}{'CPU ms':>10}{'ms/reply':>10}{'share':>7}{'idle ms/s':>11}"
-            f"   {'RSS MB before → after (peak)':<31}fds before → after",
+            f"   {'RSS MB before → after (peak)':<31}{'fds before → after':<20}syscalls/reply: read write sleep",
         ]
 
         def proc_row(p: ProcFigures) -> str:
             share = f"{(p.cpu_ms or 0) / measured:6.1%}" if measured and p.role in MEASURED_ROLES else "     -"
             rss = f"{num(p.rss_mb_before, 6)} → {num(p.rss_mb_after, 6)} ({num(p.rss_mb_peak, 6).strip()})"
             fds = f"{count(p.fds_before):>5} → {count(p.fds_after)}"
+            calls = f"{num(p.reads_per_reply, 6)}{num(p.writes_per_reply, 6)}{num(p.sleeps_per_reply, 6)}"
             return (
                 f"  {p.name:<24}{p.pid:>8}{num(p.cpu_ms, 10)}{num(p.cpu_ms_per_reply, 10, 2)} {share}"
-                f"{num(p.idle_cpu_ms_per_s, 11)}  {rss:<31}{fds}"
+                f"{num(p.idle_cpu_ms_per_s, 11)}  {rss:<31}{fds:<20}{calls}"
             )
 
         def sum_row(label: str, roles: Sequence[str]) -> str:
@@ -316,6 +333,7 @@ class Results:
                 "overhead_not_queued": summary_ms(overhead_s(self.e2e_alone_s, self.llm_latency_s)),
                 "send_lag": summary_ms(self.send_lag_s) if self.mode == "open" else None,
             },
+            "server_ack_buckets": self.server_ack or None,
             "sink": {"spans": self.sink_spans, "traces": self.sink_traces} if self.otlp else None,
             "cpu_window_s": round(self.cpu_window_s, 3),
             "idle_window_s": round(self.idle_window_s, 3),

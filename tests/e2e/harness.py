@@ -60,6 +60,7 @@ async def running_world(
     otlp_protocol: Literal["grpc", "http/protobuf"] = "http/protobuf",
     supervise: bool = False,
     persist: bool = False,
+    gateway_delivery: int = 0,
 ) -> AsyncIterator[World]:
     """Fakes plus a whole stack pointed at them; `env` overrides or adds variables; `supervise` and
     `persist` as in `make run` (restart what dies; Redis keeps its data)."""
@@ -77,6 +78,7 @@ async def running_world(
         replicas=replicas or {},
         supervise=supervise,
         persist=persist,
+        gateway_delivery=gateway_delivery,
     )
     stack = Stack(config)
     try:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -26,7 +29,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 @pytest.fixture(scope="module")
 async def ctx(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     env = {"CONTEXT_MAX_TURNS": "4"}
-    async with running_world(tmp_path_factory.mktemp("context"), env, replicas={"nlp": 2}) as world:
+    async with running_world(tmp_path_factory.mktemp("context"), env, replicas={"nlp": 2, "context": 2}) as world:
         yield world
 
 
@@ -164,3 +167,45 @@ async def test_context_survives_a_restart_of_every_process(tmp_path: Path) -> No
         await llm.stop()
         await wecom.stop()
         await asyncio.sleep(0)
+
+
+async def _leaders(world: World) -> list[bool]:
+    """Which context replicas hold the projection lease, from their own /metrics."""
+    found: list[bool] = []
+    async with httpx.AsyncClient(timeout=5) as client:
+        for url in world.stack.service_urls()["context"]:
+            try:
+                text = (await client.get(f"{url}/metrics")).text
+            except httpx.HTTPError:
+                found.append(False)
+                continue
+            found.append("wxbot_context_projection_leader 1.0" in text)
+    return found
+
+
+async def test_one_replica_projects_and_the_other_takes_over_when_it_dies(tmp_path: Path) -> None:
+    env = {"CONTEXT_LEASE_TTL_S": "2"}
+    async with running_world(tmp_path, env, replicas={"context": 2}) as world:
+        user = "e2e-lease"
+        await send_text(world, user, "remember: the gate code is 9876")
+        await world.wecom.wait_for_messages(user, 1, timeout=20)
+        leaders = await _leaders(world)
+        assert leaders.count(True) == 1, leaders  # the other replica writes nothing: no repeated projection
+
+        leader = [r for r in world.stack.replicas if r.service == "context"][leaders.index(True)]
+        assert leader.child.pid is not None
+        os.kill(leader.child.pid, signal.SIGKILL)
+        await send_text(world, user, "what is the gate code?")
+        replies = await world.wecom.wait_for_messages(user, 2, timeout=40)
+        assert replies[1].content == "LLM says: what is the gate code? (saw 4 messages)"
+        ask = next(r for r in world.llm.requests if r.last_user_message == "what is the gate code?")
+        assert contents(ask.messages) == [
+            "remember: the gate code is 9876",
+            "LLM says: remember: the gate code is 9876 (saw 2 messages)",
+            "what is the gate code?",
+        ]
+        survivor = 1 - leaders.index(True)
+        deadline = asyncio.get_running_loop().time() + 20
+        while not (await _leaders(world))[survivor]:
+            assert asyncio.get_running_loop().time() < deadline, "the surviving replica never took the lease"
+            await asyncio.sleep(0.1)

@@ -42,6 +42,9 @@ class StackConfig:
     ports: Literal["default", "free"] = "free"
     extra_env: dict[str, str] = field(default_factory=dict)
     replicas: dict[str, int] = field(default_factory=dict)
+    # Reply delivery in processes of its own (GATEWAY_ROLE=delivery; the gateway replicas then only
+    # take callbacks); 0 = every gateway replica does both.
+    gateway_delivery: int = 0
     persist: bool = False  # keep Redis data across restarts (NATS always keeps its file store)
     echo: TextIO | None = None  # where prefixed child output goes (tests: nowhere, but captured)
     ready_timeout_s: float = 60.0
@@ -56,6 +59,7 @@ class Replica:
     child: Child
     http_port: int
     ready_timeout_s: float = 60.0
+    role: str = "all"  # the gateway's GATEWAY_ROLE
 
     @property
     def ready_url(self) -> str:
@@ -102,7 +106,9 @@ class Stack:
     def gateway_urls(self) -> list[str]:
         host = self.env.get("GATEWAY_HOST", "127.0.0.1")
         host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        return [f"http://{host}:{r.http_port}" for r in self.replicas if r.service == "gateway"]
+        return [
+            f"http://{host}:{r.http_port}" for r in self.replicas if r.service == "gateway" and r.role != "delivery"
+        ]
 
     def service_urls(self) -> dict[str, list[str]]:
         urls: dict[str, list[str]] = {}
@@ -163,12 +169,19 @@ class Stack:
         base["CONTEXT_GRPC_ADDR"] = grpc_target
         colour = 0
         for service in SERVICES:
-            for i in range(count[service]):
+            roles = ["all"] * count[service]
+            if service == "gateway" and self.config.gateway_delivery > 0:
+                roles = ["ingress"] * count[service] + ["delivery"] * self.config.gateway_delivery
+            for i, role in enumerate(roles):
                 port = self._port(service, HTTP_PORT_VAR[service]) if i == 0 else free_port()
                 env = {**base, HTTP_PORT_VAR[service]: str(port), "OTEL_SERVICE_NAME": service}
+                name = service if len(roles) == 1 else f"{service}-{i + 1}"
+                if role != "all":
+                    env["GATEWAY_ROLE"] = role
+                    name = f"gateway-{role}-{i + 1 if role == 'ingress' else i + 1 - count[service]}"
                 if service == "context":
                     env["CONTEXT_GRPC_LISTEN"] = f"127.0.0.1:{self.grpc_ports[i]}"
-                name = service if count[service] == 1 else f"{service}-{i + 1}"
+                    env["CONTEXT_REPLICA_ID"] = name  # unique per replica; a restarted one takes its lease back
                 child = Child(
                     name,
                     [sys.executable, "-m", f"wxbot_{service}"],
@@ -178,7 +191,7 @@ class Stack:
                     colour=colour,
                 )
                 colour += 1
-                self.replicas.append(Replica(service, i, child, port, self.config.ready_timeout_s))
+                self.replicas.append(Replica(service, i, child, port, self.config.ready_timeout_s, role))
         first, rest = self.replicas[: count["context"]], self.replicas[count["context"] :]
         await self._start_replicas(first)
         await self._start_replicas(rest)

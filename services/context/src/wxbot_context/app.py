@@ -6,6 +6,7 @@ from wxbot_common.redis_client import create_redis
 from wxbot_common.rpc import create_server, enable_reflection, observe_servicer, set_serving
 from wxbot_common.runtime import ServiceRuntime
 from wxbot_context.grpc_service import ContextServicer
+from wxbot_context.lease import Announcer, ProjectionLease
 from wxbot_context.projection import ProjectionMetrics, Projector, Watermark
 from wxbot_context.settings import ContextSettings
 from wxbot_context.store import ContextStore
@@ -25,9 +26,27 @@ async def main() -> None:
     runtime.on_shutdown(redis.aclose)
     store = ContextStore(redis, settings.context_ttl_s, settings.context_max_turns, settings.context_pending_stale_s)
     watermark = Watermark()
-    projector = Projector(runtime.js, store, watermark, runtime.tracer, ProjectionMetrics(runtime.registry))
-    await projector.start()
-    runtime.on_shutdown(projector.stop)
+    projector = Projector(
+        runtime.js,
+        store,
+        watermark,
+        runtime.tracer,
+        ProjectionMetrics(runtime.registry),
+        on_applied=Announcer(runtime.nc),
+    )
+    lease = ProjectionLease(
+        redis,
+        runtime.nc,
+        store,
+        watermark,
+        settings.replica_id,
+        projector.start,
+        projector.stop,
+        runtime.registry,
+        ttl_s=settings.context_lease_ttl_s,
+    )
+    await lease.start()
+    runtime.on_shutdown(lease.stop)
     runtime.readiness.set("projection", True)
 
     server, health = create_server(settings.grpc_listen)

@@ -1,8 +1,9 @@
 """The projection: reads the whole event log in order and folds it into conversation state.
 
-Every replica runs its own ordered consumer from the position stored in Redis and applies every
-event; the store's per-conversation sequence check makes a second application a no-op, so
-replicas need no coordination and any replica can answer any GetHistory.
+The replica holding the projection lease (`lease.py`) runs an ordered consumer from the position
+stored in Redis and applies every event; the store's per-conversation sequence check makes a
+second application a no-op, so a replica that projects while another still does (a lease
+changing hands) writes nothing twice, and any replica can answer any GetHistory.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import heapq
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
@@ -97,6 +99,15 @@ class Watermark:
             return False
         return True
 
+    def has_waiters(self) -> bool:
+        return bool(self._waiters or self._touched)
+
+    def touch_all(self) -> None:
+        """Wake every conversation waiter to read again (when what changed is not known)."""
+        touched, self._touched = self._touched, {}
+        for event in touched.values():
+            event.set()
+
     def conversation_changed(self, ckey: str) -> asyncio.Event:
         """An event set the next time the projection touches `ckey` (register before reading)."""
         return self._touched.setdefault(ckey, asyncio.Event())
@@ -155,6 +166,7 @@ class Projector:
         metrics: ProjectionMetrics,
         *,
         every_kind: bool = False,
+        on_applied: Callable[[int, list[str]], Awaitable[None]] | None = None,
     ) -> None:
         self._js = js
         self._store = store
@@ -162,6 +174,7 @@ class Projector:
         self._tracer = tracer
         self._metrics = metrics
         self._every_kind = every_kind  # a rebuild reads to the stream's last sequence, whatever its kind
+        self._on_applied = on_applied  # tells the other replicas what each batch applied
         self._log = get_logger("wxbot.context.projection")
         self._sub: object | None = None
         self._queue: list[Msg] = []
@@ -170,6 +183,7 @@ class Projector:
         self._worker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        self._queue = []
         start = await self._store.position()
         self._watermark.advance(start, None)
         config = ConsumerConfig(
@@ -190,11 +204,14 @@ class Projector:
 
     async def stop(self) -> None:
         if self._sub is not None:
-            await self._sub.unsubscribe()  # type: ignore[attr-defined]
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()  # type: ignore[attr-defined]
+            self._sub = None
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+            self._worker = None
 
     async def _on_msg(self, msg: Msg) -> None:
         while len(self._queue) >= QUEUE_MAX:  # Redis is behind: hold the subscription back
@@ -255,6 +272,8 @@ class Projector:
             await self._store.advance_position(last_seq)
         self._watermark.advance(last_seq, None)
         self._metrics.position.set(last_seq)
+        if self._on_applied is not None:
+            await self._on_applied(last_seq, sorted({item.ckey for item in items}))
 
     async def _apply_with_retry(self, items: list[_Item], last_seq: int) -> list[bool]:
         """Redis outages pause the projection (in order) instead of skipping events."""

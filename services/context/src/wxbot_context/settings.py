@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 from pydantic import Field
 
 from wxbot_common.settings import CommonSettings
@@ -18,6 +21,21 @@ class ContextSettings(CommonSettings):
         30.0, description="how long GetHistory waits for earlier messages of the conversation to be answered"
     )
     context_pending_stale_s: float = Field(300.0, description="an unanswered message older than this is ignored")
+    context_replica_id: str = Field(
+        "",
+        description="this replica's name for the projection lease; default POD_NAME (stable across container "
+        "restarts, so a restarted pod takes its lease straight back), else hostname:pid",
+    )
+    context_lease_ttl_s: float = Field(
+        5.0, gt=0.5, description="a dead projecting replica is replaced after at most this long"
+    )
+
+    @property
+    def replica_id(self) -> str:
+        if self.context_replica_id:
+            return self.context_replica_id
+        pod = os.environ.get("POD_NAME", "")
+        return pod or f"{socket.gethostname()}:{os.getpid()}"
 
     @property
     def grpc_listen(self) -> str:

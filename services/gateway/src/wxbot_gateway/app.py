@@ -94,10 +94,15 @@ async def main() -> None:
     if hub.enabled:
         await hub.start()
         senders[ev.CHANNEL_WEBSOCKET] = BridgeSender(hub)
-    delivery = ReplyDelivery(senders, redis, runtime.publisher, metrics, settings.gateway_retry_base_s)
-    runtime.consume(GATEWAY_DELIVERY, delivery.handle)
-    seen = SeenMessages(redis, settings.gateway_dedup_ttl_s)
-    await runtime.serve_http(
-        build_http_app(settings, runtime, seen, metrics, hub, streams), settings.gateway_port, settings.gateway_host
-    )
+    if settings.gateway_role != "ingress":
+        delivery = ReplyDelivery(senders, redis, runtime.publisher, metrics, settings.gateway_retry_base_s)
+        runtime.consume(GATEWAY_DELIVERY, delivery.handle)
+    if settings.gateway_role == "delivery":  # sends replies; only the ops endpoints are served
+        await runtime.serve_http(None, settings.gateway_port, settings.gateway_host)
+    else:
+        seen = SeenMessages(redis, settings.gateway_dedup_ttl_s)
+        runtime.on_shutdown(seen.flush)  # before Redis closes (hooks run in reverse order)
+        app = build_http_app(settings, runtime, seen, metrics, hub, streams)
+        await runtime.serve_http(app, settings.gateway_port, settings.gateway_host)
+    runtime.log.info("gateway_role", role=settings.gateway_role)
     await runtime.run_until_stopped()

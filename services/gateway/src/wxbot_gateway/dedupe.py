@@ -8,11 +8,14 @@ so a failed publish never hides the retry that would have fixed it.
 A message created recently (its signed `CreateTime`) cannot have been published before the
 start of the window, so JetStream alone dedupes its retries and the Redis lookup is skipped:
 one round trip less on the callback's path for almost every message. The margin absorbs clock
-skew between WeCom and this host.
+skew between WeCom and this host. Such a message is also remembered off the callback's path:
+its record only matters to a retry later than the window, which WeCom never sends (its three
+retries come within seconds), so the answer to WeCom does not wait for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from google.protobuf.message import Message
@@ -41,6 +44,7 @@ class SeenMessages:
         self._redis = redis
         self._ttl_s = ttl_s
         self._log = get_logger("wxbot.gateway.dedupe")
+        self._writes: set[asyncio.Task[None]] = set()  # records written off the callback's path
 
     @staticmethod
     def _key(event_id: str) -> str:
@@ -68,8 +72,19 @@ class SeenMessages:
         with a 5xx and WeCom's retry publishes it.
         """
         event_id = meta_of(event).event_id
-        if not within_log_window(created_at) and await self.seen(event_id):
+        fresh = within_log_window(created_at)
+        if not fresh and await self.seen(event_id):
             return None
         ack = await publisher.publish(event)
-        await self.remember(event_id)
+        if fresh:
+            task = asyncio.create_task(self.remember(event_id))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+        else:
+            await self.remember(event_id)
         return ack
+
+    async def flush(self) -> None:
+        """Wait for the records still being written (at shutdown)."""
+        if self._writes:
+            await asyncio.wait(set(self._writes), timeout=2.0)

@@ -12,6 +12,11 @@ from wxbot_common.settings import CommonSettings
 class GatewaySettings(CommonSettings):
     gateway_host: str = Field("127.0.0.1", description="HTTP listener address (0.0.0.0 in containers)")
     gateway_port: int = Field(8080, description="HTTP port: callbacks, /healthz, /readyz, /metrics")
+    gateway_role: Literal["all", "ingress", "delivery"] = Field(
+        "all",
+        description="all: callbacks and reply delivery; ingress: callbacks only; delivery: sends replies only "
+        "(run the two as separate processes so a burst of sends never delays a callback's answer)",
+    )
     wecom_corp_id: str = Field("", description="CorpID (ww…): the receive id of the callback crypto")
     wecom_agent_id: str = Field("", description="AgentID of the self-built app")
     wecom_secret: str = Field("", description="Secret of the app, for gettoken")
