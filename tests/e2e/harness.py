@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
+import nats
+from nats.js.errors import NotFoundError
 
 from wxbot_common.ids import inbound_event_id
+from wxbot_common.nats.subjects import EVENTS_STREAM, EventKind
 from wxbot_devkit.fakes.llm import ChatRequest, FakeLLM, ReplyFn
 from wxbot_devkit.fakes.wecom import FakeWeCom
 from wxbot_devkit.otlp_sink import OtlpSink, SpanRecord
@@ -205,3 +208,23 @@ async def send_until_accepted(world: World, user: str, text: str, timeout_s: flo
             pass
         assert time.monotonic() < deadline, "the gateway never accepted the callback"
         await asyncio.sleep(0.2)
+
+
+async def logged(world: World, kind: EventKind, conversation_id: str) -> list[bytes]:
+    """Every event of `kind` in the log for one conversation, oldest first (what analytics sees)."""
+    subject = kind.subject(conversation_id)
+    nc = await nats.connect(world.stack.nats.url)
+    found: list[bytes] = []
+    try:
+        js = nc.jetstream()
+        seq = 1
+        while True:
+            try:
+                msg = await js.get_msg(EVENTS_STREAM, seq, subject=subject, next=True)
+            except NotFoundError:
+                return found
+            assert msg.data is not None and msg.seq is not None
+            found.append(msg.data)
+            seq = msg.seq + 1
+    finally:
+        await nc.drain()

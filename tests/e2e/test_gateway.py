@@ -1,4 +1,4 @@
-"""The gateway as WeCom sees it: retried callbacks, flaky APIs, hostile input, long replies.
+"""The gateway as WeCom sees it: retried callbacks, flaky APIs, long replies (hostile input: test_hostile_input).
 
 Two gateway replicas run behind two ports, as two pods behind a Service would; spans go to
 the OTLP receiver over gRPC (the session stack uses http/protobuf).
@@ -7,14 +7,12 @@ the OTLP receiver over gRPC (the session stack uses http/protobuf).
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 import nats
 import pytest
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tests.e2e.harness import (
     CONFIG,
@@ -23,15 +21,17 @@ from tests.e2e.harness import (
     _crypto,
     find_message_trace,
     llm_reply,
+    logged,
     running_world,
     send_text,
 )
-from wxbot_common.nats.subjects import EVENTS_STREAM
+from wxbot_common.nats.subjects import EVENTS_STREAM, EventKind
 from wxbot_devkit.fakes.llm import ChatRequest
 from wxbot_devkit.fakes.waiting import wait_until
 from wxbot_devkit.fakes.wecom import SentMessage
-from wxbot_wecom.crypto import CallbackCrypto, decode_aes_key
-from wxbot_wecom.messages import build_envelope_xml, build_inner_event_xml, build_inner_text_xml
+from wxbot_gateway.inbound import wecom_conversation_id
+from wxbot_proto.events.v1 import events_pb2 as ev
+from wxbot_wecom.messages import build_inner_event_xml
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -64,124 +64,7 @@ async def stream_last_seq(world: World) -> int:
         await nc.drain()
 
 
-def _signed(crypto: CallbackCrypto, encrypt: str, timestamp: str | None = None) -> tuple[dict[str, str], str]:
-    ts = timestamp or str(int(time.time()))
-    params = {"msg_signature": crypto.sign(ts, "n1", encrypt), "timestamp": ts, "nonce": "n1"}
-    return params, build_envelope_xml(CONFIG["corpid"], encrypt, CONFIG["agentid"])
-
-
-def _inner(user: str, agent_id: str = CONFIG["agentid"]) -> str:
-    now = int(time.time())
-    return build_inner_text_xml(CONFIG["corpid"], user, now, "hostile?", str(now * 1000), agent_id)
-
-
-def _raw_encrypt(plain: bytes) -> str:
-    """AES-CBC with the app's key but without the protocol's padding rules (for bad-padding input)."""
-    key = decode_aes_key(CONFIG["encoding_aes_key"])
-    enc = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
-    return base64.b64encode(enc.update(plain) + enc.finalize()).decode()
-
-
-Request = tuple[str, dict[str, str], bytes, dict[str, str]]  # method, query, body, headers
 XML = {"Content-Type": "text/xml"}
-
-
-def hostile_requests() -> dict[str, tuple[Callable[[], Request], int]]:
-    crypto = _crypto()
-    user = "e2e-hostile"
-
-    def good_parts() -> tuple[dict[str, str], str]:
-        return _signed(crypto, crypto.encrypt(_inner(user).encode()))
-
-    def no_signature() -> Request:
-        params, body = good_parts()
-        return "POST", {k: v for k, v in params.items() if k != "msg_signature"}, body.encode(), XML
-
-    def wrong_signature() -> Request:
-        params, body = good_parts()
-        return "POST", {**params, "msg_signature": "0" * 40}, body.encode(), XML
-
-    def stale_timestamp() -> Request:
-        params, body = _signed(crypto, crypto.encrypt(_inner(user).encode()), str(int(time.time()) - 3600))
-        return "POST", params, body.encode(), XML
-
-    def malformed_xml() -> Request:
-        params, _ = good_parts()
-        return "POST", params, b"<xml><Encrypt>unclosed", XML
-
-    def entity_expansion() -> Request:
-        params, _ = good_parts()
-        bomb = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;">]>'
-        return "POST", params, f"{bomb}<xml><Encrypt>&b;</Encrypt></xml>".encode(), XML
-
-    def invalid_base64() -> Request:
-        params, body = _signed(crypto, "not*base64*at*all")
-        return "POST", params, body.encode(), XML
-
-    def bad_padding() -> Request:
-        params, body = _signed(crypto, _raw_encrypt(bytes(31) + b"\x00"))
-        return "POST", params, body.encode(), XML
-
-    def wrong_receive_id() -> Request:
-        other = CallbackCrypto(CONFIG["token"], CONFIG["encoding_aes_key"], "wwsomeoneelse0000")
-        params, body = _signed(crypto, other.encrypt(_inner(user).encode()))
-        return "POST", params, body.encode(), XML
-
-    def too_large() -> Request:
-        params, _ = good_parts()
-        return "POST", params, b"<xml>" + b"x" * (65 * 1024) + b"</xml>", XML
-
-    def wrong_method() -> Request:
-        params, body = good_parts()
-        return "PUT", params, body.encode(), XML
-
-    def wrong_content_type() -> Request:
-        params, body = good_parts()
-        return "POST", params, body.encode(), {"Content-Type": "application/json"}
-
-    def unknown_agent() -> Request:
-        params, body = _signed(crypto, crypto.encrypt(_inner(user, agent_id="999999").encode()))
-        return "POST", params, body.encode(), XML
-
-    def garbage_inner_xml() -> Request:
-        params, body = _signed(crypto, crypto.encrypt(b"this is not xml"))
-        return "POST", params, body.encode(), XML
-
-    return {
-        "no signature": (no_signature, 403),
-        "wrong signature": (wrong_signature, 403),
-        "stale timestamp": (stale_timestamp, 403),
-        "malformed XML": (malformed_xml, 400),
-        "DOCTYPE / entity expansion": (entity_expansion, 400),
-        "invalid base64": (invalid_base64, 400),
-        "bad padding": (bad_padding, 400),
-        "wrong receive id": (wrong_receive_id, 400),
-        "body over the size limit": (too_large, 413),
-        "wrong method": (wrong_method, 405),
-        "wrong content type": (wrong_content_type, 415),
-        "unknown AgentID": (unknown_agent, 403),
-        "inner payload not XML": (garbage_inner_xml, 400),
-    }
-
-
-HOSTILE = hostile_requests()
-
-
-@pytest.mark.parametrize("case", list(HOSTILE))
-async def test_hostile_input_gets_a_4xx_publishes_nothing_and_the_gateway_keeps_serving(gw: World, case: str) -> None:
-    build, status = HOSTILE[case]
-    method, params, body, headers = build()
-    before = await stream_last_seq(gw)
-    async with httpx.AsyncClient(base_url=gw.stack.gateway_url, timeout=10) as client:
-        resp = await client.request(method, "/wecom/callback", params=params, content=body, headers=headers)
-    assert resp.status_code == status, resp.text
-    assert await stream_last_seq(gw) == before
-
-    user = f"e2e-after-{case.replace(' ', '-').replace('/', '')}"
-    ok, _ = await send_text(gw, user, "still there?")
-    assert ok.status_code == 200
-    answered = await gw.wecom.wait_for_messages(user, 1, timeout=20)
-    assert answered[0].content.startswith("LLM says: still there?")
 
 
 async def test_three_retries_of_one_message_across_two_replicas_get_exactly_one_reply(gw: World) -> None:
@@ -335,6 +218,71 @@ async def test_a_token_rejected_again_after_its_refresh_is_retried_not_dropped(g
         "LLM says: and after it (saw 4 messages)",
     ]
     assert gw.wecom.stats()["send_calls"] - sends == 6  # four refused sends retried, then two delivered
+
+
+async def failures_of(world: World, user: str, count: int = 1, timeout_s: float = 30) -> list[ev.ReplyFailed]:
+    """The ReplyFailed events recorded for `user`, once there are at least `count`."""
+    conversation = wecom_conversation_id(CONFIG["corpid"], CONFIG["agentid"], user)
+    deadline = time.monotonic() + timeout_s
+    while len(found := await logged(world, EventKind.FAILED, conversation)) < count:
+        assert time.monotonic() < deadline, f"{count} ReplyFailed for {user} not recorded (have {len(found)})"
+        await asyncio.sleep(0.2)
+    return [ev.ReplyFailed.FromString(data) for data in found]
+
+
+async def test_an_unknown_errcode_is_retried_not_dropped(gw: World) -> None:
+    user = "e2e-unknown-errcode"
+    sends = gw.wecom.stats()["send_calls"]
+    gw.wecom.fail_next_sends(50001, 50001)  # in no table: retried with backoff like "busy"
+    await send_text(gw, user, "strange answers")
+    await gw.wecom.wait_for_messages(user, 1, timeout=30)
+    await send_text(gw, user, "and after them")
+    got = await gw.wecom.wait_for_messages(user, 2, timeout=30)
+    assert [m.content for m in got] == [
+        "LLM says: strange answers (saw 2 messages)",
+        "LLM says: and after them (saw 4 messages)",
+    ]
+    assert gw.wecom.stats()["send_calls"] - sends == 4  # two refused, then one each
+    conversation = wecom_conversation_id(CONFIG["corpid"], CONFIG["agentid"], user)
+    assert await logged(gw, EventKind.FAILED, conversation) == []
+
+
+async def test_an_invalid_user_fails_at_once_and_is_recorded(gw: World) -> None:
+    user = "e2e-invalid-user"
+    sends = gw.wecom.stats()["send_calls"]
+    gw.wecom.fail_next_sends(81013)  # "user & party & tag all invalid": no retry can reach them
+    await send_text(gw, user, "can you reach me?")
+    [failed] = await failures_of(gw, user)
+    assert (failed.errcode, failed.retryable) == (81013, False) and "visibility" in failed.error
+    await send_text(gw, user, "and now?")  # answered after any retry of the first would have been sent
+    got = await gw.wecom.wait_for_messages(user, 1, timeout=30)
+    assert [m.content for m in got] == ["LLM says: and now? (saw 4 messages)"]
+    assert gw.wecom.stats()["send_calls"] - sends == 2  # the refused reply was sent exactly once
+    assert len(await failures_of(gw, user)) == 1
+
+
+async def test_an_unreachable_api_is_retried_until_the_last_delivery_then_recorded_once(gw: World) -> None:
+    """Connection refused on every delivery (6, GATEWAY_RETRY_BASE_S=0.2: about 6 s of backoff)."""
+    user = "e2e-wecom-down"
+    await gw.wecom.refuse_connections()
+    try:
+        await send_text(gw, user, "is anyone there?")
+        [failed] = await failures_of(gw, user, timeout_s=45)
+    finally:
+        await gw.wecom.accept_connections()
+    assert (failed.errcode, failed.retryable) == (0, True) and "unreachable" in failed.error
+    await send_text(gw, user, "back again?")
+    got = await gw.wecom.wait_for_messages(user, 1, timeout=30)
+    assert [m.content.split(" (saw")[0] for m in got] == ["LLM says: back again?"]  # the given-up reply stays given up
+    assert len(await failures_of(gw, user)) == 1
+    async with httpx.AsyncClient(timeout=5) as client:
+        metrics = "".join([(await client.get(f"{u}/metrics")).text for u in gw.stack.gateway_urls])
+    gave_up = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("wxbot_gateway_deliveries_total") and 'outcome="gave_up"' in line
+    ]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in gave_up) == 1
 
 
 async def test_a_rejected_secret_fails_fast_and_is_visible_in_readiness(gw: World) -> None:

@@ -8,14 +8,13 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
-import nats
 import pytest
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.harness import CONFIG, World, running_world, send_text
+from tests.e2e.harness import CONFIG, World, logged, running_world, send_text
 from wxbot_common.ids import user_hash
-from wxbot_common.nats.subjects import EVENTS_STREAM, EventKind
+from wxbot_common.nats.subjects import EventKind
+from wxbot_gateway.inbound import wecom_conversation_id
 from wxbot_nlp.drafting import APOLOGY
 from wxbot_nlp.variants import assign, parse_variants
 from wxbot_proto.events.v1 import events_pb2 as ev
@@ -69,25 +68,9 @@ async def nlp_metric(world: World, name: str, **labels: str) -> float:
 
 
 async def drafted_for(world: World, user: str) -> list[ev.ReplyDrafted]:
-    """Every ReplyDrafted in the event log addressed to `user`, in log order."""
-    nc = await nats.connect(world.stack.nats.url)
-    try:
-        sub = await nc.jetstream().pull_subscribe(
-            EventKind.DRAFTED.wildcard,
-            stream=EVENTS_STREAM,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE),
-        )
-        events: list[ev.ReplyDrafted] = []
-        while True:
-            try:
-                msgs = await sub.fetch(batch=500, timeout=1)
-            except TimeoutError:  # nats.errors.TimeoutError, or the plain one nats-py raises when time ran out
-                break
-            events.extend(ev.ReplyDrafted.FromString(m.data) for m in msgs)
-        await sub.unsubscribe()
-    finally:
-        await nc.close()
-    return [e for e in events if e.reply_to.user_id == user]
+    """Every ReplyDrafted in the event log for `user`'s conversation, in log order."""
+    conversation = wecom_conversation_id(CONFIG["corpid"], CONFIG["agentid"], user)
+    return [ev.ReplyDrafted.FromString(data) for data in await logged(world, EventKind.DRAFTED, conversation)]
 
 
 async def test_two_server_errors_then_success_give_exactly_one_reply_the_llms(nw: World) -> None:

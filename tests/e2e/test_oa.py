@@ -1,20 +1,21 @@
 """The WeChat Official Account channel as WeChat sees it: URL check, plain and safe mode, retries
-across two gateway replicas, events, a flaky customer-service API, the 48-hour rule, long replies,
-hostile input and a wrong AppSecret."""
+across two gateway replicas, events, a flaky customer-service API, the 48-hour rule, long replies
+and a wrong AppSecret (hostile input: test_hostile_input)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 import nats
 import pytest
 from nats.js.errors import NotFoundError
 
-from tests.e2e.harness import CONFIG, VECTORS, World, llm_reply, running_world
+from tests.e2e.harness import CONFIG, VECTORS, World, llm_reply, logged, running_world
 from wxbot_common.nats.subjects import EVENTS_STREAM, EventKind
+from wxbot_common.nats.topology import GATEWAY_DELIVERY
 from wxbot_devkit.fakes.llm import ChatRequest
 from wxbot_devkit.fakes.waiting import wait_until
 from wxbot_devkit.fakes.wechat_oa import FakeOfficialAccount
@@ -22,7 +23,7 @@ from wxbot_devkit.fakes.wecom import SentMessage
 from wxbot_gateway.conversation import conversation_id
 from wxbot_proto.events.v1 import events_pb2 as ev
 from wxbot_wecom.crypto import CallbackCrypto
-from wxbot_wecom.messages import build_envelope_xml, build_inner_event_xml
+from wxbot_wecom.messages import build_inner_event_xml
 from wxbot_wecom.signature import plain_signature
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -221,6 +222,84 @@ async def test_outside_the_48_hour_window_the_reply_fails_once_and_is_recorded(
     assert sends() == before + 2  # the refused reply was not retried
 
 
+async def failures_of(world: World, openid: str, count: int = 1, timeout_s: float = 30) -> list[ev.ReplyFailed]:
+    """The ReplyFailed events recorded for `openid`, once there are at least `count`."""
+    deadline = time.monotonic() + timeout_s
+    while len(found := await logged(world, EventKind.FAILED, conversation(openid))) < count:
+        assert time.monotonic() < deadline, f"{count} ReplyFailed for {openid} not recorded (have {len(found)})"
+        await asyncio.sleep(0.2)
+    return [ev.ReplyFailed.FromString(data) for data in found]
+
+
+async def test_a_token_rejected_three_times_then_a_frequency_limit_still_deliver_exactly_once(
+    oa: tuple[World, FakeOfficialAccount],
+) -> None:
+    """42001 three times in a row (the refreshed token rejected too), then 45009: one reply."""
+    world, api = oa
+    openid = "oTOKENSTORM000000000000000"
+    api.fail_next_sends(42001, 42001, 42001, 45009)
+    await send_plain(world, openid, "token storm", 25_000_000_000_000_060)
+    await api.wait_for_messages(openid, 1, timeout=30)
+    await send_plain(world, openid, "and after it", 25_000_000_000_000_061)
+    got = await api.wait_for_messages(openid, 2, timeout=30)
+    assert [m.content for m in got] == [
+        "LLM says: token storm (saw 2 messages)",
+        "LLM says: and after it (saw 4 messages)",
+    ]
+    assert api.stats()["pending_send_errcodes"] == []
+    assert await logged(world, EventKind.FAILED, conversation(openid)) == []
+
+
+async def test_an_unknown_errcode_is_retried_not_dropped(oa: tuple[World, FakeOfficialAccount]) -> None:
+    world, api = oa
+    openid = "oUNKNOWNERRCODE00000000000"
+    api.fail_next_sends(50001, 50001)
+    await send_plain(world, openid, "strange answers", 25_000_000_000_000_062)
+    await api.wait_for_messages(openid, 1, timeout=30)
+    await send_plain(world, openid, "and after them", 25_000_000_000_000_063)
+    got = await api.wait_for_messages(openid, 2, timeout=30)
+    assert [m.content for m in got] == [
+        "LLM says: strange answers (saw 2 messages)",
+        "LLM says: and after them (saw 4 messages)",
+    ]
+    assert await logged(world, EventKind.FAILED, conversation(openid)) == []
+
+
+async def test_an_invalid_openid_fails_at_once_and_is_recorded(oa: tuple[World, FakeOfficialAccount]) -> None:
+    world, api = oa
+    openid = "oINVALIDOPENID000000000000"
+    sends = api.stats()["send_calls"] - api.stats()["token_rejections"]
+    api.fail_next_sends(40003)  # invalid openid: no retry can reach them
+    await send_plain(world, openid, "can you reach me?", 25_000_000_000_000_064)
+    [failed] = await failures_of(world, openid)
+    assert (failed.errcode, failed.retryable) == (40003, False)
+    await send_plain(world, openid, "and now?", 25_000_000_000_000_065)
+    got = await api.wait_for_messages(openid, 1, timeout=30)
+    assert [m.content for m in got] == ["LLM says: and now? (saw 4 messages)"]
+    assert api.stats()["send_calls"] - api.stats()["token_rejections"] - sends == 2  # one send each
+    assert len(await failures_of(world, openid)) == 1
+
+
+async def test_a_busy_api_is_retried_until_the_last_delivery_then_recorded_once(
+    oa: tuple[World, FakeOfficialAccount],
+) -> None:
+    """-1 ("system busy") on every one of the delivery durable's deliveries: one send per delivery,
+    then ReplyFailed(retryable=true) with the errcode — never silence."""
+    world, api = oa
+    openid = "oALWAYSBUSY000000000000000"
+    deliveries = GATEWAY_DELIVERY.max_deliver
+    sends = api.stats()["send_calls"]
+    api.fail_next_sends(*[-1] * deliveries)
+    await send_plain(world, openid, "are you busy?", 25_000_000_000_000_066)
+    [failed] = await failures_of(world, openid, timeout_s=45)
+    assert (failed.errcode, failed.retryable) == (-1, True)
+    assert api.stats()["send_calls"] - sends == deliveries and api.stats()["pending_send_errcodes"] == []
+    await send_plain(world, openid, "and now?", 25_000_000_000_000_067)
+    got = await api.wait_for_messages(openid, 1, timeout=30)
+    assert [m.content.split(" (saw")[0] for m in got] == ["LLM says: and now?"]
+    assert len(await failures_of(world, openid)) == 1
+
+
 async def test_a_long_reply_arrives_as_ordered_parts_within_the_limit(oa: tuple[World, FakeOfficialAccount]) -> None:
     world, api = oa
     openid = "oLONGREPLYUSER000000000000"
@@ -235,111 +314,6 @@ async def test_a_long_reply_arrives_as_ordered_parts_within_the_limit(oa: tuple[
     assert len(parts) >= 3
     assert all(len(p.content.encode()) <= 2048 for p in parts)
     assert "".join(p.content for p in parts) == LONG_REPLY
-
-
-# -- hostile input: each case gets its 4xx, publishes nothing, and the next message is answered -------------
-
-Request = tuple[str, dict[str, str], bytes, dict[str, str]]  # method, query, body, headers
-HOSTILE_USER = "oHOSTILE000000000000000000"
-
-
-def hostile_requests() -> dict[str, tuple[Callable[[], Request], int]]:
-    def good_inner() -> str:
-        return inner_text(HOSTILE_USER, "hostile?", time.time_ns())
-
-    def signed_safe(encrypt: str) -> tuple[dict[str, str], bytes]:
-        ts, nonce = str(int(time.time())), "n1"
-        params = {"encrypt_type": "aes", "msg_signature": CRYPTO.sign(ts, nonce, encrypt), "timestamp": ts}
-        return params | {"nonce": nonce}, build_envelope_xml(GH_ID, encrypt).encode()
-
-    def no_signature() -> Request:
-        return "POST", {k: v for k, v in plain_params().items() if k != "signature"}, good_inner().encode(), XML
-
-    def wrong_signature() -> Request:
-        return "POST", {**plain_params(), "signature": "0" * 40}, good_inner().encode(), XML
-
-    def stale_timestamp() -> Request:
-        return "POST", plain_params(str(int(time.time()) - 3600)), good_inner().encode(), XML
-
-    def malformed_xml() -> Request:
-        return "POST", plain_params(), b"<xml><ToUserName>unclosed", XML
-
-    def entity_expansion() -> Request:
-        bomb = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;">]>'
-        return "POST", plain_params(), f"{bomb}<xml><Content>&b;</Content></xml>".encode(), XML
-
-    def missing_fields() -> Request:
-        return "POST", plain_params(), b"<xml><MsgType>text</MsgType></xml>", XML
-
-    def safe_wrong_signature() -> Request:
-        params, body = signed_safe(CRYPTO.encrypt(good_inner().encode()))
-        return "POST", {**params, "msg_signature": "0" * 40}, body, XML
-
-    def safe_invalid_base64() -> Request:
-        return "POST", *signed_safe("not*base64*at*all"), XML
-
-    def safe_wrong_receive_id() -> Request:
-        corp = CallbackCrypto(TOKEN, CONFIG["encoding_aes_key"], CONFIG["corpid"])  # a WeCom app's, not the AppID
-        return "POST", *signed_safe(corp.encrypt(good_inner().encode())), XML
-
-    def safe_inner_not_xml() -> Request:
-        return "POST", *signed_safe(CRYPTO.encrypt(b"this is not xml")), XML
-
-    def too_large() -> Request:
-        return "POST", plain_params(), b"<xml>" + b"x" * (65 * 1024) + b"</xml>", XML
-
-    def wrong_method() -> Request:
-        return "PUT", plain_params(), good_inner().encode(), XML
-
-    def wrong_content_type() -> Request:
-        return "POST", plain_params(), good_inner().encode(), {"Content-Type": "application/json"}
-
-    return {
-        "no signature": (no_signature, 403),
-        "wrong signature": (wrong_signature, 403),
-        "stale timestamp": (stale_timestamp, 403),
-        "malformed XML": (malformed_xml, 400),
-        "DOCTYPE / entity expansion": (entity_expansion, 400),
-        "required fields missing": (missing_fields, 400),
-        "safe mode, wrong msg_signature": (safe_wrong_signature, 403),
-        "safe mode, invalid base64": (safe_invalid_base64, 400),
-        "safe mode, wrong receive id": (safe_wrong_receive_id, 400),
-        "safe mode, inner payload not XML": (safe_inner_not_xml, 400),
-        "body over the size limit": (too_large, 413),
-        "wrong method": (wrong_method, 405),
-        "wrong content type": (wrong_content_type, 415),
-    }
-
-
-HOSTILE = hostile_requests()
-_AFTER_IDS = iter(range(25_000_000_000_001_000, 25_000_000_000_002_000))
-
-
-async def stream_last_seq(world: World) -> int:
-    nc = await nats.connect(world.stack.nats.url)
-    try:
-        return int((await nc.jetstream().stream_info(EVENTS_STREAM)).state.last_seq)
-    finally:
-        await nc.drain()
-
-
-@pytest.mark.parametrize("case", list(HOSTILE))
-async def test_hostile_input_gets_a_4xx_publishes_nothing_and_the_channel_keeps_serving(
-    oa: tuple[World, FakeOfficialAccount], case: str
-) -> None:
-    world, api = oa
-    build, status = HOSTILE[case]
-    method, params, body, headers = build()
-    before = await stream_last_seq(world)
-    async with httpx.AsyncClient(base_url=world.stack.gateway_url, timeout=10) as client:
-        resp = await client.request(method, "/wechat/callback", params=params, content=body, headers=headers)
-    assert resp.status_code == status, resp.text
-    assert await stream_last_seq(world) == before
-
-    openid = f"oAFTER-{case.replace(' ', '-').replace('/', '').replace(',', '')}"
-    await send_plain(world, openid, "still there?", next(_AFTER_IDS))
-    got = await api.wait_for_messages(openid, 1, timeout=20)
-    assert got[0].content.startswith("LLM says: still there?")
 
 
 async def test_a_rejected_app_secret_fails_fast_and_is_visible_in_readiness(

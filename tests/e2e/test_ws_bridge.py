@@ -1,4 +1,5 @@
-"""The WebSocket bridge as a third-party client sees it, with two gateway replicas."""
+"""The WebSocket bridge as a third-party client sees it, with two gateway replicas (refused handshakes
+and bad frames: test_hostile_input)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import websockets
-from websockets.exceptions import InvalidStatus
 
 from tests.e2e.harness import World, running_world
 
@@ -67,34 +67,3 @@ async def test_a_message_gets_its_reply_on_the_same_socket_across_replicas(bw: W
     assert await bridge_sends(other) > before, "the other replica never delivered a bridge reply"
     assert replies == {f"bridge-user-{i}": f"LLM says: hello bridge {i} (saw 2 messages)" for i in range(len(replies))}
     assert bw.wecom.messages == []  # nothing leaked to the WeCom channel
-
-
-async def test_without_the_token_the_socket_is_refused(bw: World) -> None:
-    for headers in ({}, {"Authorization": "Bearer wrong-token"}):
-        with pytest.raises(InvalidStatus) as refused:
-            async with websockets.connect(ws_url(bw, 0), additional_headers=headers, open_timeout=10):
-                pass
-        assert refused.value.response.status_code == 403
-
-
-async def test_a_malformed_frame_gets_an_error_frame_and_the_socket_stays_open(bw: World) -> None:
-    async with websockets.connect(f"{ws_url(bw, 0)}?token={TOKEN}", open_timeout=10) as ws:
-        bad_frames: list[str | bytes] = [
-            "not json",
-            "[1, 2]",
-            json.dumps({"sender": "", "content": "x"}),
-            json.dumps({"sender": "a"}),
-            json.dumps({"sender": "a", "content": "x", "msg_type": "image"}),
-            b'{"sender": "a", "content": "binary"}',
-        ]
-        for bad in bad_frames:
-            await ws.send(bad)
-            error = await frames_until(ws, "error")
-            assert error["error"]
-        await ws.send(json.dumps({"sender": "bridge-after-errors", "content": "still open?", "msg_type": "text"}))
-        reply = await frames_until(ws, "reply")
-    assert reply == {
-        "type": "reply",
-        "to": "bridge-after-errors",
-        "content": "LLM says: still open? (saw 2 messages)",
-    }

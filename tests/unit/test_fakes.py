@@ -142,6 +142,21 @@ async def test_wecom_media_latency_and_wait_timeout(wecom: FakeWeCom, http: http
         await wecom.wait_for_messages("erin", 2, timeout=0.1)
 
 
+async def test_wecom_refuses_connections_until_told_to_accept_them(wecom: FakeWeCom) -> None:
+    url = wecom.base_url
+    await wecom.refuse_connections()
+    try:
+        assert wecom.base_url == url  # the same address throughout
+        async with httpx.AsyncClient(timeout=2.0) as fresh:
+            with pytest.raises(httpx.ConnectError):
+                await fresh.get(f"{url}/cgi-bin/gettoken", params={"corpid": CORP, "corpsecret": SECRET})
+    finally:
+        await wecom.accept_connections()
+    async with httpx.AsyncClient(timeout=2.0) as fresh:
+        token = await fresh.get(f"{url}/cgi-bin/gettoken", params={"corpid": CORP, "corpsecret": SECRET})
+    assert token.json()["errcode"] == 0
+
+
 def test_wecom_in_background_thread() -> None:
     fake = FakeWeCom(CORP, SECRET)
     fake.start_in_thread()
@@ -235,6 +250,7 @@ async def test_llm_fault_queue_and_hang(llm: FakeLLM, http: httpx.AsyncClient) -
     await http.post(f"{llm.base_url}/_fake/faults", json={"hang": True})
     with pytest.raises(httpx.ReadTimeout):
         await http.post(url, json=chat_body("hang"), headers=auth(), timeout=0.3)
+    await wait_until(lambda: llm.stats()["abandoned"] == 1, 5, "the hung call to be abandoned by its client")
     await http.post(f"{llm.base_url}/_fake/reset")
     assert (await http.post(url, json=chat_body("after"), headers=auth())).status_code == 200
 
@@ -260,6 +276,20 @@ async def test_llm_rate_limit_storm_answers_429_with_retry_after_until_it_ends(
     assert (await http.post(url, json=chat_body("y"), headers=auth())).status_code == 429
     llm.reset()
     assert (await http.post(url, json=chat_body("z"), headers=auth())).status_code == 200
+
+
+async def test_a_hung_call_answers_late_when_released_if_its_client_still_waits(
+    llm: FakeLLM, http: httpx.AsyncClient
+) -> None:
+    llm.hang = True
+    waiting = asyncio.create_task(
+        http.post(f"{llm.base_url}/v1/chat/completions", json=chat_body("late"), headers=auth())
+    )
+    await llm.wait_for_requests(1, timeout=5)
+    assert not waiting.done()
+    llm.hang = False
+    late = await asyncio.wait_for(waiting, 5)
+    assert late.json()["choices"][0]["message"]["content"] == "echo: late" and llm.stats()["abandoned"] == 0
 
 
 async def test_llm_cli_prints_url() -> None:

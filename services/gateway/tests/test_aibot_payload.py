@@ -60,6 +60,14 @@ def test_group_chat_refresh_and_event() -> None:
         (json.dumps(message(msgtype="text", text={"content": "x"}, msgid="m" * 300)).encode(), "bad_field"),
         (json.dumps({"msgtype": "stream", "stream": {}}).encode(), "missing_field"),
         (json.dumps({"msgtype": "stream", "stream": "S1"}).encode(), "bad_field"),
+        (json.dumps(message(msgtype="text", text={"content": "x"})).encode("utf-16"), "malformed_json"),
+        (b'{"msgtype": "text", "n": ' + b"9" * 5000 + b"}", "malformed_json"),  # past the int digit limit
+        (json.dumps(message(msgtype="text", text={"content": "x\ud800"})).encode(), "bad_encoding"),
+        (
+            json.dumps(message(msgtype="text", text={"content": "x"}, **{"from": {"userid": "\udc00"}})).encode(),
+            "bad_encoding",
+        ),
+        (json.dumps({"msgtype": "stream", "stream": {"id": "\ud800"}}).encode(), "bad_encoding"),
     ],
 )
 def test_wrong_shapes_are_format_errors(raw: bytes, code: str) -> None:

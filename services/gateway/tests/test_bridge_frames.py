@@ -25,6 +25,11 @@ def test_a_valid_frame() -> None:
         (json.dumps({"sender": "bob", "content": "好" * MAX_CONTENT_BYTES}), "exceeds"),
         (json.dumps({"sender": "bob", "content": "hi", "msg_type": "image"}), "msg_type"),
         (json.dumps({"sender": "bob", "content": "hi", "msg_id": 5}), "'msg_id'"),
+        ("[" * 20_000 + "]" * 20_000, "not JSON"),  # RecursionError, not ValueError
+        ('{"sender": "bob", "content": "hi", "n": ' + "9" * 5000 + "}", "not JSON"),
+        (json.dumps({"sender": "bob\ud800", "content": "hi"}), "lone surrogates"),
+        (json.dumps({"sender": "bob", "content": "\udfff" * 5000}), "lone surrogates"),  # before its size is taken
+        (json.dumps({"sender": "bob", "content": "hi", "msg_id": "m\ud800"}), "'msg_id'"),
     ],
 )
 def test_bad_frames_say_what_is_wrong(frame: str, error: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 from starlette.types import Message, Receive, Scope, Send
 
-from wxbot_common.fast_http import BodyTooLargeError, FastRoute, FastRoutes, RawRequest
+from wxbot_common.fast_http import BodyError, FastRoute, FastRoutes, RawRequest
 from wxbot_common.red_metrics import HttpRedMetrics
 
 Sent = list[Message]
@@ -20,9 +21,9 @@ Sent = list[Message]
 
 async def handler(request: RawRequest) -> tuple[int, str]:
     try:
-        body = await request.body(8)
-    except BodyTooLargeError:
-        return 413, "too_large"
+        body = await request.body(8, timeout_s=0.05)
+    except BodyError as exc:
+        return exc.status, exc.reason
     if body == b"boom":
         raise RuntimeError("boom")
     if body == b"down":
@@ -45,11 +46,22 @@ def stack() -> tuple[HttpRedMetrics, InMemorySpanExporter, CollectorRegistry]:
     return HttpRedMetrics(routes, registry), spans, registry
 
 
-async def call(app: Any, method: str, chunks: list[bytes], query: bytes = b"", headers: Any = ()) -> Sent:
-    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+async def call(
+    app: Any, method: str, chunks: list[bytes], query: bytes = b"", headers: Any = (), then: str = "end"
+) -> Sent:
+    """`chunks` arrive as the body; `then`: "end" (the last chunk ends it), "stall" (more never comes)
+    or "disconnect" (the client goes away)."""
+    more = then != "end"
+    messages: list[Message] = [
+        {"type": "http.request", "body": c, "more_body": more or i < len(chunks) - 1} for i, c in enumerate(chunks)
+    ]
+    if then == "disconnect":
+        messages.append({"type": "http.disconnect"})
     sent: Sent = []
 
     async def receive() -> Message:
+        if not messages:
+            await asyncio.Event().wait()  # a stalled client
         return messages.pop(0)
 
     async def send(message: Message) -> None:
@@ -84,6 +96,26 @@ async def test_a_body_over_the_limit_declared_or_streamed_is_refused(stack: Any)
     streamed = await call(app, "POST", [b"12345", b"67890"])
     declared = await call(app, "POST", [b""], headers=[(b"content-length", b"9")])
     assert [m["body"] for m in (streamed[1], declared[1])] == [b"too_large", b"too_large"]
+
+
+async def test_a_huge_declared_length_is_too_large_not_a_crash(stack: Any) -> None:
+    app, _, _ = stack
+    sent = await call(app, "POST", [b""], headers=[(b"content-length", b"9" * 5000)])
+    assert (sent[0]["status"], sent[1]["body"]) == (413, b"too_large")
+
+
+async def test_a_stalled_body_times_out_and_closes_the_connection(stack: Any) -> None:
+    app, _, _ = stack
+    sent = await call(app, "POST", [b"half"], then="stall")
+    assert (sent[0]["status"], sent[1]["body"]) == (408, b"body_timeout")
+    assert (b"connection", b"close") in sent[0]["headers"]
+
+
+async def test_a_client_leaving_mid_body_is_a_400_not_an_exception(stack: Any) -> None:
+    app, spans, _ = stack
+    sent = await call(app, "POST", [b"half"], then="disconnect")
+    assert (sent[0]["status"], sent[1]["body"]) == (400, b"incomplete_body")
+    assert spans.get_finished_spans()[0].status.status_code == StatusCode.UNSET
 
 
 async def test_each_request_is_a_root_server_span_and_a_red_sample(stack: Any) -> None:

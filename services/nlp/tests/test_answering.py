@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
+import time
 from collections import Counter
 
 import pytest
@@ -10,7 +13,7 @@ from wxbot_nlp.answer_cache import AnswerCache, normalise_question
 from wxbot_nlp.drafting import HELP_TEXT, NO_LLM_NOTICE, NON_TEXT_NOTICE, RESET_DONE, Route, build_messages, plan_answer
 from wxbot_nlp.kb import KbMatch, KnowledgeBase, load_faqs, parse_markdown, tokens
 from wxbot_nlp.llm import Completion, LlmRejectedError, LlmUnavailableError
-from wxbot_nlp.resilience import CircuitBreaker, ResilientBackend
+from wxbot_nlp.resilience import MIN_ATTEMPT_S, AnswerDeadline, CircuitBreaker, ResilientBackend
 from wxbot_nlp.variants import Variant, assign, parse_variants
 
 SHIPPED = KnowledgeBase(load_faqs(""))
@@ -175,3 +178,77 @@ def test_circuit_breaker_opens_after_threshold_and_half_opens_after_cooldown() -
     assert not breaker.allow()  # and only one
     breaker.succeeded()
     assert breaker.allow() and not breaker.open
+
+
+def test_the_deadline_cuts_each_attempt_to_the_time_left_and_refuses_attempts_it_cannot_fit() -> None:
+    now = [100.0]
+    deadline = AnswerDeadline(10, clock=lambda: now[0])
+    assert deadline.left() == 10
+    assert deadline.attempt_timeout(60) == 10  # LLM_TIMEOUT_S 60 > what is left
+    assert deadline.attempt_timeout(4) == 4 and deadline.attempt_timeout(None) == 10
+    now[0] = 107.0
+    assert deadline.attempt_timeout(60) == pytest.approx(3) and deadline.attempt_timeout(2) == 2
+    assert deadline.allows_attempt_after(3 - MIN_ATTEMPT_S)  # a backoff that still leaves a usable attempt
+    assert not deadline.allows_attempt_after(3 - MIN_ATTEMPT_S + 0.01)
+    now[0] = 111.0  # past it
+    assert deadline.left() == 0 and deadline.attempt_timeout(60) == 0 and not deadline.allows_attempt_after(0)
+    assert AnswerDeadline(math.inf).attempt_timeout(None) == math.inf  # no deadline, no per-attempt limit
+
+
+class HangingLLM:
+    """An upstream that accepts every call and never answers; counts the calls it saw abandoned."""
+
+    model = "hung"
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.abandoned = 0
+
+    async def complete(self, messages: list[dict[str, str]]) -> Completion:
+        self.calls += 1
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.abandoned += 1
+            raise
+        raise AssertionError("unreachable")
+
+
+async def test_a_hung_llm_gets_attempts_cut_to_the_deadline_and_no_fallback_past_it() -> None:
+    hung, fallback = HangingLLM(), ScriptedLLM(model="fallback")
+    kinds: list[str] = []
+    backend = ResilientBackend(
+        hung,
+        attempts=3,
+        backoff_base_s=0.01,
+        backoff_max_s=0.01,
+        fallback=fallback,
+        on_error=kinds.append,
+        attempt_timeout_s=0.3,
+        deadline_s=1.0,
+    )
+    started = time.monotonic()
+    with pytest.raises(LlmUnavailableError) as gave_up:
+        await backend.complete([])
+    took = time.monotonic() - started
+    assert gave_up.value.kind == "timeout" and 0.55 <= took < 1.0
+    # 0–0.3 s, ~0.31–0.61 s; then less than MIN_ATTEMPT_S is left: no third attempt, no fallback.
+    assert (hung.calls, hung.abandoned, fallback.calls) == (2, 2, 0)
+    assert kinds == ["timeout", "timeout", "deadline"]
+
+
+async def test_a_retry_after_longer_than_the_time_left_ends_the_answer_at_once() -> None:
+    llm = ScriptedLLM(LlmUnavailableError("429", retry_after_s=20, kind="rate_limited"))
+    backend = ResilientBackend(llm, attempts=3, backoff_base_s=0.001, deadline_s=5)
+    started = time.monotonic()
+    with pytest.raises(LlmUnavailableError):
+        await backend.complete([])
+    assert llm.calls == 1 and time.monotonic() - started < 1.0  # not 20 s of waiting for a retry
+
+
+async def test_the_fallback_gets_the_time_the_primary_left() -> None:
+    down = ScriptedLLM(*[LlmUnavailableError("503", kind="server_error")] * 3)
+    backend = ResilientBackend(down, attempts=3, backoff_base_s=0.001, fallback=ScriptedLLM(model="fb"), deadline_s=5)
+    deadline = AnswerDeadline(5)
+    assert (await backend.complete([], deadline)).model == "fb"
+    assert deadline.left() > 4  # failing fast left the time to the fallback

@@ -13,9 +13,11 @@ from prometheus_client import CollectorRegistry
 
 from wxbot_common.http_client import TracedHttp, create_session
 from wxbot_devkit.fakes.llm import FakeLLM
+from wxbot_devkit.fakes.waiting import wait_until
 from wxbot_nlp.app import build_backends
 from wxbot_nlp.handlers import NlpMetrics
 from wxbot_nlp.llm import ChatBackend, Completion, LlmUnavailableError
+from wxbot_nlp.resilience import ResilientBackend
 from wxbot_nlp.settings import NlpSettings
 
 pytestmark = pytest.mark.timeout(30)
@@ -39,7 +41,7 @@ async def fallback() -> AsyncIterator[FakeLLM]:
 
 
 class Built:
-    def __init__(self, registry: CollectorRegistry, backends: dict[str, ChatBackend]) -> None:
+    def __init__(self, registry: CollectorRegistry, backends: dict[str, ResilientBackend]) -> None:
         self.registry = registry
         self.backend = backends["default"]
 
@@ -51,14 +53,13 @@ class Built:
 
 
 def build(client: TracedHttp, llm: FakeLLM, **values: Any) -> Built:
+    defaults: dict[str, Any] = {"llm_timeout_s": 2.0, "llm_backoff_base_s": 0.01}
     settings = NlpSettings(
         _env_file=None,
         llm_base_url=f"{llm.base_url}/v1",
         llm_api_key="sk-primary",
         llm_model="main-model",
-        llm_timeout_s=2.0,
-        llm_backoff_base_s=0.01,
-        **values,
+        **(defaults | values),
     )
     registry = CollectorRegistry()
     backends = build_backends(settings, client, settings.variants(), NlpMetrics(registry))
@@ -130,3 +131,18 @@ async def _first_answer_after_cooldown(backend: ChatBackend, deadline_s: float) 
             assert exc.kind == "circuit_open" and time.monotonic() < end
             refused += 1
             await asyncio.sleep(0.05)
+
+
+async def test_a_hung_llm_is_given_up_at_the_answer_deadline_not_after_every_attempt(primary: FakeLLM) -> None:
+    """LLM_TIMEOUT_S 10 and two retries would take 30 s; LLM_ANSWER_DEADLINE_S 1 ends it in 1."""
+    primary.hang = True
+    async with TracedHttp(create_session(16, 10.0)) as client:
+        built = build(client, primary, llm_timeout_s=10.0, llm_retries=2, llm_answer_deadline_s=1.0)
+        started = time.monotonic()
+        with pytest.raises(LlmUnavailableError) as gave_up:
+            await built.backend.complete(ASK)
+        took = time.monotonic() - started
+    assert gave_up.value.kind == "timeout" and 0.9 <= took < 2.0
+    assert len(primary.requests) == 1  # no retry could have finished in the time left
+    await wait_until(lambda: primary.stats()["abandoned"] == 1, 5, "the hung call to be hung up on")
+    assert built.errors("timeout") == 1 and built.errors("deadline") == 1

@@ -27,6 +27,7 @@ def settings(**values: Any) -> NlpSettings:
         ({"llm_timeout_s": 0}, "llm_timeout_s"),
         ({"nlp_kb_min_score": 1.5}, "nlp_kb_min_score"),
         ({"llm_retries": -1}, "llm_retries"),
+        ({"llm_answer_deadline_s": 0}, "llm_answer_deadline_s"),
     ],
 )
 def test_bad_configuration_is_refused_with_the_variable_named(values: dict[str, Any], named: str) -> None:
@@ -48,7 +49,10 @@ def test_the_prompt_file_wins_and_variants_inherit_the_deployment(tmp_path: Path
     assert (b.model, b.system_prompt, b.temperature) == ("qwen-plus", "B", s.llm_temperature)
 
 
-def test_the_llm_budget_covers_every_attempt_the_waits_and_the_fallback() -> None:
-    assert settings(llm_timeout_s=10, llm_retries=2).llm_budget_s() == 3 * 10 + 2 * MAX_BACKOFF_S
+def test_the_llm_budget_covers_every_attempt_the_waits_and_the_fallback_within_the_deadline() -> None:
+    patient = settings(llm_timeout_s=10, llm_retries=2, llm_answer_deadline_s=1000)
+    assert patient.llm_budget_s() == 3 * 10 + 2 * MAX_BACKOFF_S
     with_fallback = settings(llm_timeout_s=10, llm_retries=0, llm_fallback_base_url="http://127.0.0.1:9/v1")
     assert with_fallback.llm_budget_s() == 20
+    assert settings(llm_timeout_s=10, llm_retries=2).llm_budget_s() == 60  # LLM_ANSWER_DEADLINE_S's default
+    assert settings(llm_answer_deadline_s=3).llm_budget_s() == 3

@@ -10,20 +10,41 @@ around it (`HttpRedMetrics`), and Starlette's 500 answer when the handler raises
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
-from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 TEXT_PLAIN = b"text/plain; charset=utf-8"
 
 
-class BodyTooLargeError(Exception):
-    pass
+class BodyError(Exception):
+    """A body that cannot be read whole: the handler answers `status` with `reason`."""
+
+    status = 400
+    reason = "incomplete_body"
+
+
+class BodyTooLargeError(BodyError):
+    """The declared or the received size exceeds the limit."""
+
+    status = 413
+    reason = "too_large"
+
+
+class BodyTimeoutError(BodyError):
+    """The body did not arrive in time (a stalled or slow-drip client holds a connection otherwise)."""
+
+    status = 408
+    reason = "body_timeout"
+
+
+class BodyIncompleteError(BodyError):
+    """The client went away before the declared body arrived (nobody reads the answer)."""
 
 
 class RawRequest:
@@ -45,17 +66,28 @@ class RawRequest:
             self._query = dict(parse_qsl(self.scope["query_string"].decode("latin-1"), keep_blank_values=True))
         return self._query
 
-    async def body(self, limit: int) -> bytes:
-        """The whole body; `BodyTooLargeError` as soon as the declared or the received size exceeds `limit`."""
+    async def body(self, limit: int, timeout_s: float | None = None) -> bytes:
+        """The whole body within `timeout_s`; `BodyTooLargeError` as soon as the declared or the
+        received size exceeds `limit`, `BodyTimeoutError` when it is late, `BodyIncompleteError`
+        when the client disconnects first."""
         declared = self.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise BodyTooLargeError
+        if declared and declared.isascii() and declared.isdigit():
+            digits = declared.lstrip("0") or "0"
+            if len(digits) > 18 or int(digits) > limit:  # no int() of a huge string
+                raise BodyTooLargeError
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._read(limit)
+        except TimeoutError as exc:
+            raise BodyTimeoutError from exc
+
+    async def _read(self, limit: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await self._receive()
             if message["type"] == "http.disconnect":
-                raise ClientDisconnect
+                raise BodyIncompleteError
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > limit:
@@ -81,6 +113,8 @@ async def respond(send: Send, status: int, text: str) -> None:
     headers = [(b"content-length", str(len(body)).encode())]
     if body:
         headers.append((b"content-type", TEXT_PLAIN))
+    if status == 408:  # the rest of a stalled body is never read: the connection cannot carry another request
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

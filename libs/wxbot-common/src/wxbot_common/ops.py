@@ -77,7 +77,14 @@ class _EmbeddedServer(uvicorn.Server):
 class HttpServer:
     """Runs an ASGI app with uvicorn inside the service's event loop (no signal handlers of its own)."""
 
-    def __init__(self, app: ASGIApp, host: str, port: int, limit_concurrency: int | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str,
+        port: int,
+        limit_concurrency: int | None = None,
+        ws_max_bytes: int | None = None,
+    ) -> None:
         config = uvicorn.Config(
             app,
             host=host,
@@ -88,6 +95,7 @@ class HttpServer:
             http="httptools",
             limit_concurrency=limit_concurrency,
             timeout_graceful_shutdown=5,
+            ws_max_size=ws_max_bytes or 16 * 1024 * 1024,  # uvicorn's default
         )
         self._server = _EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None

@@ -107,10 +107,13 @@ class ServiceRuntime:
         assert self._publisher is not None, "start() first"
         return self._publisher
 
-    async def serve_http(self, app: ASGIApp | None, port: int, host: str | None = None) -> None:
-        """Serve `app` (default: just the ops endpoints) on `port`."""
+    async def serve_http(
+        self, app: ASGIApp | None, port: int, host: str | None = None, ws_max_bytes: int | None = None
+    ) -> None:
+        """Serve `app` (default: just the ops endpoints) on `port`; a WebSocket message over
+        `ws_max_bytes` closes its socket with 1009."""
         served = HttpRedMetrics(app, self.registry) if app is not None else ops_app(self.readiness, self.registry)
-        self._http = HttpServer(served, host or self.settings.http_host, port)
+        self._http = HttpServer(served, host or self.settings.http_host, port, ws_max_bytes=ws_max_bytes)
         await self._http.start()
         self.log.info("http_listening", host=host or self.settings.http_host, port=port)
 

@@ -20,12 +20,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from wxbot_common.errors import TransientError
-from wxbot_common.fast_http import BodyTooLargeError, RawRequest
+from wxbot_common.fast_http import RawRequest
 from wxbot_common.ids import inbound_event_id, now_timestamp
 from wxbot_common.logs import get_logger
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import meta_of
 from wxbot_gateway.aibot_payload import AibotCallback, parse_callback
+from wxbot_gateway.callback_input import JSON_TYPES, RefusedError, checked_body
 from wxbot_gateway.conversation import GroupScope, conversation_id
 from wxbot_gateway.dedupe import SeenMessages
 from wxbot_gateway.errors import DeliveryRefusedError
@@ -135,7 +136,9 @@ def aibot_router(
 
     def reject(status: int, reason: str) -> Response:
         metrics.callbacks.labels(CHANNEL, reason).inc()
-        return PlainTextResponse(reason, status_code=status)
+        # 408: the rest of a stalled body is never read, so the connection cannot carry another request.
+        headers = {"connection": "close"} if status == 408 else None
+        return PlainTextResponse(reason, status_code=status, headers=headers)
 
     def encrypted(reply_json: str, nonce: str) -> Response:
         assert crypto is not None
@@ -158,12 +161,9 @@ def aibot_router(
         if crypto is None:
             return reject(503, "aibot_not_configured")
         try:
-            body = await RawRequest(request.scope, request.receive).body(settings.gateway_max_body_bytes)
-        except BodyTooLargeError:
-            return reject(413, "too_large")
-        window = settings.wecom_timestamp_window_s
-        if window and (not timestamp.isdigit() or abs(time.time() - int(timestamp)) > window):
-            return reject(403, "stale_timestamp")
+            body = await checked_body(RawRequest(request.scope, request.receive), JSON_TYPES, settings)
+        except RefusedError as exc:
+            return reject(exc.status, exc.reason)
         try:
             plain = crypto.verify_and_decrypt(msg_signature, timestamp, nonce, parse_json_envelope(body))
             message = parse_callback(plain)

@@ -1,15 +1,16 @@
 """The decrypted JSON of a WeCom AI-bot callback, checked field by field (pure).
 
-The payload is signed by WeCom, but a wrong shape (a string where an object belongs, deep nesting)
-must still be a 400, never an AttributeError or RecursionError that becomes a 500 and a retry.
+The payload is signed by WeCom, but a wrong shape (a string where an object belongs, deep nesting,
+a lone surrogate in a string) must still be a 400, never an AttributeError, RecursionError or
+UnicodeEncodeError that becomes a 500 and a retry.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from wxbot_gateway.untrusted_json import UntrustedJsonError, encodable, load
 from wxbot_wecom.errors import MessageFormatError
 
 MAX_ID_CHARS = 256
@@ -45,6 +46,8 @@ def _string(obj: dict[str, Any], key: str, limit: int | None = MAX_ID_CHARS) -> 
     text = str(value)
     if limit is not None and len(text) > limit:
         raise MessageFormatError(f'"{key}" is longer than {limit} characters', code="bad_field")
+    if not encodable(text):
+        raise MessageFormatError(f'"{key}" holds a lone surrogate (\\ud800-style escape)', code="bad_encoding")
     return text
 
 
@@ -64,9 +67,9 @@ def _text_of(payload: dict[str, Any], kind: str) -> str:
 def parse_callback(plain: bytes) -> AibotCallback:
     """Parse and check a decrypted callback; MessageFormatError (→ 400) says what is wrong."""
     try:
-        payload: object = json.loads(plain)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise MessageFormatError("payload is not JSON", code="malformed_json") from exc
+        payload = load(plain)
+    except UntrustedJsonError as exc:
+        raise MessageFormatError("payload is not UTF-8 JSON", code="malformed_json") from exc
     if not isinstance(payload, dict):
         raise MessageFormatError("payload is not a JSON object", code="malformed_json")
     kind = _string(payload, "msgtype", limit=32)

@@ -62,10 +62,10 @@ async def main() -> None:
     http = TracedHttp(create_session(settings.wecom_max_connections, settings.wecom_timeout_s))
     runtime.on_shutdown(http.close)
 
-    def config_error(errcode: int, errmsg: str) -> None:
+    def config_error(errcode: int, reason: str) -> None:
         # Stays ready (callbacks still work), but the detail and the metric say what is wrong.
         metrics.config_errors.labels("wecom", str(errcode)).inc()
-        runtime.readiness.set("wecom", True, f"WECOM_SECRET rejected by gettoken (errcode {errcode}): fix it")
+        runtime.readiness.set("wecom", True, f"{reason} (errcode {errcode}): fix it")
 
     wecom = (
         WeComClient(
@@ -95,7 +95,9 @@ async def main() -> None:
         await hub.start()
         senders[ev.CHANNEL_WEBSOCKET] = BridgeSender(hub)
     if settings.gateway_role != "ingress":
-        delivery = ReplyDelivery(senders, redis, runtime.publisher, metrics, settings.gateway_retry_base_s)
+        delivery = ReplyDelivery(
+            senders, redis, runtime.publisher, metrics, GATEWAY_DELIVERY.max_deliver, settings.gateway_retry_base_s
+        )
         runtime.consume(GATEWAY_DELIVERY, delivery.handle)
     if settings.gateway_role == "delivery":  # sends replies; only the ops endpoints are served
         await runtime.serve_http(None, settings.gateway_port, settings.gateway_host)
@@ -103,6 +105,11 @@ async def main() -> None:
         seen = SeenMessages(redis, settings.gateway_dedup_ttl_s)
         runtime.on_shutdown(seen.flush)  # before Redis closes (hooks run in reverse order)
         app = build_http_app(settings, runtime, seen, metrics, hub, streams)
-        await runtime.serve_http(app, settings.gateway_port, settings.gateway_host)
+        await runtime.serve_http(
+            app,
+            settings.gateway_port,
+            settings.gateway_host,
+            ws_max_bytes=settings.gateway_max_body_bytes,  # bridge frames: the same bound as callback bodies
+        )
     runtime.log.info("gateway_role", role=settings.gateway_role)
     await runtime.run_until_stopped()

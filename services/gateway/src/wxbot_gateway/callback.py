@@ -11,16 +11,15 @@ FastAPI.
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse
 from google.protobuf.message import Message
 
 from wxbot_common.errors import TransientError
-from wxbot_common.fast_http import BodyTooLargeError, FastRoute, RawRequest
+from wxbot_common.fast_http import FastRoute, RawRequest
 from wxbot_common.logs import get_logger
 from wxbot_common.nats.publisher import EventPublisher
+from wxbot_gateway.callback_input import XML_TYPES, RefusedError, checked_body
 from wxbot_gateway.dedupe import SeenMessages
 from wxbot_gateway.inbound import channel_event_from_wecom, received_from_wecom
 from wxbot_gateway.metrics import GatewayMetrics
@@ -31,12 +30,6 @@ from wxbot_wecom.messages import parse_envelope, parse_inbound
 
 CHANNEL = "wecom"
 PATH = "/wecom/callback"
-
-
-def xml_content_type(header: str) -> bool:
-    """WeCom posts XML (text/xml or application/xml; some proxies drop the header): anything else is refused."""
-    media = header.split(";", 1)[0].strip().lower()
-    return media in ("", "text/xml", "application/xml", "text/plain")
 
 
 def _crypto(settings: GatewaySettings) -> CallbackCrypto | None:
@@ -84,29 +77,26 @@ def wecom_callback(
     async def receive(request: RawRequest) -> tuple[int, str]:
         if crypto is None:
             return reject(503, "wecom_not_configured")
-        if not xml_content_type(request.headers.get("content-type", "")):
-            return reject(415, "unsupported_media_type")
         try:
-            body = await request.body(settings.gateway_max_body_bytes)
-        except BodyTooLargeError:
-            return reject(413, "too_large")
+            body = await checked_body(request, XML_TYPES, settings)
+        except RefusedError as exc:
+            return reject(exc.status, exc.reason)
         query = request.query
-        timestamp = query.get("timestamp", "")
-        window = settings.wecom_timestamp_window_s
-        if window and (not timestamp.isdigit() or abs(time.time() - int(timestamp)) > window):
-            return reject(403, "stale_timestamp")
         try:
             envelope = parse_envelope(body)
             plain = crypto.verify_and_decrypt(
-                query.get("msg_signature", ""), timestamp, query.get("nonce", ""), envelope.encrypt
+                query.get("msg_signature", ""), query["timestamp"], query.get("nonce", ""), envelope.encrypt
             )
             message = parse_inbound(plain)
         except SignatureError:
             return reject(403, "bad_signature")
         except WeComProtocolError as exc:
             return reject(400, exc.code)
+        # Signed and addressed to this corp, but for another app or another receiver: not ours to answer.
         if settings.wecom_agent_id and message.agent_id and message.agent_id != settings.wecom_agent_id:
             return reject(403, "unknown_agent")
+        if message.to_user_name != settings.wecom_corp_id:
+            return reject(403, "wrong_receiver")
         # Events (enter_agent, subscribe, click…) need no answer: they are logged, never sent to the LLM.
         event: Message = (
             channel_event_from_wecom(message, settings.wecom_corp_id, settings.wecom_agent_id)

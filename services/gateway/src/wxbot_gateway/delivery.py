@@ -4,6 +4,13 @@ Each part of a reply is claimed in Redis before it is sent (SET NX): a redeliver
 the claims of the parts already sent and sends only the rest. A transient failure releases the
 claim of the failing part so the retry can send it; a crash between claim and send therefore
 loses that one part rather than sending it twice.
+
+A failed send ends in one of two ways (which errcodes give up at once: `errcodes`). A refusal no
+retry can fix (configuration, recipient, content) is recorded at once as
+ReplyFailed(retryable=false). Anything else is retried through the consumer's redelivery with
+jittered exponential backoff; if the durable's last allowed delivery fails too, the failure is
+recorded as ReplyFailed(retryable=true) with the last errcode and logged as an error — a reply
+is never dropped without a record.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from wxbot_common.errors import TransientError
 from wxbot_common.ids import user_hash
@@ -24,10 +32,9 @@ from wxbot_common.meta import derive_meta
 from wxbot_common.nats.consumer import Delivery
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import meta_of
-from wxbot_gateway.errors import DeliveryRefusedError
+from wxbot_gateway.errors import DeliveryRefusedError, errcode_of
 from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.senders import ReplySender
-from wxbot_gateway.wecom_api import BAD_SECRET
 from wxbot_proto.events.v1 import events_pb2 as ev
 
 CLAIM_TTL_S = 24 * 3600
@@ -55,9 +62,12 @@ class ReplyDelivery:
         redis: Redis,
         publisher: EventPublisher,
         metrics: GatewayMetrics,
+        max_deliver: int,
         retry_base_s: float = 2.0,
     ) -> None:
+        """`max_deliver`: the delivery durable's; a send still failing on that delivery is recorded."""
         self._senders = senders
+        self._max_deliver = max_deliver
         self._retry_base_s = retry_base_s
         self._order: dict[str, list[Any]] = {}
         self._redis = redis
@@ -108,15 +118,25 @@ class ReplyDelivery:
                 except TransientError:
                     await self._redis.delete(claim)
                     raise
-        except TransientError as exc:
-            self._metrics.deliveries.labels(sender.name, "retry", "").inc()
-            delay = retry_delay(delivery.num_delivered, self._retry_base_s if exc.delay_s is None else exc.delay_s)
-            raise TransientError(str(exc), delay_s=delay) from exc
+        except (TransientError, RedisError) as exc:
+            errcode = errcode_of(exc)
+            if delivery.num_delivered >= self._max_deliver:  # no redelivery will follow: record it
+                self._metrics.deliveries.labels(sender.name, "gave_up", str(errcode)).inc()
+                self._log.error(
+                    "delivery_gave_up",
+                    errcode=errcode,
+                    deliveries=delivery.num_delivered,
+                    error=str(exc),
+                    user=user_hash(address.user_id),
+                )
+                await self._failed(meta, errcode, str(exc), retryable=True)
+                return
+            self._metrics.deliveries.labels(sender.name, "retry", str(errcode)).inc()
+            base = exc.delay_s if isinstance(exc, TransientError) and exc.delay_s is not None else self._retry_base_s
+            raise TransientError(str(exc), delay_s=retry_delay(delivery.num_delivered, base)) from exc
         except DeliveryRefusedError as exc:
             self._metrics.deliveries.labels(sender.name, "failed", str(exc.errcode)).inc()
-            if exc.errcode == BAD_SECRET:
-                self._log.error("wecom_config_error", errcode=exc.errcode)
-            self._log.warning("delivery_failed", errcode=exc.errcode, user=user_hash(address.user_id))
+            self._log.warning("delivery_refused", errcode=exc.errcode, error=str(exc), user=user_hash(address.user_id))
             await self._failed(meta, exc.errcode, str(exc), retryable=False)
             return
         if not msgids:

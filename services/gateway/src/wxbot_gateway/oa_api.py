@@ -3,9 +3,10 @@
 The OA shares the WeCom app's token discipline (one token per AppID in Redis, refreshed
 single-flight across replicas, a stale token dropped and retried once, a rejected secret held
 instead of retried) through `WeComClient` with the OA's API flavour (`cgi-bin/token`,
-`cgi-bin/message/custom/send`). What is the OA's own is wired here: its configuration errors —
-40125 (wrong AppSecret), 40164 (this server's IP is not whitelisted) — are reported under
-`wechat` in `/readyz` and `wxbot_gateway_config_errors_total`, apart from the WeCom app's.
+`cgi-bin/message/custom/send`; its errcodes are in `errcodes.OFFICIAL_ACCOUNT`). What is the
+OA's own is wired here: its configuration errors — e.g. 40125 (wrong AppSecret), 40164 (this
+server's IP is not whitelisted) — are reported under `wechat` in `/readyz` and
+`wxbot_gateway_config_errors_total`, apart from the WeCom app's.
 """
 
 from __future__ import annotations
@@ -20,10 +21,6 @@ from wxbot_gateway.settings import GatewaySettings
 from wxbot_gateway.wecom_api import OFFICIAL_ACCOUNT, WeComClient
 
 CHANNEL = "wechat"
-CONFIG_HINTS = {
-    40125: "WECHAT_APP_SECRET rejected by cgi-bin/token",
-    40164: "this server's IP is not in the Official Account's IP whitelist (基本配置 → IP白名单)",
-}
 
 
 def readiness_detail(settings: GatewaySettings) -> str:
@@ -47,11 +44,10 @@ def official_account_sender(
     if not (settings.wechat_app_id and settings.wechat_app_secret):
         return None
 
-    def config_error(errcode: int, errmsg: str) -> None:
+    def config_error(errcode: int, reason: str) -> None:
         # Stays ready (callbacks are still acknowledged); the detail and the metric say what to fix.
         metrics.config_errors.labels(CHANNEL, str(errcode)).inc()
-        hint = CONFIG_HINTS.get(errcode, f"cgi-bin/token refused: {errmsg}")
-        readiness.set(CHANNEL, True, f"{hint} (errcode {errcode}): fix it")
+        readiness.set(CHANNEL, True, f"{reason} (errcode {errcode}): fix it")
 
     client = WeComClient(
         http,

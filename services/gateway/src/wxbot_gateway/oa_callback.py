@@ -11,17 +11,15 @@ message); `GET` stays on FastAPI.
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse
 from google.protobuf.message import Message
 
 from wxbot_common.errors import TransientError
-from wxbot_common.fast_http import BodyTooLargeError, FastRoute, RawRequest
+from wxbot_common.fast_http import FastRoute, RawRequest
 from wxbot_common.logs import get_logger
 from wxbot_common.nats.publisher import EventPublisher
-from wxbot_gateway.callback import xml_content_type
+from wxbot_gateway.callback_input import XML_TYPES, RefusedError, checked_body
 from wxbot_gateway.dedupe import SeenMessages
 from wxbot_gateway.inbound import Origin, channel_event, received
 from wxbot_gateway.metrics import GatewayMetrics
@@ -79,17 +77,12 @@ def oa_callback(
     async def receive(request: RawRequest) -> tuple[int, str]:
         if not token or not settings.wechat_app_id:
             return reject(503, "wechat_not_configured")
-        if not xml_content_type(request.headers.get("content-type", "")):
-            return reject(415, "unsupported_media_type")
         try:
-            body = await request.body(settings.gateway_max_body_bytes)
-        except BodyTooLargeError:
-            return reject(413, "too_large")
+            body = await checked_body(request, XML_TYPES, settings)
+        except RefusedError as exc:
+            return reject(exc.status, exc.reason)
         query = request.query
-        timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
-        window = settings.wecom_timestamp_window_s
-        if window and (not timestamp.isdigit() or abs(time.time() - int(timestamp)) > window):
-            return reject(403, "stale_timestamp")
+        timestamp, nonce = query["timestamp"], query.get("nonce", "")
         try:
             if query.get("encrypt_type", "") == "aes":
                 if crypto is None:

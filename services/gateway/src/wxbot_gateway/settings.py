@@ -25,9 +25,16 @@ class GatewaySettings(CommonSettings):
     wecom_api_base: str = Field("https://qyapi.weixin.qq.com", description="WeCom API base URL")
     wecom_timeout_s: float = Field(10.0, description="timeout of one WeCom API call")
     wecom_max_connections: int = Field(32, description="HTTP connections to the WeCom API per gateway replica")
-    gateway_max_body_bytes: int = Field(64 * 1024, description="larger callback bodies get 413")
+    gateway_max_body_bytes: int = Field(
+        64 * 1024, description="larger callback bodies get 413; larger bridge frames close the socket (1009)"
+    )
+    gateway_body_timeout_s: float = Field(
+        10.0, description="a callback body that has not arrived whole this long after its headers gets 408"
+    )
     wecom_timestamp_window_s: int = Field(
-        600, description="POST callbacks whose timestamp is further than this from now get 403 (0 = off)"
+        600,
+        description="POST callbacks whose timestamp is further than this from now get 403 (0 = off); "
+        "WeCom retries with the original timestamp within ~20 s, so keep it well above that",
     )
     wecom_reply_format: Literal["text", "markdown"] = Field(
         "text", description="message type of replies in the self-built app: text or markdown"
@@ -36,7 +43,8 @@ class GatewaySettings(CommonSettings):
         86400, description="how long a callback's MsgId is remembered, so a late retry is not a new message"
     )
     gateway_retry_base_s: float = Field(
-        2.0, description="first delay before a delivery is retried after WeCom asks to slow down; doubles, jittered"
+        2.0,
+        description="first delay before a failed send is retried (busy, rate limit, unreachable); doubles, jittered",
     )
     conversation_group_scope: Literal["group", "member"] = Field(
         "group", description="group chats: one memory per group, or one per member"

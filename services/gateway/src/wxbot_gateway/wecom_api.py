@@ -4,9 +4,10 @@ The access token lives in Redis so every replica shares one token per app (and e
 keeps it in memory for up to `LOCAL_TOKEN_S`, so a send costs no Redis round trip). Refreshing is
 single-flight across replicas: a short Redis lock lets one replica call `gettoken` while the
 others wait for the token to appear; a rejected token is dropped only if it is still the stored
-one. A rejected secret (40001) is a configuration error: it is remembered for a while so that
-messages fail fast instead of hammering `gettoken`. Branching is on `errcode` only (its `errmsg`
-text changes).
+one. What each errcode means — refresh, retry later, or give up — is decided in `errcodes`
+alone; branching is on `errcode` only (its `errmsg` text changes). A configuration error at
+`gettoken` (e.g. 40001, a wrong secret) is remembered for a while so that messages fail fast
+instead of hammering `gettoken` (repeated wrong secrets get the source IP blocked).
 """
 
 from __future__ import annotations
@@ -24,11 +25,9 @@ from redis.asyncio import Redis
 from wxbot_common.errors import TransientError
 from wxbot_common.http_client import HttpError, TracedHttp
 from wxbot_common.logs import get_logger
-from wxbot_gateway.errors import DeliveryRefusedError
+from wxbot_gateway.errcodes import Outcome, classify
+from wxbot_gateway.errors import DeliveryRefusedError, RetryLaterError
 
-TOKEN_EXPIRED = {40014, 42001}  # invalid / expired access_token: refresh once, retry once
-RETRY_LATER = {-1, 45009, 45033}  # busy, frequency limit, concurrency limit
-BAD_SECRET = 40001
 REFRESH_AHEAD_S = 300  # a token is replaced this long before WeCom says it expires
 LOCK_TTL_MS = 10_000
 LOCAL_TOKEN_S = 30.0  # how long a replica reuses the token it read from Redis without asking again
@@ -39,13 +38,15 @@ _DELETE_IF_EQUAL = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.c
 class WeComApiError(DeliveryRefusedError):
     """WeCom answered with an errcode that retrying will not fix."""
 
-    def __init__(self, errcode: int, errmsg: str) -> None:
-        super().__init__(errcode, f"errcode {errcode}: {errmsg}")
+    def __init__(self, errcode: int, errmsg: str, reason: str = "") -> None:
+        super().__init__(errcode, f"errcode {errcode}: {reason or errmsg}" + (f" ({errmsg})" if reason else ""))
+        self.reason = reason or errmsg
 
 
 @dataclass(frozen=True)
 class ApiFlavour:
-    """Where the WeCom and the Official Account APIs differ (same token and errcode discipline)."""
+    """Where the WeCom and the Official Account APIs differ (same token discipline; the meaning of
+    their errcodes is `errcodes.classify(name, errcode)`)."""
 
     name: str
     token_path: str
@@ -53,23 +54,10 @@ class ApiFlavour:
     secret_param: str
     extra_token_params: tuple[tuple[str, str], ...]
     send_path: str
-    token_expired: frozenset[int]
-    bad_secret: frozenset[int]
     with_agent: bool
 
 
-WECOM = ApiFlavour(
-    "wecom",
-    "/cgi-bin/gettoken",
-    "corpid",
-    "corpsecret",
-    (),
-    "/cgi-bin/message/send",
-    frozenset(TOKEN_EXPIRED),
-    frozenset({BAD_SECRET}),
-    True,
-)
-# OA: 40001 at send time means a stale token; a wrong secret is 40125 at /cgi-bin/token.
+WECOM = ApiFlavour("wecom", "/cgi-bin/gettoken", "corpid", "corpsecret", (), "/cgi-bin/message/send", True)
 OFFICIAL_ACCOUNT = ApiFlavour(
     "wechat",
     "/cgi-bin/token",
@@ -77,8 +65,6 @@ OFFICIAL_ACCOUNT = ApiFlavour(
     "secret",
     (("grant_type", "client_credential"),),
     "/cgi-bin/message/custom/send",
-    frozenset({40001, 40014, 42001}),
-    frozenset({40125, 40164}),
     False,
 )
 
@@ -155,6 +141,8 @@ class WeComClient:
 
     async def _call_json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         resp = await self._call(method, path, **kwargs)
+        if resp.status != 200:  # the API answers every errcode with 200: this is a proxy or an outage
+            raise TransientError(f"WeCom {path} answered HTTP {resp.status}")
         try:
             data: dict[str, Any] = json.loads(resp.content)
         except ValueError as exc:
@@ -162,6 +150,17 @@ class WeComClient:
         if not isinstance(data, dict):
             raise TransientError(f"WeCom {path} answered HTTP {resp.status} with JSON that is not an object")
         return data
+
+    def _refused(self, path: str, errcode: int, errmsg: str) -> Exception:
+        """The exception for an errcode that is neither success nor a rejected token: give up or retry."""
+        verdict = classify(self._flavour.name, errcode)
+        if verdict.outcome.gives_up:
+            if verdict.outcome is Outcome.CONFIG:
+                self._log.error("config_error", api=self._flavour.name, path=path, errcode=errcode, hint=verdict.reason)
+                if self._on_config_error is not None:
+                    self._on_config_error(errcode, verdict.reason)
+            return WeComApiError(errcode, errmsg, verdict.reason)
+        return RetryLaterError(errcode, f"{path} errcode {errcode}: {verdict.reason}")
 
     async def token(self, wait_s: float = 10.0) -> str:
         """The shared access token; at most one `gettoken` per expiry across every replica."""
@@ -181,7 +180,9 @@ class WeComClient:
                     return _text(cached)
                 held = await self._redis.get(self._error_key)
                 if held:
-                    raise WeComApiError(BAD_SECRET, f"secret rejected recently: {_text(held)}")
+                    errcode = int(_text(held)) if _text(held).lstrip("-").isdigit() else 0
+                    reason = classify(self._flavour.name, errcode).reason
+                    raise WeComApiError(errcode, "rejected recently, not asking again yet", reason)
                 owner = secrets.token_hex(8)
                 if await self._redis.set(self._lock_key, owner, nx=True, px=LOCK_TTL_MS):
                     try:
@@ -197,23 +198,16 @@ class WeComClient:
         params = {f.id_param: self._corp_id, f.secret_param: self._secret, **dict(f.extra_token_params)}
         data = await self._call_json("GET", f.token_path, params=params)
         errcode = int(data.get("errcode", 0))
-        if errcode in RETRY_LATER:
-            raise TransientError(f"gettoken errcode {errcode}")
-        if errcode != 0 or not data.get("access_token"):
-            errmsg = str(data.get("errmsg", ""))
-            if errcode in self._flavour.bad_secret:
-                self._log.error(
-                    "bad_secret", api=self._flavour.name, errcode=errcode, hint="fix the secret; not retrying"
-                )
-                await self._redis.set(self._error_key, f"errcode {errcode}", ex=CONFIG_ERROR_HOLD_S)
-                if self._on_config_error is not None:
-                    self._on_config_error(errcode, errmsg)
-            raise WeComApiError(errcode, errmsg)
-        token = str(data["access_token"])
-        ttl = max(60, int(data.get("expires_in", 7200)) - REFRESH_AHEAD_S)
-        await self._redis.set(self._key, token, ex=ttl)
-        self._log.info("wecom_token_refreshed", ttl_s=ttl)
-        return token
+        if errcode == 0 and data.get("access_token"):
+            token = str(data["access_token"])
+            ttl = max(60, int(data.get("expires_in", 7200)) - REFRESH_AHEAD_S)
+            await self._redis.set(self._key, token, ex=ttl)
+            self._log.info("wecom_token_refreshed", ttl_s=ttl)
+            return token
+        error = self._refused(f.token_path, errcode, str(data.get("errmsg", "")))
+        if isinstance(error, WeComApiError):  # configuration: hold it rather than ask again per message
+            await self._redis.set(self._error_key, str(errcode), ex=CONFIG_ERROR_HOLD_S)
+        raise error
 
     async def _drop_token(self, token: str) -> None:
         if self._cached is not None and self._cached[0] == token:
@@ -228,42 +222,41 @@ class WeComClient:
         return await self._send(body)
 
     async def _send(self, body: dict[str, Any]) -> str:
+        path = self._flavour.send_path
         for attempt in (1, 2):
             token = await self.token()
-            path = self._flavour.send_path
             data = await self._call_json("POST", path, params={"access_token": token}, json=body)
             errcode = int(data.get("errcode", 0))
             if errcode == 0:
                 return str(data.get("msgid", ""))
-            if errcode in self._flavour.token_expired:
+            if classify(self._flavour.name, errcode).outcome is Outcome.REFRESH_TOKEN:
                 await self._drop_token(token)
                 if attempt == 1:
                     continue
                 # A fresh token rejected again is still a token problem (a refresh racing another
                 # replica, WeCom propagating it): retry later with backoff, never drop the reply.
-                raise TransientError(f"{path}: token still rejected after a refresh (errcode {errcode})")
-            if errcode in RETRY_LATER:
-                raise TransientError(f"{path} errcode {errcode}")  # backoff: the caller's
-            raise WeComApiError(errcode, str(data.get("errmsg", "")))
+                raise RetryLaterError(errcode, f"{path}: token still rejected after a refresh (errcode {errcode})")
+            raise self._refused(path, errcode, str(data.get("errmsg", "")))
         raise AssertionError("unreachable")
 
     async def get_media(self, media_id: str) -> Media:
         """Download a temporary media file; WeCom answers errors as JSON with HTTP 200."""
+        path = "/cgi-bin/media/get"
         for attempt in (1, 2):
             token = await self.token()
-            resp = await self._call("GET", "/cgi-bin/media/get", params={"access_token": token, "media_id": media_id})
+            resp = await self._call("GET", path, params={"access_token": token, "media_id": media_id})
+            if resp.status != 200:
+                raise TransientError(f"WeCom {path} answered HTTP {resp.status}")
             error = _json_error(resp)
             if error is None:
                 disposition = resp.disposition
                 filename = disposition.split("filename=", 1)[1].strip('"') if "filename=" in disposition else None
                 return Media(resp.content, resp.content_type or "application/octet-stream", filename)
             errcode, errmsg = error
-            if errcode in self._flavour.token_expired:
+            if classify(self._flavour.name, errcode).outcome is Outcome.REFRESH_TOKEN:
                 await self._drop_token(token)
                 if attempt == 1:
                     continue
-                raise TransientError(f"media/get: token still rejected after a refresh (errcode {errcode})")
-            if errcode in RETRY_LATER:
-                raise TransientError(f"media/get errcode {errcode}")
-            raise WeComApiError(errcode, errmsg)
+                raise RetryLaterError(errcode, f"{path}: token still rejected after a refresh (errcode {errcode})")
+            raise self._refused(path, errcode, errmsg)
         raise AssertionError("unreachable")

@@ -3,7 +3,8 @@
 Frames in: JSON `{"sender": "...", "content": "...", "msg_type": "text"}` (optional `msg_id` makes
 a resend idempotent). Frames out: `{"type": "ack", "msg_id"}` when the message is in the log,
 `{"type": "reply", "to": sender, "content"}` for the bot's answer, `{"type": "error", "error"}`
-for a bad frame, binary frames included (the socket stays open). A bearer token (`GATEWAY_BRIDGE_TOKEN`, in the
+for a bad frame, binary frames included (the socket stays open); a frame over GATEWAY_MAX_BODY_BYTES
+closes it with 1009. A bearer token (`GATEWAY_BRIDGE_TOKEN`, in the
 `Authorization` header or the `token` query parameter) is required; without it the handshake is
 refused with 403.
 
@@ -32,6 +33,7 @@ from wxbot_common.nats.publisher import EventPublisher
 from wxbot_gateway.conversation import conversation_id
 from wxbot_gateway.errors import DeliveryRefusedError
 from wxbot_gateway.metrics import GatewayMetrics
+from wxbot_gateway.untrusted_json import UntrustedJsonError, encodable, load
 from wxbot_proto.events.v1 import events_pb2 as ev
 
 CHANNEL = "bridge"
@@ -47,9 +49,9 @@ class FrameError(ValueError):
 def parse_frame(raw: str) -> tuple[str, str, str | None]:
     """(sender, content, msg_id) of a client frame, or FrameError saying what is wrong (pure)."""
     try:
-        frame = json.loads(raw)
-    except ValueError as exc:
-        raise FrameError("frame is not JSON") from exc
+        frame = load(raw)
+    except UntrustedJsonError as exc:
+        raise FrameError("frame is not JSON (or nested too deep)") from exc
     if not isinstance(frame, dict):
         raise FrameError("frame must be a JSON object")
     sender, content, msg_type = frame.get("sender"), frame.get("content"), frame.get("msg_type", "text")
@@ -57,12 +59,14 @@ def parse_frame(raw: str) -> tuple[str, str, str | None]:
         raise FrameError("'sender' must be a non-empty string of at most 128 characters")
     if not isinstance(content, str) or not content.strip():
         raise FrameError("'content' must be a non-empty string")
+    if not (encodable(sender) and encodable(content)):
+        raise FrameError("strings must not hold lone surrogates (\\ud800-style escapes)")
     if len(content.encode()) > MAX_CONTENT_BYTES:
         raise FrameError(f"'content' exceeds {MAX_CONTENT_BYTES} bytes")
     if msg_type != "text":
         raise FrameError("only msg_type 'text' is supported")
     msg_id = frame.get("msg_id")
-    if msg_id is not None and (not isinstance(msg_id, str) or not msg_id or len(msg_id) > 128):
+    if msg_id is not None and not (isinstance(msg_id, str) and 0 < len(msg_id) <= 128 and encodable(msg_id)):
         raise FrameError("'msg_id' must be a string of at most 128 characters")
     return sender.strip(), content, msg_id
 

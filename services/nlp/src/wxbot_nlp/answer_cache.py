@@ -140,14 +140,16 @@ class AnswerCache:
             except RedisError as exc:
                 self._log.warning("cache_unavailable", error=repr(exc))
 
-    async def wait_for_answer(self, scope: str, question: str) -> str | None:
+    async def wait_for_answer(self, scope: str, question: str, within_s: float | None = None) -> str | None:
         """The answer of the caller holding the claim, once stored; None when it gave up (claim
-        released or expired without an answer) or Redis fails."""
+        released or expired without an answer), Redis fails, or `within_s` (at most `max_wait_s`)
+        has passed."""
         key = self.key(scope, question)
-        deadline = time.monotonic() + self._max_wait_s
+        wait_s = self._max_wait_s if within_s is None else min(within_s, self._max_wait_s)
+        deadline = time.monotonic() + wait_s
         pause = POLL_FIRST_S
-        while time.monotonic() < deadline:
-            await asyncio.sleep(pause)
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(pause, left))
             try:
                 answer, claimed = await self._redis.mget([key, key + ":claim"])
             except RedisError as exc:

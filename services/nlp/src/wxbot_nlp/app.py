@@ -12,7 +12,6 @@ from wxbot_common.runtime import ServiceRuntime
 from wxbot_nlp.answer_cache import AnswerCache
 from wxbot_nlp.handlers import Drafter, DraftingPolicy, NlpMetrics
 from wxbot_nlp.kb import KnowledgeBase, load_faqs
-from wxbot_nlp.llm import ChatBackend
 from wxbot_nlp.openai_compatible import OpenAICompatibleBackend
 from wxbot_nlp.resilience import CircuitBreaker, ResilientBackend
 from wxbot_nlp.settings import NlpSettings
@@ -33,7 +32,7 @@ def _is_open(breaker: CircuitBreaker) -> Callable[[], float]:
 
 def build_backends(
     settings: NlpSettings, http: TracedHttp, variants: list[Variant], metrics: NlpMetrics
-) -> dict[str, ChatBackend] | None:
+) -> dict[str, ResilientBackend] | None:
     """One resilient backend per A/B variant (its model and temperature), or None without an LLM."""
     if not settings.llm_base_url:
         return None
@@ -50,7 +49,7 @@ def build_backends(
             settings.llm_stream,
         )
 
-    backends: dict[str, ChatBackend] = {}
+    backends: dict[str, ResilientBackend] = {}
     for v in variants:
         model = v.model or settings.llm_model
         temperature = settings.llm_temperature if v.temperature is None else v.temperature
@@ -71,6 +70,8 @@ def build_backends(
             breaker=CircuitBreaker(settings.llm_breaker_threshold, settings.llm_breaker_cooldown_s),
             fallback=fallback,
             on_error=_count_errors(metrics, v.name),
+            attempt_timeout_s=settings.llm_timeout_s,
+            deadline_s=settings.llm_answer_deadline_s,
         )
         metrics.circuit_open.labels(v.name).set_function(_is_open(resilient.breaker))
         backends[v.name] = resilient
@@ -119,6 +120,7 @@ async def main() -> None:
             settings.nlp_kb_min_score,
             settings.nlp_kb_direct_score,
             NLP_DRAFTER.max_deliver,
+            settings.llm_answer_deadline_s,
         ),
         metrics,
     )

@@ -5,6 +5,13 @@ its inputs (history from context, the user's A/B variant, the cache) and publish
 Whatever fails, the user gets exactly one reply: the answer, or one apology. Context trouble is
 retried by redelivery; on the last allowed delivery the question is answered without history
 rather than dead-lettered, because silence is the one outcome a user must never get.
+
+Once the history is known, the answer has `LLM_ANSWER_DEADLINE_S`: waiting for a concurrent
+asker of the same question, every LLM attempt and the fallback share it (`AnswerDeadline`), so
+the user gets the answer or the apology within it. The answer and the apology are the same event
+(one id, derived from the message's): JetStream drops a second one within its duplicate window,
+and a redelivered message whose reply is already in the log — an nlp replica that stopped after
+publishing, before acknowledging — is acknowledged without asking the LLM again, however late.
 """
 
 from __future__ import annotations
@@ -18,16 +25,18 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from wxbot_common.errors import TransientError
-from wxbot_common.ids import user_hash
+from wxbot_common.ids import derived_event_id, user_hash
 from wxbot_common.logs import get_logger
 from wxbot_common.meta import derive_meta
 from wxbot_common.nats.consumer import Delivery
 from wxbot_common.nats.publisher import EventPublisher
+from wxbot_common.nats.subjects import EventKind
 from wxbot_common.rpc import traced_call
 from wxbot_nlp.answer_cache import AnswerCache
 from wxbot_nlp.drafting import APOLOGY, HistoryTurn, Plan, Route, build_messages, plan_answer
 from wxbot_nlp.kb import KnowledgeBase
-from wxbot_nlp.llm import ChatBackend, Completion, LlmRejectedError, LlmUnavailableError
+from wxbot_nlp.llm import Completion, LlmRejectedError, LlmUnavailableError
+from wxbot_nlp.resilience import AnswerDeadline, ResilientBackend
 from wxbot_nlp.variants import Variant, assign
 from wxbot_proto.context.v1 import context_pb2 as ctx
 from wxbot_proto.context.v1 import context_pb2_grpc as ctx_grpc
@@ -65,7 +74,8 @@ class NlpMetrics:
         self.errors = Counter(
             "wxbot_nlp_errors",
             "Failures by kind: every failed LLM attempt (timeout, rate_limited, server_error, network, malformed, "
-            "rejected, circuit_open), fallback, context_unavailable, context_skipped",
+            "rejected, circuit_open), fallback, deadline (an answer given up at LLM_ANSWER_DEADLINE_S), "
+            "context_unavailable, context_skipped",
             ["kind", "variant"],
             registry=registry,
         )
@@ -90,6 +100,7 @@ class DraftingPolicy:
     kb_min_score: float
     kb_direct_score: float
     max_deliver: int  # the consumer's; on this delivery context trouble no longer delays the answer
+    answer_deadline_s: float  # LLM_ANSWER_DEADLINE_S: from the known history to the answer or apology
 
 
 @dataclass(frozen=True)
@@ -103,7 +114,7 @@ class Drafter:
         self,
         publisher: EventPublisher,
         context: ctx_grpc.ContextServiceAsyncStub,
-        backends: Mapping[str, ChatBackend] | None,
+        backends: Mapping[str, ResilientBackend] | None,
         variants: list[Variant],
         knowledge: KnowledgeBase,
         cache: AnswerCache | None,
@@ -124,6 +135,14 @@ class Drafter:
     async def handle(self, delivery: Delivery) -> None:
         accepted = delivery.event
         assert isinstance(accepted, ev.InboundAccepted)
+        if delivery.num_delivered > 1 and await self._publisher.was_published(
+            EventKind.DRAFTED,
+            accepted.meta.conversation_id,
+            derived_event_id("nlp", accepted.meta.event_id, "drafted"),
+            after_sequence=delivery.stream_sequence,
+        ):
+            self._log.info("already_answered", seq=delivery.stream_sequence, delivered=delivery.num_delivered)
+            return
         message = accepted.message
         is_text = message.kind in (ev.MESSAGE_KIND_TEXT, ev.MESSAGE_KIND_UNSPECIFIED)
         address = message.reply_to
@@ -149,32 +168,38 @@ class Drafter:
         assert self._backends is not None
         question = accepted.message.text
         history = await self._history(accepted, variant.name, last_try)
+        deadline = AnswerDeadline(self._policy.answer_deadline_s)  # history waits for earlier answers
         standalone = history.known and not history.turns and not plan.grounding
         if self._cache is None or not standalone:
-            await self._ask_llm(accepted, plan, variant, history.turns)
+            await self._ask_llm(accepted, plan, variant, history.turns, deadline)
             return
         scope = variant.fingerprint
         found = await self._cache.get_or_claim(scope, question)
         if found is None:  # the same question is with the LLM right now: share its answer
-            cached, result = await self._cache.wait_for_answer(scope, question), "joined"
+            cached, result = await self._cache.wait_for_answer(scope, question, deadline.left()), "joined"
         elif isinstance(found, str):
             cached, result = found, "hit"
         else:  # ours to ask: store the answer for the others, or release the claim so that they try
             self._metrics.cache.labels("miss", variant.name).inc()
             async with self._cache.holding(found):
-                answer = await self._ask_llm(accepted, plan, variant, history.turns)
+                answer = await self._ask_llm(accepted, plan, variant, history.turns, deadline)
                 if answer is not None:
                     await self._cache.put_and_release(found, answer)
             return
-        if cached is None:  # the one we waited for gave up: try ourselves (uncached, as it failed)
+        if cached is None:  # the one we waited for gave up: try ourselves in the time left (uncached)
             self._metrics.cache.labels("miss", variant.name).inc()
-            await self._ask_llm(accepted, plan, variant, history.turns)
+            await self._ask_llm(accepted, plan, variant, history.turns, deadline)
             return
         self._metrics.cache.labels(result, variant.name).inc()
         await self._draft(accepted, cached, ev.REPLY_SOURCE_CACHE, variant.name)
 
     async def _ask_llm(
-        self, accepted: ev.InboundAccepted, plan: Plan, variant: Variant, history: list[HistoryTurn]
+        self,
+        accepted: ev.InboundAccepted,
+        plan: Plan,
+        variant: Variant,
+        history: list[HistoryTurn],
+        deadline: AnswerDeadline,
     ) -> str | None:
         """Publish the LLM's answer and return it, or publish the apology and return None."""
         assert self._backends is not None
@@ -182,7 +207,7 @@ class Drafter:
         backend = self._backends[variant.name]
         started = time.perf_counter()
         try:
-            completion = await backend.complete(messages)
+            completion = await backend.complete(messages, deadline)
         except (LlmUnavailableError, LlmRejectedError) as exc:
             self._metrics.llm_latency.labels(backend.model, "error", variant.name).observe(
                 time.perf_counter() - started

@@ -1,24 +1,54 @@
-"""Retries, a circuit breaker and a fallback around any ChatBackend.
+"""Retries, a circuit breaker, a fallback and a whole-answer deadline around any ChatBackend.
 
 Retries: exponential backoff with full jitter on 429, 5xx, timeouts and network errors, waiting
 at least what `Retry-After` asks (tenacity). Breaker: after `threshold` consecutive failed calls
 the backend is skipped for `cooldown_s` (calls fail at once, so users get the apology quickly
 instead of waiting for timeouts), then one trial call decides. Fallback: another backend (model
 or endpoint) tried when the first one is unavailable.
+
+Deadline (`LLM_ANSWER_DEADLINE_S`): every attempt, every wait between attempts and the fallback
+share one `AnswerDeadline`. An attempt gets `min(LLM_TIMEOUT_S, time left)`, and is cancelled
+when that runs out (the upstream sees the connection close, and its late answer has nobody to
+go to); a retry or the fallback is not started when the wait before it would leave less than
+`MIN_ATTEMPT_S`. So the caller has an answer or an error within the deadline, never both.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections.abc import Callable
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.stop import stop_base
 from tenacity.wait import wait_random_exponential
 
 from wxbot_nlp.llm import ChatBackend, Completion, LlmRejectedError, LlmUnavailableError
 
 MAX_RETRY_AFTER_S = 30.0  # a longer Retry-After is not waited out in full
 MAX_BACKOFF_S = MAX_RETRY_AFTER_S  # the longest wait between two attempts
+MIN_ATTEMPT_S = 0.5  # a retry or fallback that would have less time than this is not started
+
+
+class AnswerDeadline:
+    """The moment by which one answer must be settled, shared by all its attempts and waits."""
+
+    def __init__(self, within_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._ends_at = clock() + within_s
+
+    def left(self) -> float:
+        """Seconds until the deadline (0 once it has passed; infinite without one)."""
+        return max(0.0, self._ends_at - self._clock())
+
+    def attempt_timeout(self, per_attempt_s: float | None) -> float:
+        """How long the next attempt may take: its own timeout, cut to the time left."""
+        return min(math.inf if per_attempt_s is None else per_attempt_s, self.left())
+
+    def allows_attempt_after(self, wait_s: float) -> bool:
+        """Whether an attempt started after waiting `wait_s` would still have `MIN_ATTEMPT_S`."""
+        return self.left() - wait_s >= MIN_ATTEMPT_S
 
 
 class CircuitBreaker:
@@ -51,13 +81,24 @@ class CircuitBreaker:
         return self._threshold > 0 and self._failures >= self._threshold
 
 
+class _StopAtDeadline(stop_base):
+    """Stop retrying when the wait before the next attempt would leave it too little time."""
+
+    def __init__(self, deadline: AnswerDeadline) -> None:
+        self._deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return not self._deadline.allows_attempt_after(retry_state.upcoming_sleep)
+
+
 def _ignore(_: str) -> None:
     return None
 
 
 class ResilientBackend:
-    """A ChatBackend that retries, breaks and falls back; `on_error(kind)` hears of every failed
-    attempt (`timeout`, `rate_limited`, `server_error`, …) and of each switch to the fallback."""
+    """A ChatBackend that retries, breaks, falls back and keeps a deadline; `on_error(kind)` hears
+    of every failed attempt (`timeout`, `rate_limited`, `server_error`, …), of each switch to the
+    fallback, and of an answer the deadline ended (`deadline`)."""
 
     def __init__(
         self,
@@ -69,13 +110,19 @@ class ResilientBackend:
         breaker: CircuitBreaker | None = None,
         fallback: ChatBackend | None = None,
         on_error: Callable[[str], None] = _ignore,
+        attempt_timeout_s: float | None = None,
+        deadline_s: float = math.inf,
     ) -> None:
+        """`attempt_timeout_s`: one attempt's limit (LLM_TIMEOUT_S); `deadline_s`: the whole
+        answer's (LLM_ANSWER_DEADLINE_S), used when `complete` is not given a deadline."""
         self._primary = primary
         self._attempts = max(1, attempts)
         self._wait = wait_random_exponential(multiplier=backoff_base_s, max=backoff_max_s)
         self.breaker = breaker or CircuitBreaker(0, 0)
         self._fallback = fallback
         self._on_error = on_error
+        self._attempt_timeout_s = attempt_timeout_s
+        self._deadline_s = deadline_s
 
     @property
     def model(self) -> str:
@@ -87,39 +134,56 @@ class ResilientBackend:
         asked = getattr(exc, "retry_after_s", None)
         return max(jittered, min(float(asked), MAX_RETRY_AFTER_S)) if asked is not None else jittered
 
-    async def _attempt(self, backend: ChatBackend, messages: list[dict[str, str]]) -> Completion:
+    async def _attempt(
+        self, backend: ChatBackend, messages: list[dict[str, str]], deadline: AnswerDeadline
+    ) -> Completion:
+        timeout_s = deadline.attempt_timeout(self._attempt_timeout_s)
         try:
-            return await backend.complete(messages)
+            async with asyncio.timeout(None if math.isinf(timeout_s) else timeout_s):
+                return await backend.complete(messages)
+        except TimeoutError as exc:  # ours: the attempt was cancelled, its connection closed
+            self._on_error("timeout")
+            raise LlmUnavailableError(f"no answer within {timeout_s:.3g} s", kind="timeout") from exc
         except (LlmUnavailableError, LlmRejectedError) as exc:
             self._on_error(exc.kind)
             raise
 
-    async def _primary_with_retries(self, messages: list[dict[str, str]]) -> Completion:
+    async def _primary_with_retries(self, messages: list[dict[str, str]], deadline: AnswerDeadline) -> Completion:
         if not self.breaker.allow():
             self._on_error("circuit_open")
             raise LlmUnavailableError(
                 "circuit open: the LLM failed repeatedly, skipping it for a while", kind="circuit_open"
             )
+
         try:
             async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self._attempts),
+                stop=stop_after_attempt(self._attempts) | _StopAtDeadline(deadline),
                 wait=self._wait_for,
                 retry=retry_if_exception_type(LlmUnavailableError),
                 reraise=True,
             ):
                 with attempt:
-                    completion = await self._attempt(self._primary, messages)
+                    completion = await self._attempt(self._primary, messages, deadline)
         except LlmUnavailableError:
             self.breaker.failed()
             raise
         self.breaker.succeeded()
         return completion
 
-    async def complete(self, messages: list[dict[str, str]]) -> Completion:
+    async def complete(self, messages: list[dict[str, str]], deadline: AnswerDeadline | None = None) -> Completion:
+        """The answer, or LlmUnavailableError / LlmRejectedError, within `deadline` (default: a new
+        one of `deadline_s` from now)."""
+        deadline = deadline or AnswerDeadline(self._deadline_s)
+        if deadline.left() <= 0:
+            self._on_error("deadline")
+            raise LlmUnavailableError("the answer's deadline passed before the LLM was asked", kind="timeout")
         try:
-            return await self._primary_with_retries(messages)
+            return await self._primary_with_retries(messages, deadline)
         except LlmUnavailableError:
+            if not deadline.allows_attempt_after(0.0):
+                self._on_error("deadline")
+                raise
             if self._fallback is None:
                 raise
             self._on_error("fallback")
-            return await self._attempt(self._fallback, messages)
+            return await self._attempt(self._fallback, messages, deadline)

@@ -27,6 +27,11 @@ class NlpSettings(CommonSettings):
     llm_api_key: str = Field("", description="bearer token for the LLM endpoint")
     llm_model: str = Field("gpt-4o-mini", description="model name sent to the endpoint")
     llm_timeout_s: float = Field(60.0, gt=0, description="timeout of one whole LLM attempt (streamed or not)")
+    llm_answer_deadline_s: float = Field(
+        60.0,
+        gt=0,
+        description="the whole answer: every attempt, the waits between them and the fallback; then one apology",
+    )
     llm_max_tokens: int = Field(1024, gt=0, description="max tokens of an answer")
     llm_temperature: float = Field(0.7, ge=0)
     llm_stream: bool = Field(False, description="use streaming (SSE) chat completions")
@@ -75,8 +80,9 @@ class NlpSettings(CommonSettings):
         return [v.resolve(self.llm_model, self.llm_temperature, prompt) for v in parse_variants(self.nlp_variants)]
 
     def llm_budget_s(self) -> float:
-        """The longest one answer may take: every attempt timing out, the waits between them,
-        and the fallback's attempt."""
+        """The longest one answer may take: every attempt timing out, the waits between them and
+        the fallback's attempt, cut to LLM_ANSWER_DEADLINE_S."""
         attempts = self.llm_retries + 1
         fallback = self.llm_timeout_s if self.llm_fallback_base_url else 0.0
-        return attempts * self.llm_timeout_s + self.llm_retries * MAX_BACKOFF_S + fallback
+        spent = attempts * self.llm_timeout_s + self.llm_retries * MAX_BACKOFF_S + fallback
+        return min(spent, self.llm_answer_deadline_s)

@@ -7,12 +7,20 @@ from google.protobuf.message import Message
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.errors import Error as JetStreamError
+from nats.js.errors import NotFoundError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from wxbot_common.errors import TransientError
 from wxbot_common.nats.propagation import inject_headers
-from wxbot_common.nats.subjects import HEADER_EVENT_TYPE, HEADER_MSG_ID, EventKind, dlq_subject, meta_of
+from wxbot_common.nats.subjects import (
+    EVENTS_STREAM,
+    HEADER_EVENT_TYPE,
+    HEADER_MSG_ID,
+    EventKind,
+    dlq_subject,
+    meta_of,
+)
 
 
 class EventPublisher:
@@ -59,6 +67,32 @@ class EventPublisher:
             span.set_attribute("messaging.nats.stream_sequence", ack.seq)
             span.set_attribute("messaging.nats.duplicate", bool(ack.duplicate))
             return ack
+
+    async def was_published(
+        self, kind: EventKind, conversation_id: str, event_id: str, after_sequence: int, max_scan: int = 256
+    ) -> bool:
+        """Whether event `event_id` of `kind` is in the log after stream position `after_sequence`.
+
+        For a redelivered input: its output, if any, was published after the input itself, so
+        only the conversation's events of that kind since then are read (direct gets, a handful
+        in practice). Unlike `Nats-Msg-Id` deduplication this holds past the duplicate window. A
+        conversation with more than `max_scan` such events since is answered False (the caller
+        then redoes the work and the duplicate window still applies).
+        """
+        subject = kind.subject(conversation_id)
+        seq = after_sequence + 1
+        try:
+            for _ in range(max_scan):
+                try:
+                    msg = await self._js.get_msg(EVENTS_STREAM, seq, subject=subject, next=True, direct=True)
+                except NotFoundError:
+                    return False
+                if (msg.headers or {}).get(HEADER_MSG_ID) == event_id:
+                    return True
+                seq = (msg.seq or seq) + 1
+        except (TimeoutError, nats.errors.Error, JetStreamError) as exc:
+            raise TransientError(f"reading {kind.name} events of the log failed: {exc!r}") from exc
+        return False
 
     async def dead_letter(
         self, durable: str, subject: str, data: bytes, headers: dict[str, str], reason: str, seq: int

@@ -95,7 +95,9 @@ class FakeLLM(FakeService):
         self.model = model
         self._defaults = (latency_s, reply or echo_reply, retry_after_s)
         self.latency_s, self.reply, self.retry_after_s = self._defaults
-        self.hang = False  # while True, calls park without answering (until cleared, or the server stops)
+        # While True, calls are accepted and parked without an answer until the client hangs up
+        # (counted in `abandoned`), the flag is cleared (then they answer, late), or the server stops.
+        self.hang = False
         self.stream_chunk_delay_s = 0.0  # pause before each streamed chunk: a stream that trickles
         self._lock = threading.Lock()
         self._requests: deque[ChatRequest] = deque(maxlen=record_limit)
@@ -103,6 +105,7 @@ class FakeLLM(FakeService):
         self._rate_limited_until = 0.0  # monotonic: until then every chat call answers 429
         self.calls = 0
         self.rate_limited = 0  # calls answered 429 by a storm (`rate_limit_for`)
+        self.abandoned = 0  # parked calls whose client disconnected before an answer
         self.in_flight = 0  # calls waiting out `latency_s` right now
         self.max_in_flight = 0  # the most that ever waited at once: how many calls the bot overlaps
 
@@ -127,7 +130,7 @@ class FakeLLM(FakeService):
             self._requests.clear()
             self._faults.clear()
             self._rate_limited_until = 0.0
-            self.calls = self.rate_limited = 0
+            self.calls = self.rate_limited = self.abandoned = 0
             self.hang = False
             self.stream_chunk_delay_s = 0.0
             self.latency_s, self.reply, self.retry_after_s = self._defaults
@@ -156,6 +159,7 @@ class FakeLLM(FakeService):
                 "rate_limited_s": max(0.0, self._rate_limited_until - time.monotonic()),
                 "rate_limited": self.rate_limited,
                 "hang": self.hang,
+                "abandoned": self.abandoned,
                 "latency_s": self.latency_s,
             }
 
@@ -192,7 +196,11 @@ class FakeLLM(FakeService):
                 self.rate_limited += 1
         if fault is not None:
             return self._fault_response(fault)
-        while self.hang and not self._closing:  # noqa: ASYNC110 - flag may be flipped from another thread
+        while self.hang and not self._closing:  # the flag may be flipped from another thread
+            if await request.is_disconnected():  # the client gave up: nobody is left to answer
+                with self._lock:
+                    self.abandoned += 1
+                return Response(status_code=499)
             await asyncio.sleep(HANG_POLL_S)
         if self._closing:
             return openai_error(503, "fake shutting down", "server_error")

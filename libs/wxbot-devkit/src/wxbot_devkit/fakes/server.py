@@ -228,6 +228,7 @@ class FakeService:
         if self._server is None or self._address is None:
             raise RuntimeError(f"{type(self).__name__} is not serving (refuse_connections needs start())")
         server, self._server = self._server, None
+        self._closing = True  # calls parked by a fault mode (a hung LLM) give up
         await server.stop()
         self._offline = True
         if seconds is not None:
