@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--llm-storm", type=float, default=10.0, help="seconds every LLM call answers 429")
     p.add_argument("--retry-after", type=float, default=2.0, help="Retry-After of the 429s, seconds")
     p.add_argument("--callback-timeout", type=float, default=5.0, help="WeCom drops a callback after this long")
-    p.add_argument("--reply-timeout", type=float, default=300.0, help="stop waiting for a reply after this long")
+    p.add_argument("--reply-timeout", type=float, default=120.0, help="stop waiting for a reply after this long")
     p.add_argument("--drain-quiet", type=float, default=5.0, help="seconds without replies that end the run")
     p.add_argument("--max-drain", type=float, default=180.0, help="the longest wait for the last replies")
     p.add_argument("--warmup", type=int, default=4, help="messages answered before the load, from users of their own")
@@ -153,7 +154,23 @@ async def _drive(
     figures.failure_reasons = dict(results.failure_reasons)
     figures.restarts = [_restart_json(asdict(r)) for r in stack.supervisor.history]
     figures.supervisor_log = list(stack.supervisor.log)
+    figures.log_events = log_digest(stack)
     return figures
+
+
+def log_digest(stack: Stack) -> dict[str, int]:
+    """Warnings and errors the services logged, counted by service, level and event (of the last
+    lines each process kept): what the faults looked like from the inside."""
+    counts: Counter[str] = Counter()
+    for replica in stack.replicas:
+        for line in replica.child.lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("level") in ("warning", "error", "critical"):
+                counts[f"{replica.service} {record['level']} {record.get('event', '?')}"] += 1
+    return dict(sorted(counts.items()))
 
 
 def _restart_json(item: dict[str, Any]) -> dict[str, Any]:

@@ -104,6 +104,7 @@ class ChaosFigures:
     restarts: list[dict[str, Any]] = field(default_factory=list)  # the supervisor's history
     failure_reasons: dict[str, int] = field(default_factory=dict)
     supervisor_log: list[str] = field(default_factory=list)
+    log_events: dict[str, int] = field(default_factory=dict)  # "service level event" -> count
     machine: str = field(default_factory=machine)
 
     @property
@@ -135,6 +136,7 @@ class ChaosFigures:
             "restarts": self.restarts,
             "failure_reasons": self.failure_reasons,
             "supervisor_log": self.supervisor_log,
+            "log_events": self.log_events,
         }
 
     def render(self) -> str:
@@ -172,6 +174,9 @@ class ChaosFigures:
         if self.notice_texts:
             texts = ", ".join(f"{n}× {t[:60]!r}" for t, n in self.notice_texts.items())
             lines.append(f"  notices     {texts}")
+        if self.log_events:
+            events = ", ".join(f"{k} ×{n}" for k, n in self.log_events.items())
+            lines.append(f"  logged      {events}")
         if self.failure_reasons:
             lines.append(f"  callbacks that failed (WeCom retried them): {self.failure_reasons}")
         lag = ", ".join(f"{d} {v.get('pending', 0)}/{v.get('ack_pending', 0)}" for d, v in self.lag_after.items())

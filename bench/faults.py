@@ -9,6 +9,7 @@ Retry-After for a while.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from dataclasses import dataclass
@@ -43,16 +44,27 @@ class Injector:
         self.llm = llm
         self.settings = settings
 
-    async def context_leader(self) -> str:
-        """The context replica whose /metrics says it holds the projection lease."""
+    async def context_leader(self, timeout_s: float = 15.0) -> str:
+        """The context replica whose /metrics says it holds the projection lease (polled: while the
+        lease moves, for a moment no replica says so)."""
+        seen: dict[str, str] = {}
+        deadline = time.monotonic() + timeout_s
         async with httpx.AsyncClient(timeout=5.0) as client:
-            for replica in self.stack.replicas:
-                if replica.service != "context":
-                    continue
-                text = (await client.get(f"http://127.0.0.1:{replica.http_port}/metrics")).text
-                if (m := LEADER.search(text)) and float(m[1]) == 1.0:
-                    return replica.child.name
-        raise RuntimeError("no context replica holds the projection lease")
+            while time.monotonic() < deadline:
+                for replica in self.stack.replicas:
+                    if replica.service != "context":
+                        continue
+                    try:
+                        text = (await client.get(f"http://127.0.0.1:{replica.http_port}/metrics")).text
+                    except httpx.HTTPError as exc:
+                        seen[replica.child.name] = type(exc).__name__
+                        continue
+                    m = LEADER.search(text)
+                    seen[replica.child.name] = m[1] if m else "no gauge"
+                    if m and float(m[1]) == 1.0:
+                        return replica.child.name
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"no context replica holds the projection lease: {seen}")
 
     async def victim(self, fault: str) -> str:
         if fault == "context":
