@@ -28,9 +28,9 @@ import aiohttp
 import uvloop
 
 from bench.chaos_report import ChaosFigures, FaultMark, analyse
-from bench.faults import FAULTS, SERVICE_FAULTS, FaultSettings, Injector
+from bench.faults import FAULTS, FaultSettings, Injector
 from bench.lag import wait_for_no_lag
-from bench.load import CORP_ID, SECRET, Generator, Tracker, drain, service_env, warm_up
+from bench.load import CORP_ID, SECRET, Generator, Tracker, drain, replicas_of, service_env, warm_up
 from bench.report import Results
 from wxbot_devkit.fakes.llm import FakeLLM
 from wxbot_devkit.fakes.wecom import FakeWeCom
@@ -48,7 +48,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--arrivals", choices=("poisson", "even"), default="poisson")
     p.add_argument("--llm-latency", type=float, default=0.3, help="fake LLM answer time, seconds")
     p.add_argument("--retry-rate", type=float, default=0.1, help="share of callbacks WeCom delivers twice")
-    p.add_argument("--replicas", type=int, default=2, help="replicas of every service")
+    p.add_argument(
+        "--replicas", nargs="*", default=["2"], help="replicas: a count for every service, and/or service=count"
+    )
     p.add_argument(
         "--faults",
         nargs="*",
@@ -82,10 +84,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def describe(args: argparse.Namespace) -> str:
+    layout = " ".join(f"{service}×{n}" for service, n in replicas_of(args, default=2).items())
     return (
-        f"{args.replicas} replicas of every service, supervised, Redis appendfsync everysec; open loop "
-        f"{args.rate:g} messages/s from {args.users} users ({args.arrivals}), LLM {args.llm_latency * 1000:.0f} ms, "
-        f"WeCom delivers {args.retry_rate:.0%} twice; faults: {', '.join(args.faults)}, {args.quiet:g} s apart"
+        f"{layout}, supervised, Redis appendfsync everysec; open loop {args.rate:g} messages/s from "
+        f"{args.users} users ({args.arrivals}), LLM {args.llm_latency * 1000:.0f} ms, WeCom delivers "
+        f"{args.retry_rate:.0%} twice; faults: {', '.join(args.faults)}, {args.quiet:g} s apart"
     )
 
 
@@ -104,7 +107,7 @@ async def run_chaos(args: argparse.Namespace) -> ChaosFigures:
                 run_dir=run_dir,
                 ports="free",
                 extra_env=service_env(wecom, llm),
-                replicas=dict.fromkeys(SERVICE_FAULTS, args.replicas),
+                replicas=replicas_of(args, default=2),
                 supervise=True,
                 persist=True,
             )

@@ -253,14 +253,20 @@ class Generator:
         await asyncio.gather(*tasks)
 
 
-def replicas_of(args: argparse.Namespace) -> dict[str, int]:
+def replicas_of(args: argparse.Namespace, default: int = 1) -> dict[str, int]:
+    """`--replicas`: `service=count` items, and a bare count for every service not named."""
     asked: dict[str, int] = {}
     for item in args.replicas or []:
+        if item.isdigit():
+            default = int(item)
+            continue
         service, _, count = item.partition("=")
         if service not in SERVICES or not count.isdigit():
-            raise SystemExit(f"--replicas {item!r}: want service=count with service in {', '.join(SERVICES)}")
+            raise SystemExit(
+                f"--replicas {item!r}: want a count, or service=count with service in {', '.join(SERVICES)}"
+            )
         asked[service] = int(count)
-    return {s: max(1, asked.get(s, 1)) for s in PIPELINE}
+    return {s: max(1, asked.get(s, default)) for s in PIPELINE}
 
 
 async def start_sink(run_dir: Path) -> tuple[Child, dict[str, str]]:

@@ -27,9 +27,8 @@ from typing import Any
 import aiohttp
 import uvloop
 
-from bench.faults import SERVICE_FAULTS
 from bench.lag import Lag, left, read_lag, wait_for_no_lag
-from bench.load import CORP_ID, SECRET, Generator, Tracker, drain, service_env, warm_up
+from bench.load import CORP_ID, SECRET, Generator, Tracker, drain, replicas_of, service_env, warm_up
 from bench.procstat import sample_pid
 from bench.report import Results, machine
 from bench.stats import Sent, check_order, summary_ms
@@ -116,7 +115,7 @@ class SoakFigures:
         c = self.config
         lines = [
             f"wxbot soak — {c['rate']:g} messages/s for {c['duration']:g} s from {c['users']} users, LLM "
-            f"{c['llm_latency'] * 1000:.0f} ms, {c['replicas']} replicas of every service, supervised",
+            f"{c['llm_latency'] * 1000:.0f} ms, replicas {' '.join(c['replicas'])}, supervised",
             f"  machine     {self.machine}",
             f"  replies     {self.replies} to {self.sent} messages; lost {self.lost}, duplicated {self.duplicated}, "
             f"out of order {self.order_violations}, refused {self.refused}, notices {self.notices}; e2e p50 "
@@ -184,7 +183,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--arrivals", choices=("poisson", "even"), default="poisson")
     p.add_argument("--llm-latency", type=float, default=0.3)
     p.add_argument("--retry-rate", type=float, default=0.1, help="share of callbacks WeCom delivers twice")
-    p.add_argument("--replicas", type=int, default=2, help="replicas of every service")
+    p.add_argument(
+        "--replicas", nargs="*", default=["2"], help="replicas: a count for every service, and/or service=count"
+    )
     p.add_argument(
         "--warmup-s",
         type=float,
@@ -223,7 +224,7 @@ async def run_soak(args: argparse.Namespace) -> SoakFigures:
                 run_dir=Path(tmp),
                 ports="free",
                 extra_env=service_env(wecom, llm),
-                replicas=dict.fromkeys(SERVICE_FAULTS, args.replicas),
+                replicas=replicas_of(args, default=2),
                 supervise=True,
                 persist=True,
             )

@@ -9,7 +9,7 @@ import pytest
 
 from bench.chaos import parse_args as chaos_args
 from bench.chaos_report import LEAD_S, SUSTAIN_S, FaultMark, analyse, baseline_threshold
-from bench.load import Tracker
+from bench.load import Tracker, replicas_of
 from bench.soak import ProcessTrace, SoakFigures, _spread
 from bench.soak import parse_args as soak_args
 from wxbot_devkit.fakes.wecom import SentMessage
@@ -130,7 +130,10 @@ async def test_recovery_needs_a_sustained_good_stretch(monkeypatch: pytest.Monke
 
 def test_cli_defaults_are_the_documented_scenario() -> None:
     chaos = chaos_args([])
-    assert (chaos.users, chaos.rate, chaos.llm_latency, chaos.replicas, chaos.wecom_outage) == (50, 50.0, 0.3, 2, 30.0)
+    assert (chaos.users, chaos.rate, chaos.llm_latency, chaos.wecom_outage) == (50, 50.0, 0.3, 30.0)
+    assert replicas_of(chaos, default=2) == {"gateway": 2, "safety": 2, "nlp": 2, "context": 2}
+    mixed = chaos_args(["--replicas", "1", "nlp=2", "gateway=2"])
+    assert replicas_of(mixed, default=2) == {"gateway": 2, "safety": 1, "nlp": 2, "context": 1}
     assert chaos.faults == ["gateway", "safety", "nlp", "context", "nats", "redis", "wecom", "llm"]
     assert chaos.duration is None  # the load runs until the faults are done
     soak = soak_args(["--duration", "120"])
@@ -139,7 +142,7 @@ def test_cli_defaults_are_the_documented_scenario() -> None:
 
 
 def test_soak_verdict_and_rendering() -> None:
-    config = {"rate": 20.0, "duration": 60.0, "users": 5, "llm_latency": 0.3, "replicas": 2}
+    config = {"rate": 20.0, "duration": 60.0, "users": 5, "llm_latency": 0.3, "replicas": ["2"]}
     steady = ProcessTrace("nlp-1", "service", 1, [100.0, 101.0, 104.0], [20, 21, 21], 101.0, 104.0, 110.0, 21, 21)
     leaky = ProcessTrace("nlp-2", "service", 2, [100.0, 101.0, 120.0], [20, 21, 30], 101.0, 120.0, 120.0, 21, 30)
     figures = SoakFigures(config, [steady], [0.0, 30.0, 60.0], 30.0, lag_after={"d": {"pending": 0, "ack_pending": 0}})

@@ -24,6 +24,7 @@ from wxbot_common.nats.consumer import ConsumerLoop, ConsumerMetrics
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import EventKind
 from wxbot_common.nats.topology import GATEWAY_DELIVERY, ensure_topology
+from wxbot_common.outbox import Outbox
 from wxbot_devkit.fakes.waiting import wait_until
 from wxbot_devkit.fakes.wecom import FakeWeCom
 from wxbot_devkit.launch import NatsServer, RedisServer
@@ -31,7 +32,6 @@ from wxbot_gateway.claims import PartClaims
 from wxbot_gateway.delivery import ReplyDelivery
 from wxbot_gateway.inbound import wecom_conversation_id
 from wxbot_gateway.metrics import GatewayMetrics
-from wxbot_gateway.outbox import Outbox
 from wxbot_gateway.senders import WeComAppSender
 from wxbot_gateway.wecom_api import WeComClient
 from wxbot_proto.events.v1 import events_pb2 as ev

@@ -10,6 +10,7 @@ from wxbot_common.fast_http import FastRoutes
 from wxbot_common.http_client import TracedHttp, create_session
 from wxbot_common.nats.topology import GATEWAY_DELIVERY
 from wxbot_common.ops import ops_routes
+from wxbot_common.outbox import Outbox
 from wxbot_common.redis_client import create_redis
 from wxbot_common.runtime import ServiceRuntime
 from wxbot_gateway.aibot import AibotSender, StreamStore, aibot_router
@@ -20,7 +21,6 @@ from wxbot_gateway.delivery import ReplyDelivery
 from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.oa_api import official_account_sender
 from wxbot_gateway.oa_callback import oa_callback, oa_router
-from wxbot_gateway.outbox import Outbox
 from wxbot_gateway.senders import ReplySender, WeComAppSender
 from wxbot_gateway.settings import GatewaySettings
 from wxbot_gateway.wecom_api import WeComClient

@@ -35,10 +35,10 @@ from wxbot_common.meta import derive_meta
 from wxbot_common.nats.consumer import Delivery
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import meta_of
+from wxbot_common.outbox import Outbox
 from wxbot_gateway.claims import PartClaims
 from wxbot_gateway.errors import DeliveryRefusedError, errcode_of
 from wxbot_gateway.metrics import GatewayMetrics
-from wxbot_gateway.outbox import Outbox
 from wxbot_gateway.senders import ReplySender
 from wxbot_proto.events.v1 import events_pb2 as ev
 

@@ -2,10 +2,16 @@
 
 Replies to one conversation are approved in order (context lets nlp answer message n+1 only once
 n's reply is approved), but sends can still be reordered: a send of reply n that fails and is
-retried later (WeCom unreachable, Redis or NATS restarting), or a replica that dies holding it,
-would let reply n+1 go first. So each reply enters its conversation's outbox — a Redis sorted set
-scored by the stream sequence of the message it answers — when its delivery starts, and leaves
-it once it was sent or given up; a reply is sent only when it is the first one in its outbox.
+retried later (WeCom unreachable, Redis or NATS restarting), or a gateway replica that dies holding
+it, would let reply n+1 go first. So each reply is queued in its conversation's outbox — a Redis
+sorted set scored by the stream sequence of the message it answers — and a gateway sends a reply
+only when it is the first one queued, and takes it out once it was sent or given up.
+
+The stage that publishes a deliverable event (safety: approved and blocked replies, notices)
+queues it just before publishing it, so it is queued before any gateway can receive it: a gateway
+that dies the instant it got reply n still leaves n in the outbox, and n+1 waits for n's
+redelivery. The gateway queues each reply again when it starts delivering it (idempotent), which
+covers events published by anything else.
 
 Waiting costs nothing in the normal case (the predecessor left long ago). A waiter is woken when
 a reply of its conversation leaves, on any replica (a core NATS message, outside the event log),
@@ -25,9 +31,8 @@ from nats.aio.msg import Msg
 from redis.asyncio import Redis
 
 from wxbot_common.ids import conversation_key
-from wxbot_common.logs import get_logger
 
-LEFT_SUBJECT = "wxbot.gateway.outbox.left"  # core NATS, outside the event stream's subjects
+LEFT_SUBJECT = "wxbot.outbox.left"  # core NATS, outside the event stream's subjects
 OUTBOX_TTL_S = 24 * 3600
 
 
@@ -44,16 +49,19 @@ class _Watch:
 
 
 class Outbox:
-    def __init__(self, redis: Redis, nc: Client, poll_s: float = 1.0) -> None:
+    """`enter` only needs Redis (the publishing stage); `wait_turn` and `leave` wake waiters on every
+    replica through `nc` (the gateway)."""
+
+    def __init__(self, redis: Redis, nc: Client | None = None, poll_s: float = 1.0) -> None:
         self._redis = redis
         self._nc = nc
         self._poll_s = poll_s
         self._watches: dict[str, _Watch] = {}
         self._sub: object | None = None
-        self._log = get_logger("wxbot.gateway.outbox")
 
     async def start(self) -> None:
-        self._sub = await self._nc.subscribe(LEFT_SUBJECT, cb=self._on_left)
+        if self._nc is not None:
+            self._sub = await self._nc.subscribe(LEFT_SUBJECT, cb=self._on_left)
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -62,10 +70,11 @@ class Outbox:
 
     @staticmethod
     def _key(ckey: str) -> str:
-        return f"wxbot:gateway:outbox:{ckey}"
+        return f"wxbot:outbox:{ckey}"
 
     async def enter(self, conversation_id: str, position: int, event_id: str) -> None:
-        """Queue a reply (idempotent: a redelivered reply keeps its place)."""
+        """Queue a reply to the message at stream sequence `position` (idempotent: a reply queued
+        again keeps its place)."""
         key = self._key(conversation_key(conversation_id))
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zadd(key, {event_id: position}, nx=True)
@@ -77,8 +86,9 @@ class Outbox:
         ckey = conversation_key(conversation_id)
         await self._redis.zrem(self._key(ckey), event_id)
         self._wake(ckey)
-        with contextlib.suppress(Exception):  # a lost wake-up costs the waiters one poll
-            await self._nc.publish(LEFT_SUBJECT, ckey.encode())
+        if self._nc is not None:
+            with contextlib.suppress(Exception):  # a lost wake-up costs the waiters one poll
+                await self._nc.publish(LEFT_SUBJECT, ckey.encode())
 
     async def wait_turn(self, conversation_id: str, event_id: str, timeout_s: float) -> bool:
         """Wait until no earlier reply of the conversation is queued; False if that takes longer
