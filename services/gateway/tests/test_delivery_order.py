@@ -24,7 +24,7 @@ from wxbot_common.nats.consumer import ConsumerLoop, ConsumerMetrics
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import EventKind
 from wxbot_common.nats.topology import GATEWAY_DELIVERY, ensure_topology
-from wxbot_common.outbox import Outbox
+from wxbot_common.outbox import Outbox, Turn
 from wxbot_devkit.fakes.waiting import wait_until
 from wxbot_devkit.fakes.wecom import FakeWeCom
 from wxbot_devkit.launch import NatsServer, RedisServer
@@ -179,5 +179,29 @@ async def test_a_part_left_claimed_by_a_dead_delivery_is_sent_once_its_claim_exp
         assert failed is not None
         await claims.release(other, failed)
         assert await claims.claim(other) is not None  # at once: a failed send gives the part back
+    finally:
+        await redis.aclose()
+
+
+async def test_the_outbox_lets_a_reply_go_when_the_earlier_ones_left_and_never_queues_a_done_one_again(
+    servers: Servers,
+) -> None:
+    redis = Redis.from_url(servers.redis_url)
+    try:
+        outbox = Outbox(redis, poll_s=0.05)
+        conversation = wecom_conversation_id(CORP, AGENT, "outbox-user")
+        assert await outbox.enter(conversation, 12, "reply-to-12") is Turn.FIRST  # nothing earlier queued yet
+        assert await outbox.enter(conversation, 10, "reply-to-10") is Turn.FIRST
+        assert await outbox.enter(conversation, 12, "reply-to-12") is Turn.WAIT  # queued again: same place
+        assert not await outbox.wait_turn(conversation, "reply-to-12", 0.2)
+        waiting = asyncio.create_task(outbox.wait_turn(conversation, "reply-to-12", 5.0))
+        await outbox.leave(conversation, 10, "reply-to-10")
+        assert await waiting
+        # Run again after it was sent (safety redelivered after a NATS restart): not queued again.
+        assert await outbox.enter(conversation, 10, "reply-to-10") is Turn.DONE
+        assert await outbox.wait_turn(conversation, "reply-to-12", 0.0)
+        await outbox.leave(conversation, 12, "reply-to-12")
+        assert await outbox.enter(conversation, 12, "reply-to-12") is Turn.DONE
+        assert await outbox.enter(conversation, 13, "reply-to-13") is Turn.FIRST
     finally:
         await redis.aclose()

@@ -11,7 +11,10 @@ The stage that publishes a deliverable event (safety: approved and blocked repli
 queues it just before publishing it, so it is queued before any gateway can receive it: a gateway
 that dies the instant it got reply n still leaves n in the outbox, and n+1 waits for n's
 redelivery. The gateway queues each reply again when it starts delivering it (idempotent), which
-covers events published by anything else.
+covers events published by anything else. A reply that left is remembered as done (the latest
+`DONE_KEPT` of each conversation) and never queued again: a publisher or a delivery that runs a
+second time — NATS lost an acknowledgement when it restarted — would otherwise queue a reply that
+nobody will take out again, and hold its conversation up.
 
 Waiting costs nothing in the normal case (the predecessor left long ago). A waiter is woken when
 a reply of its conversation leaves, on any replica (a core NATS message, outside the event log),
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,6 +38,34 @@ from wxbot_common.ids import conversation_key
 
 LEFT_SUBJECT = "wxbot.outbox.left"  # core NATS, outside the event stream's subjects
 OUTBOX_TTL_S = 24 * 3600
+
+
+DONE_KEPT = 100  # per conversation: the replies most recently sent or given up, never queued again
+
+# KEYS: the queue, the done set. ARGV: position, event id, ttl. A reply already done (a publisher or
+# a delivery run again, e.g. after NATS lost an acknowledgement) is not queued again: -1. Otherwise
+# queue it (NX: queued again, it keeps its place) and say whether it is first: 1, or 0.
+_ENTER = """
+if redis.call('ZSCORE', KEYS[2], ARGV[2]) then return -1 end
+redis.call('ZADD', KEYS[1], 'NX', ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if redis.call('ZRANGE', KEYS[1], 0, 0)[1] == ARGV[2] then return 1 end
+return 0
+"""
+# Take a reply out and remember it as done; how many are still queued (someone to wake, or nobody).
+_LEAVE = """
+redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[4]) - 1)
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+class Turn(enum.Enum):
+    FIRST = 1  # no earlier reply queued: send it now
+    WAIT = 0  # an earlier reply is still queued
+    DONE = -1  # already sent or given up: nothing to do
 
 
 def _text(value: object) -> str:
@@ -58,6 +90,8 @@ class Outbox:
         self._poll_s = poll_s
         self._watches: dict[str, _Watch] = {}
         self._sub: object | None = None
+        self._enter = redis.register_script(_ENTER)
+        self._leave = redis.register_script(_LEAVE)
 
     async def start(self) -> None:
         if self._nc is not None:
@@ -72,19 +106,20 @@ class Outbox:
     def _key(ckey: str) -> str:
         return f"wxbot:outbox:{ckey}"
 
-    async def enter(self, conversation_id: str, position: int, event_id: str) -> None:
+    async def enter(self, conversation_id: str, position: int, event_id: str) -> Turn:
         """Queue a reply to the message at stream sequence `position` (idempotent: a reply queued
-        again keeps its place)."""
+        again keeps its place; one already done is not queued again)."""
         key = self._key(conversation_key(conversation_id))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(key, {event_id: position}, nx=True)
-            pipe.expire(key, OUTBOX_TTL_S)
-            await pipe.execute()
+        turn = await self._enter(keys=[key, f"{key}:done"], args=[position, event_id, OUTBOX_TTL_S])
+        return Turn(int(turn))
 
-    async def leave(self, conversation_id: str, event_id: str) -> None:
+    async def leave(self, conversation_id: str, position: int, event_id: str) -> None:
         """The reply was sent or given up: the next one of the conversation may go."""
         ckey = conversation_key(conversation_id)
-        await self._redis.zrem(self._key(ckey), event_id)
+        key = self._key(ckey)
+        behind = await self._leave(keys=[key, f"{key}:done"], args=[position, event_id, OUTBOX_TTL_S, DONE_KEPT])
+        if not behind:
+            return  # nobody queued behind it: nobody to wake
         self._wake(ckey)
         if self._nc is not None:
             with contextlib.suppress(Exception):  # a lost wake-up costs the waiters one poll

@@ -35,7 +35,7 @@ from wxbot_common.meta import derive_meta
 from wxbot_common.nats.consumer import Delivery
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import meta_of
-from wxbot_common.outbox import Outbox
+from wxbot_common.outbox import Outbox, Turn
 from wxbot_gateway.claims import PartClaims
 from wxbot_gateway.errors import DeliveryRefusedError, errcode_of
 from wxbot_gateway.metrics import GatewayMetrics
@@ -131,8 +131,14 @@ class ReplyDelivery:
         deadline: float,
     ) -> None:
         conversation = meta.conversation_id
-        await self._outbox.enter(conversation, meta.origin_sequence, meta.event_id)
-        if not await self._outbox.wait_turn(conversation, meta.event_id, deadline - time.monotonic()):
+        turn = await self._outbox.enter(conversation, meta.origin_sequence, meta.event_id)
+        if turn is Turn.DONE:  # sent or given up by an earlier delivery (its acknowledgement was lost)
+            self._metrics.deliveries.labels(sender.name, "already_sent", "0").inc()
+            return
+        waited = turn is Turn.FIRST or await self._outbox.wait_turn(
+            conversation, meta.event_id, deadline - time.monotonic()
+        )
+        if not waited:
             if not last:
                 raise TransientError("an earlier reply of the conversation is still being delivered", delay_s=1.0)
             self._log.warning("order_wait_expired", user=user_hash(address.user_id))  # better late than never
@@ -142,12 +148,12 @@ class ReplyDelivery:
             self._metrics.deliveries.labels(sender.name, "failed", str(exc.errcode)).inc()
             self._log.warning("delivery_refused", errcode=exc.errcode, error=str(exc), user=user_hash(address.user_id))
             await self._failed(meta, exc.errcode, str(exc), retryable=False)
-            await self._outbox.leave(conversation, meta.event_id)
+            await self._outbox.leave(conversation, meta.origin_sequence, meta.event_id)
             return
         sent = ev.ReplySent(parts=len(msgids), provider_msg_ids=msgids)
         derive_meta(sent.meta, meta, "gateway", "sent")
         await self._publisher.publish(sent)  # the same id on a retry: JetStream keeps one
-        await self._outbox.leave(conversation, meta.event_id)
+        await self._outbox.leave(conversation, meta.origin_sequence, meta.event_id)
 
     async def _send_parts(
         self, meta: ev.EventMeta, sender: ReplySender, address: ev.ReplyAddress, text: str
@@ -182,7 +188,7 @@ class ReplyDelivery:
             "delivery_gave_up", errcode=errcode, deliveries=deliveries, error=str(exc), user=user_hash(address.user_id)
         )
         with contextlib.suppress(*Retryable):  # Redis still away: the waiters go after their own hold
-            await self._outbox.leave(meta.conversation_id, meta.event_id)
+            await self._outbox.leave(meta.conversation_id, meta.origin_sequence, meta.event_id)
         await self._failed(meta, errcode, str(exc), retryable=True)  # if NATS is away: the dead-letter copy
 
     async def _failed(self, meta: ev.EventMeta, errcode: int, error: str, retryable: bool) -> None:
