@@ -10,8 +10,9 @@ injection:
 - first reply: until the first reply to a message sent after the injection arrived;
 - recovered: until the first message sent after the injection from which on every message sent
   within `SUSTAIN_S` got a real answer (no notice) within the threshold (2 × the baseline's p99);
-- disturbed: until the last reply of the window that came later than the threshold (or was a
-  notice) arrived — how long users saw the fault, including messages in flight when it hit.
+- disturbed: until the last reply that came later than the threshold (or was a notice) arrived,
+  of the messages sent before the recovery (those in flight when the fault hit included) — how
+  long users saw the fault.
 """
 
 from __future__ import annotations
@@ -287,10 +288,12 @@ def _times(window: Window, replies: Replies, mine: list[str], mark: FaultMark, t
     firsts = [replies.arrived_at[t] for t in after if t in replies.arrived_at and t not in replies.notice_tags]
     window.first_reply_s = min(firsts) - mark.injected_at if firsts else None
     window.recovered_s = _recovered(replies, after, mark.injected_at, threshold, end)
+    until = math.inf if window.recovered_s is None else mark.injected_at + window.recovered_s
     bad = [
         replies.arrived_at[t]
         for t in mine
         if t in replies.arrived_at
+        and replies.sent_at[t] < until  # a late reply after the recovery is noise, not this fault
         and (t in replies.notice_tags or replies.arrived_at[t] - replies.sent_at[t] > threshold)
     ]
     window.disturbed_s = max(0.0, max(bad) - mark.injected_at) if bad else 0.0

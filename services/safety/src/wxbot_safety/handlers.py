@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 
+from wxbot_common.errors import TransientError
 from wxbot_common.ids import user_hash
 from wxbot_common.logs import get_logger
 from wxbot_common.meta import derive_meta
@@ -166,12 +167,13 @@ class SafetyStages:
     async def _publish_for_delivery(self, event: Message, meta: ev.EventMeta, has_text: bool) -> None:
         """Queue what the gateway will send (nothing is sent for an empty notice), then publish it.
 
-        Without Redis the event is published anyway: the gateway queues it again when it gets it,
-        and only a gateway dying in that instant could then let the next reply overtake it.
+        Without Redis this fails and the input is retried: a reply published unqueued while Redis
+        restarts could be overtaken by the next one, whose delivery found Redis back first (found
+        by `make chaos`). Nothing is lost by waiting: no reply can be sent without Redis anyway.
         """
         if has_text:
             try:
                 await self._outbox.enter(meta.conversation_id, meta.origin_sequence, meta.event_id)
             except (RedisError, OSError) as exc:
-                self._log.warning("outbox_unavailable", error=repr(exc))
+                raise TransientError(f"outbox unavailable: {exc!r}") from exc  # the durable's backoff
         await self._publisher.publish(event)
