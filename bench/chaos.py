@@ -57,14 +57,16 @@ def parser() -> argparse.ArgumentParser:
         choices=FAULTS,
         default=list(FAULTS),
         help="faults in the order given (default: all): a service name SIGKILLs one of its replicas "
-        "(context: the one holding the projection lease); nats, redis SIGKILL the server; wecom: the WeCom "
-        "API refuses connections; llm: a 429 storm",
+        "(context: the one holding the projection lease); nats, redis SIGKILL the server; redis-loss: SIGKILL "
+        "redis-server and lose its last second of writes (a machine crash under appendfsync everysec); wecom: "
+        "the WeCom API refuses connections; llm: a 429 storm",
     )
     p.add_argument("--baseline", type=float, default=20.0, help="seconds of load before the first fault")
     p.add_argument("--quiet", type=float, default=40.0, help="seconds after a fault is over before the next")
     p.add_argument("--wecom-outage", type=float, default=30.0, help="seconds the WeCom API refuses connections")
     p.add_argument("--llm-storm", type=float, default=10.0, help="seconds every LLM call answers 429")
     p.add_argument("--retry-after", type=float, default=2.0, help="Retry-After of the 429s, seconds")
+    p.add_argument("--redis-loss", type=float, default=1.0, help="redis-loss: seconds of Redis writes the crash loses")
     p.add_argument("--callback-timeout", type=float, default=5.0, help="WeCom drops a callback after this long")
     p.add_argument("--reply-timeout", type=float, default=120.0, help="stop waiting for a reply after this long")
     p.add_argument("--drain-quiet", type=float, default=5.0, help="seconds without replies that end the run")
@@ -122,29 +124,34 @@ async def run_chaos(args: argparse.Namespace) -> ChaosFigures:
 async def _drive(
     args: argparse.Namespace, stack: Stack, tracker: Tracker, results: Results, wecom: FakeWeCom, llm: FakeLLM
 ) -> ChaosFigures:
-    injector = Injector(stack, wecom, llm, FaultSettings(args.wecom_outage, args.llm_storm, args.retry_after))
+    settings = FaultSettings(args.wecom_outage, args.llm_storm, args.retry_after, args.redis_loss)
+    injector = Injector(stack, wecom, llm, settings)
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
     timeout = aiohttp.ClientTimeout(total=args.callback_timeout)
     marks: list[FaultMark] = []
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await warm_up(args, session, stack.gateway_urls, wecom, llm)
-        generator = Generator(args, session, stack.gateway_urls, tracker, results)
-        stop = asyncio.Event()
-        load_start = time.perf_counter()
-        load = asyncio.create_task(generator.open_loop(stop))
-        try:
-            await _pause(load, args.baseline)
-            for fault in args.faults:
-                mark = await injector.run(fault)
-                marks.append(mark)
-                print(f"chaos| {mark.name}: {mark.detail}", flush=True)
-                await _pause(load, args.quiet)
-        finally:
-            stop.set()
-            load_end = time.perf_counter()
-            await load
-        await drain(tracker, args.drain_quiet, args.max_drain)
-        lag, dead = await wait_for_no_lag(stack.nats.url, args.max_drain)
+    injector.start()
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            await warm_up(args, session, stack.gateway_urls, wecom, llm)
+            generator = Generator(args, session, stack.gateway_urls, tracker, results)
+            stop = asyncio.Event()
+            load_start = time.perf_counter()
+            load = asyncio.create_task(generator.open_loop(stop))
+            try:
+                await _pause(load, args.baseline)
+                for fault in args.faults:
+                    mark = await injector.run(fault)
+                    marks.append(mark)
+                    print(f"chaos| {mark.name}: {mark.detail}", flush=True)
+                    await _pause(load, args.quiet)
+            finally:
+                stop.set()
+                load_end = time.perf_counter()
+                await load
+            await drain(tracker, args.drain_quiet, args.max_drain)
+            lag, dead = await wait_for_no_lag(stack.nats.url, args.max_drain)
+    finally:
+        await injector.stop()
     config = {
         "description": describe(args),
         **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "json"},

@@ -3,15 +3,20 @@ per-fault windows, recovery times, and the verdicts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from pathlib import Path
 
 import pytest
 
 from bench.chaos import parse_args as chaos_args
 from bench.chaos_report import LEAD_S, SUSTAIN_S, FaultMark, analyse, baseline_threshold
+from bench.faults import AofHistory
 from bench.load import Tracker, replicas_of
 from bench.soak import ProcessTrace, SoakFigures, _spread
 from bench.soak import parse_args as soak_args
+from wxbot_devkit.fakes.waiting import wait_until
 from wxbot_devkit.fakes.wecom import SentMessage
 
 APOLOGY = "Sorry, I cannot answer right now."
@@ -134,7 +139,7 @@ def test_cli_defaults_are_the_documented_scenario() -> None:
     assert replicas_of(chaos, default=2) == {"gateway": 2, "safety": 2, "nlp": 2, "context": 2}
     mixed = chaos_args(["--replicas", "1", "nlp=2", "gateway=2"])
     assert replicas_of(mixed, default=2) == {"gateway": 2, "safety": 1, "nlp": 2, "context": 1}
-    assert chaos.faults == ["gateway", "safety", "nlp", "context", "nats", "redis", "wecom", "llm"]
+    assert chaos.faults == ["gateway", "safety", "nlp", "context", "nats", "redis", "redis-loss", "wecom", "llm"]
     assert chaos.duration is None  # the load runs until the faults are done
     soak = soak_args(["--duration", "120"])
     assert (soak.rate, soak.duration, soak.warmup_s) == (20.0, 120.0, 30.0)
@@ -152,3 +157,26 @@ def test_soak_verdict_and_rendering() -> None:
     assert "nlp-2" in figures.render() and "FAIL" in figures.render()
     json.dumps(figures.to_json(), allow_nan=False)
     assert _spread(3, 8) == [0, 1, 2] and _spread(100, 3) == [0, 50, 99]
+
+
+async def test_the_append_only_file_history_gives_its_size_a_second_ago(tmp_path: Path) -> None:
+    aof = AofHistory(tmp_path, every_s=0.01)
+    with pytest.raises(FileNotFoundError):
+        aof.path()
+    (tmp_path / "appendonlydir").mkdir()
+    (tmp_path / "appendonlydir" / "appendonly.aof.1.incr.aof").write_bytes(b"x" * 10)
+    assert aof.path().name == "appendonly.aof.1.incr.aof"  # Redis 7's layout
+    single = tmp_path / "appendonly.aof"  # Redis 6's
+    single.write_bytes(b"*1\r\n" * 10)
+    sampler = asyncio.create_task(aof.run())
+    try:
+        await wait_until(lambda: len(aof.samples) >= 2, 5, "two samples")
+        grown_at = time.monotonic()
+        single.write_bytes(b"*1\r\n" * 30)
+        await wait_until(lambda: aof.samples[-1][1] == 120, 5, "a sample of the grown file")
+    finally:
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
+    assert aof.size_at(grown_at) == 40 and aof.size_at(time.monotonic()) == 120
+    with pytest.raises(RuntimeError):
+        aof.size_at(grown_at - 60)
