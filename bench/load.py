@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -58,6 +60,12 @@ SINK_TOTALS = re.compile(r"received (\d+) spans of (\d+) traces")
 class Tracker:
     """Matches each reply the fake WeCom accepts to the message it answers (the fake LLM echoes the text).
 
+    A reply that echoes no message is a notice (an apology when the LLM gave up, a safety notice):
+    it names no message, so it is taken as the answer to the oldest unanswered message of its user,
+    which is the one it answers whenever the conversation's order holds. When the order does not
+    hold the mismatch still shows: as a reply out of order, or as one message answered twice and
+    another not at all.
+
     Called synchronously by the fake, on this process's event loop, so arrival times are exact.
     """
 
@@ -68,28 +76,48 @@ class Tracker:
         self.arrived_at: dict[str, float] = {}
         self.counts: Counter[str] = Counter()
         self.per_user: defaultdict[str, list[int]] = defaultdict(list)  # message indices in reply order
+        self.notice_tags: set[str] = set()  # messages whose first reply was a notice
+        self.notices: Counter[str] = Counter()  # notice text -> how many were sent
         self.unexpected = 0
         self.last_arrival = 0.0
         self._waiting: dict[str, asyncio.Future[float]] = {}
+        self._tags_of: defaultdict[str, list[str]] = defaultdict(list)  # user -> tags in send order
+        self._answered_upto: Counter[str] = Counter()  # user -> index in _tags_of before which all are answered
 
     def expect(self, tag: str, user: str, seq: int) -> asyncio.Future[float]:
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self.owner[tag] = (user, seq)
+        self._tags_of[user].append(tag)
         self._waiting[tag] = fut
         return fut
+
+    def _oldest_unanswered(self, user: str) -> str | None:
+        tags, i = self._tags_of.get(user, []), self._answered_upto[user]
+        while i < len(tags) and tags[i] in self.arrived_at:
+            i += 1
+        self._answered_upto[user] = i
+        return tags[i] if i < len(tags) else None
 
     def on_message(self, message: SentMessage) -> None:
         now = time.perf_counter()
         tag = message.content.removeprefix("echo: ")
         owner = self.owner.get(tag)
-        if owner is None:
-            self.unexpected += 1
-            return
+        notice = owner is None
+        if notice:
+            oldest = self._oldest_unanswered(message.touser)
+            if oldest is None:
+                self.unexpected += 1
+                return
+            tag, owner = oldest, self.owner[oldest]
+            self.notices[message.content] += 1
+        assert owner is not None
         self.counts[tag] += 1
         self.last_arrival = now
         if tag in self.arrived_at:
             return
         self.arrived_at[tag] = now
+        if notice:
+            self.notice_tags.add(tag)
         self.per_user[owner[0]].append(owner[1])
         fut = self._waiting.pop(tag, None)
         if fut is not None and not fut.done():
@@ -149,19 +177,21 @@ class Generator:
             inner, timestamp=now, nonce=str(self.rng.randrange(10**9)), to_user_name=CORP_ID, agent_id=AGENT_ID
         )
         body = envelope.encode()
-        url = self.urls[user_n % len(self.urls)]
+        home = user_n % len(self.urls)
+        url = self.urls[home]
         reply = self.tracker.expect(tag, user, seq)
         self.results.sent += 1
         sent_at = time.perf_counter()
         self.tracker.sent_at[tag] = sent_at
         ok = await self._post(url, params, body)
         self.results.ack_s.append(time.perf_counter() - sent_at)
-        for _ in range(3):  # WeCom retries a failed callback, at most three more times, a second apart
+        for retry in range(1, 4):  # WeCom retries a failed callback, at most three more times, a second apart
             if ok:
                 break
             self.results.callbacks_failed += 1
             await asyncio.sleep(1.0)  # WeCom's retry interval, not a wait for a condition
-            ok = await self._post(url, params, body)
+            # WeCom calls one URL; the load balancer behind it sends a retry to another replica.
+            ok = await self._post(self.urls[(home + retry) % len(self.urls)], params, body)
         if ok:
             self.tracker.acked_at[tag] = time.perf_counter()
         if self.rng.random() < self.args.retry_rate:
@@ -180,42 +210,63 @@ class Generator:
     async def closed_loop(self) -> None:
         await asyncio.gather(*(self.closed_user(n) for n in range(self.args.users)))
 
+    def arrivals(self) -> Iterator[float]:
+        """Send times (seconds from the start) of the open-loop messages: Poisson or evenly spaced;
+        without end when `args.duration` is None (the caller stops the loop)."""
+        count = None if self.args.duration is None else round(self.args.rate * self.args.duration)
+        t = 0.0
+        for k in itertools.count():
+            if count is not None and k >= count:
+                return
+            yield t
+            t = (k + 1) / self.args.rate if self.args.arrivals == "even" else t + self.rng.expovariate(self.args.rate)
+
     def schedule(self) -> list[float]:
-        """Send times (seconds from the start) of the open-loop messages: Poisson or evenly spaced."""
-        count = round(self.args.rate * self.args.duration)
-        if self.args.arrivals == "even":
-            return [k / self.args.rate for k in range(count)]
-        times, t = [], 0.0
-        for _ in range(count):
-            times.append(t)
-            t += self.rng.expovariate(self.args.rate)
-        return times
+        return list(self.arrivals())
 
     async def _open_message(self, n: int) -> None:
         reply = await self.send(n)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(reply, self.args.reply_timeout)
 
-    async def open_loop(self) -> None:
-        tasks: list[asyncio.Task[None]] = []
+    async def open_loop(self, stop: asyncio.Event | None = None) -> None:
+        """Send at the planned times until the plan ends or `stop` is set; then wait for the sends
+        (each with WeCom's retries) and their replies, up to `--reply-timeout`."""
+        tasks: set[asyncio.Task[None]] = set()
+        # A finite plan is drawn whole first, so a seed gives the same arrivals and users as before.
+        plan = self.arrivals() if self.args.duration is None else iter(self.schedule())
         start = time.perf_counter()
-        for at in self.schedule():
+        for at in plan:
             delay = start + at - time.perf_counter()
             if delay > 0:
-                await asyncio.sleep(delay)
+                if stop is None:
+                    await asyncio.sleep(delay)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+            if stop is not None and stop.is_set():
+                break
             self.results.send_lag_s.append(max(0.0, time.perf_counter() - start - at))
-            tasks.append(asyncio.create_task(self._open_message(self.rng.randrange(self.args.users))))
+            task = asyncio.create_task(self._open_message(self.rng.randrange(self.args.users)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
 
 
-def replicas_of(args: argparse.Namespace) -> dict[str, int]:
+def replicas_of(args: argparse.Namespace, default: int = 1) -> dict[str, int]:
+    """`--replicas`: `service=count` items, and a bare count for every service not named."""
     asked: dict[str, int] = {}
     for item in args.replicas or []:
+        if item.isdigit():
+            default = int(item)
+            continue
         service, _, count = item.partition("=")
         if service not in SERVICES or not count.isdigit():
-            raise SystemExit(f"--replicas {item!r}: want service=count with service in {', '.join(SERVICES)}")
+            raise SystemExit(
+                f"--replicas {item!r}: want a count, or service=count with service in {', '.join(SERVICES)}"
+            )
         asked[service] = int(count)
-    return {s: max(1, asked.get(s, 1)) for s in PIPELINE}
+    return {s: max(1, asked.get(s, default)) for s in PIPELINE}
 
 
 async def start_sink(run_dir: Path) -> tuple[Child, dict[str, str]]:
@@ -246,9 +297,9 @@ async def start_sink(run_dir: Path) -> tuple[Child, dict[str, str]]:
     return child, endpoint
 
 
-async def drain(tracker: Tracker, quiet_s: float) -> None:
+async def drain(tracker: Tracker, quiet_s: float, max_s: float = MAX_DRAIN_S) -> None:
     """Wait until no reply came for `quiet_s` (late duplicates show, batched spans get exported)."""
-    deadline = time.perf_counter() + MAX_DRAIN_S
+    deadline = time.perf_counter() + max_s
     load_end = time.perf_counter()
     while time.perf_counter() < deadline:
         since = time.perf_counter() - max(load_end, tracker.last_arrival)
@@ -266,8 +317,13 @@ def drain_seconds(args: argparse.Namespace) -> float:
 
 
 def service_env(
-    args: argparse.Namespace, wecom: FakeWeCom, llm: FakeLLM, otlp: dict[str, str] | None
+    wecom: FakeWeCom,
+    llm: FakeLLM,
+    otlp: dict[str, str] | None = None,
+    otlp_protocol: str = "grpc",
+    sampler_ratio: float | None = None,
 ) -> dict[str, str]:
+    """The services' variables for a run against the fakes: the bench's app, no rate limit, quiet logs."""
     env = {
         "WECOM_CORP_ID": CORP_ID,
         "WECOM_AGENT_ID": AGENT_ID,
@@ -281,13 +337,13 @@ def service_env(
         "OTEL_TRACES_EXPORTER": "otlp" if otlp else "none",
     }
     if otlp:
-        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = args.otlp_protocol
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp[args.otlp_protocol]
-    if args.sampler_ratio is None:
+        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = otlp_protocol
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp[otlp_protocol]
+    if sampler_ratio is None:
         env["OTEL_TRACES_SAMPLER"] = "parentbased_always_on"
     else:
         env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
-        env["OTEL_TRACES_SAMPLER_ARG"] = str(args.sampler_ratio)
+        env["OTEL_TRACES_SAMPLER_ARG"] = str(sampler_ratio)
     return env
 
 
@@ -338,7 +394,7 @@ async def run(args: argparse.Namespace) -> Results:
             config = StackConfig(
                 run_dir=run_dir,
                 ports="free",
-                extra_env=service_env(args, wecom, llm, otlp),
+                extra_env=service_env(wecom, llm, otlp, args.otlp_protocol, args.sampler_ratio),
                 replicas=replicas,
                 gateway_delivery=args.gateway_delivery,
             )

@@ -54,6 +54,7 @@ class OrderCheck:
     violations: int = 0
     overlapping: int = 0
     examples: list[str] = field(default_factory=list)
+    late: list[tuple[str, int]] = field(default_factory=list)  # (user, index) of each violation's late reply
 
 
 def check_order(
@@ -74,6 +75,7 @@ def check_order(
             acked = sent[(user, seq)].acked_at if (user, seq) in sent else math.inf
             if any(acked <= sent[(user, later)].sent_at for later in overtaken_by if (user, later) in sent):
                 result.violations += 1
+                result.late.append((user, seq))
                 if len(result.examples) < limit:
                     result.examples.append(f"{user}: #{seq} after #{max(overtaken_by)}")
             else:

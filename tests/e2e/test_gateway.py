@@ -48,7 +48,9 @@ def replies(request: ChatRequest) -> str:
 
 @pytest.fixture(scope="module")
 async def gw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    env = {"GATEWAY_RETRY_BASE_S": "0.2"}
+    # Each failed send handed back to JetStream at once (no holding): the durable's last delivery,
+    # where a reply is given up and recorded, comes within seconds.
+    env = {"GATEWAY_RETRY_BASE_S": "0.2", "GATEWAY_DELIVERY_HOLD_S": "0"}
     async with running_world(
         tmp_path_factory.mktemp("gateway"), env, replicas={"gateway": 2}, reply=replies, otlp_protocol="grpc"
     ) as world:

@@ -54,6 +54,7 @@ async def oa(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Wo
         "WECHAT_ENCODING_AES_KEY": CONFIG["encoding_aes_key"],
         "WECHAT_API_BASE": api.base_url,
         "GATEWAY_RETRY_BASE_S": "0.2",
+        "GATEWAY_DELIVERY_HOLD_S": "0",  # each failed send handed back at once: the last delivery comes soon
     }
     try:
         async with running_world(tmp_path_factory.mktemp("oa"), env, replicas={"gateway": 2}, reply=replies) as world:

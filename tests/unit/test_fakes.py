@@ -167,6 +167,29 @@ def test_wecom_in_background_thread() -> None:
         fake.stop_thread()
 
 
+async def test_wecom_outage_refuses_connections_then_listens_on_the_same_port() -> None:
+    async with FakeWeCom(CORP, SECRET) as fake, httpx.AsyncClient(timeout=2.0) as client:
+        url = f"{fake.base_url}/cgi-bin/gettoken"
+        params = {"corpid": CORP, "corpsecret": SECRET}
+        assert (await client.get(url, params=params)).json()["errcode"] == 0  # a kept-alive connection now
+        await fake.refuse_connections()
+        assert fake.offline and fake.stats()["offline"]
+        for _ in range(2):  # the kept-alive connection was closed too: no request gets through
+            with pytest.raises(httpx.ConnectError):
+                await client.get(url, params=params)
+        await fake.accept_connections()
+        assert not fake.offline and f"{fake.base_url}/cgi-bin/gettoken" == url
+        assert (await client.get(url, params=params)).json()["errcode"] == 0
+
+        # Timed, through the control API (its own answer still arrives): back by itself afterwards.
+        assert (await client.post(f"{fake.base_url}/_fake/faults", json={"offline_s": 0.5})).status_code == 200
+        await wait_until(lambda: fake.offline, 5, "the outage to start")
+        with pytest.raises(httpx.ConnectError):
+            await client.get(url, params=params)
+        await wait_until(lambda: not fake.offline, 5, "the fake to listen again")
+        assert (await client.get(url, params=params)).json()["errcode"] == 0
+
+
 # -- LLM ----------------------------------------------------------------------------------------------
 
 
@@ -230,6 +253,29 @@ async def test_llm_fault_queue_and_hang(llm: FakeLLM, http: httpx.AsyncClient) -
     await wait_until(lambda: llm.stats()["abandoned"] == 1, 5, "the hung call to be abandoned by its client")
     await http.post(f"{llm.base_url}/_fake/reset")
     assert (await http.post(url, json=chat_body("after"), headers=auth())).status_code == 200
+
+
+async def test_llm_rate_limit_storm_answers_429_with_retry_after_until_it_ends(
+    llm: FakeLLM, http: httpx.AsyncClient
+) -> None:
+    url = f"{llm.base_url}/v1/chat/completions"
+    llm.rate_limit_for(0.5, retry_after_s=3)
+    storm = [await http.post(url, json=chat_body("x"), headers=auth()) for _ in range(3)]
+    assert [r.status_code for r in storm] == [429, 429, 429]
+    assert storm[0].headers["retry-after"] == "3" and storm[0].json()["error"]["code"] == "rate_limit_exceeded"
+    assert llm.stats()["rate_limited"] == 3
+
+    async def answered() -> bool:
+        return (await http.post(url, json=chat_body("after"), headers=auth())).status_code == 200
+
+    deadline = time.monotonic() + 5
+    while not await answered():
+        assert time.monotonic() < deadline, "the storm never ended"
+        await asyncio.sleep(0.05)
+    await http.post(f"{llm.base_url}/_fake/faults", json={"rate_limit_s": 10})
+    assert (await http.post(url, json=chat_body("y"), headers=auth())).status_code == 429
+    llm.reset()
+    assert (await http.post(url, json=chat_body("z"), headers=auth())).status_code == 200
 
 
 async def test_a_hung_call_answers_late_when_released_if_its_client_still_waits(

@@ -182,6 +182,30 @@ def test_circuit_breaker_opens_after_threshold_and_half_opens_after_cooldown() -
     assert breaker.allow() and not breaker.open
 
 
+def test_a_rate_limited_backend_is_skipped_only_as_long_as_its_retry_after_asks() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(threshold=2, cooldown_s=30, clock=lambda: now[0])
+    breaker.failed(retry_after_s=2.0)
+    breaker.failed(retry_after_s=2.0)  # a 429 storm: open, but for 2 s, not 30
+    assert not breaker.allow() and breaker.open
+    now[0] = 2.1
+    assert breaker.allow() and not breaker.allow()  # one trial call after the Retry-After
+    breaker.failed(retry_after_s=2.0)  # still storming
+    now[0] = 3.0
+    assert not breaker.allow()
+    now[0] = 4.2
+    assert breaker.allow()
+    breaker.succeeded()  # the storm is over
+    assert breaker.allow() and not breaker.open
+    breaker.failed(retry_after_s=60.0)
+    breaker.failed(retry_after_s=60.0)  # a Retry-After longer than the cooldown: the cooldown
+    now[0] = 4.2 + 30.1
+    assert breaker.allow()
+    breaker.failed()  # no Retry-After (a timeout): the whole cooldown
+    now[0] = 4.2 + 30.1 + 29.0
+    assert not breaker.allow()
+
+
 def test_the_deadline_cuts_each_attempt_to_the_time_left_and_refuses_attempts_it_cannot_fit() -> None:
     now = [100.0]
     deadline = AnswerDeadline(10, clock=lambda: now[0])

@@ -10,10 +10,12 @@ from wxbot_common.fast_http import FastRoutes
 from wxbot_common.http_client import TracedHttp, create_session
 from wxbot_common.nats.topology import GATEWAY_DELIVERY
 from wxbot_common.ops import ops_routes
+from wxbot_common.outbox import Outbox
 from wxbot_common.redis_client import create_redis
 from wxbot_common.runtime import ServiceRuntime
 from wxbot_gateway.aibot import AibotSender, StreamStore, aibot_router
 from wxbot_gateway.callback import wecom_callback, wecom_router
+from wxbot_gateway.claims import SENDING_MARGIN_S, PartClaims
 from wxbot_gateway.dedupe import SeenMessages
 from wxbot_gateway.delivery import ReplyDelivery
 from wxbot_gateway.metrics import GatewayMetrics
@@ -95,8 +97,19 @@ async def main() -> None:
         await hub.start()
         senders[ev.CHANNEL_WEBSOCKET] = BridgeSender(hub)
     if settings.gateway_role != "ingress":
+        outbox = Outbox(redis, runtime.nc)
+        await outbox.start()
+        runtime.on_shutdown(outbox.stop)
         delivery = ReplyDelivery(
-            senders, redis, runtime.publisher, metrics, GATEWAY_DELIVERY.max_deliver, settings.gateway_retry_base_s
+            senders,
+            PartClaims(redis, sending_ttl_s=settings.wecom_timeout_s + SENDING_MARGIN_S),
+            outbox,
+            runtime.publisher,
+            metrics,
+            GATEWAY_DELIVERY.max_deliver,
+            retry_base_s=settings.gateway_retry_base_s,
+            retry_max_s=settings.gateway_retry_max_s,
+            hold_s=settings.gateway_delivery_hold_s,
         )
         runtime.consume(GATEWAY_DELIVERY, delivery.handle)
     if settings.gateway_role == "delivery":  # sends replies; only the ops endpoints are served

@@ -1,16 +1,20 @@
-"""Delivering approved replies and notices to users, once each.
+"""Delivering approved replies and notices to users: each once, in conversation order.
 
-Each part of a reply is claimed in Redis before it is sent (SET NX): a redelivered event finds
-the claims of the parts already sent and sends only the rest. A transient failure releases the
-claim of the failing part so the retry can send it; a crash between claim and send therefore
-loses that one part rather than sending it twice.
+Order: a reply is sent only when no earlier reply of its conversation is still queued in the
+`Outbox` (Redis, shared by the replicas), so a reply whose send is being retried, or whose
+replica died, is never overtaken. Once: each part is claimed before it is sent and recorded after
+(`PartClaims`), so a redelivered reply sends only the parts that have not gone out, and a crash
+mid-send can at most send one part twice, never lose it.
 
-A failed send ends in one of two ways (which errcodes give up at once: `errcodes`). A refusal no
+A failed send ends in one of three ways (which errcodes give up at once: `errcodes`). A refusal no
 retry can fix (configuration, recipient, content) is recorded at once as
-ReplyFailed(retryable=false). Anything else is retried through the consumer's redelivery with
-jittered exponential backoff; if the durable's last allowed delivery fails too, the failure is
-recorded as ReplyFailed(retryable=true) with the last errcode and logged as an error — a reply
-is never dropped without a record.
+ReplyFailed(retryable=false). Anything else — WeCom unreachable or busy, Redis or NATS restarting —
+is first retried within the delivery, which keeps the reply's place and its consumer slot, with
+jittered backoff up to `retry_max_s`, for up to `hold_s`; after that it is handed back to
+JetStream (nak with backoff from `retry_base_s`), so an outage has `max_deliver` × `hold_s` (and
+the backoffs between) to end. If the durable's last allowed delivery fails too, the failure is
+recorded as ReplyFailed(retryable=true) with the last errcode and logged as an error — a reply is
+never dropped without a record.
 """
 
 from __future__ import annotations
@@ -18,11 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+import time
+from collections.abc import Mapping
 
 from google.protobuf.message import Message
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from wxbot_common.errors import TransientError
@@ -32,19 +35,21 @@ from wxbot_common.meta import derive_meta
 from wxbot_common.nats.consumer import Delivery
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import meta_of
+from wxbot_common.outbox import Outbox, Turn
+from wxbot_gateway.claims import PartClaims
 from wxbot_gateway.errors import DeliveryRefusedError, errcode_of
 from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.senders import ReplySender
 from wxbot_proto.events.v1 import events_pb2 as ev
 
-CLAIM_TTL_S = 24 * 3600
 MAX_RETRY_DELAY_S = 120.0
+Retryable = (TransientError, RedisError, OSError)
 
 
-def retry_delay(attempt: int, base_s: float) -> float:
+def retry_delay(attempt: int, base_s: float, cap_s: float = MAX_RETRY_DELAY_S) -> float:
     """Exponential backoff with full jitter in [½, 1½]: replicas that hit a rate limit together spread out."""
     exponential: float = base_s * 2.0 ** max(0, attempt - 1)
-    return min(MAX_RETRY_DELAY_S, exponential) * random.uniform(0.5, 1.5)
+    return min(cap_s, exponential) * random.uniform(0.5, 1.5)
 
 
 def _reply_of(event: Message) -> tuple[ev.ReplyAddress, str]:
@@ -59,18 +64,23 @@ class ReplyDelivery:
     def __init__(
         self,
         senders: Mapping[int, ReplySender],
-        redis: Redis,
+        claims: PartClaims,
+        outbox: Outbox,
         publisher: EventPublisher,
         metrics: GatewayMetrics,
         max_deliver: int,
         retry_base_s: float = 2.0,
+        retry_max_s: float = 5.0,
+        hold_s: float = 60.0,
     ) -> None:
         """`max_deliver`: the delivery durable's; a send still failing on that delivery is recorded."""
         self._senders = senders
+        self._claims = claims
+        self._outbox = outbox
         self._max_deliver = max_deliver
         self._retry_base_s = retry_base_s
-        self._order: dict[str, list[Any]] = {}
-        self._redis = redis
+        self._retry_max_s = retry_max_s
+        self._hold_s = hold_s
         self._publisher = publisher
         self._metrics = metrics
         self._log = get_logger("wxbot.gateway.delivery")
@@ -87,65 +97,99 @@ class ReplyDelivery:
             self._metrics.deliveries.labels(channel, "no_channel", "").inc()
             await self._failed(meta, 0, f"channel {channel} not configured in this gateway", retryable=False)
             return
-        async with self._in_order(meta.conversation_id):
-            await self._send_parts(delivery, meta, sender, address, text)
-
-    @contextlib.asynccontextmanager
-    async def _in_order(self, conversation: str) -> AsyncIterator[None]:
-        """One send at a time per conversation, in arrival (= log) order: reply n+1 is approved only
-        after reply n, but without this a slow send of n (e.g. a token refresh) let n+1 overtake it."""
-        entry = self._order.setdefault(conversation, [asyncio.Lock(), 0])
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                yield
-        finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._order[conversation]
-
-    async def _send_parts(
-        self, delivery: Delivery, meta: ev.EventMeta, sender: ReplySender, address: ev.ReplyAddress, text: str
-    ) -> None:
-        msgids: list[str] = []
-        try:
-            for index, part in enumerate(sender.split(text)):
-                claim = f"wxbot:gateway:delivery:{meta.event_id}:{index}"
-                if not await self._redis.set(claim, "1", nx=True, ex=CLAIM_TTL_S):
-                    continue  # sent by an earlier delivery of this event
-                try:
-                    msgids.append(await sender.send_part(address, part))
-                except TransientError:
-                    await self._redis.delete(claim)
-                    raise
-        except (TransientError, RedisError) as exc:
-            errcode = errcode_of(exc)
-            if delivery.num_delivered >= self._max_deliver:  # no redelivery will follow: record it
-                self._metrics.deliveries.labels(sender.name, "gave_up", str(errcode)).inc()
-                self._log.error(
-                    "delivery_gave_up",
-                    errcode=errcode,
-                    deliveries=delivery.num_delivered,
-                    error=str(exc),
-                    user=user_hash(address.user_id),
-                )
-                await self._failed(meta, errcode, str(exc), retryable=True)
+        last = delivery.num_delivered >= self._max_deliver  # no redelivery will follow
+        deadline = time.monotonic() + self._hold_s
+        attempt = 0
+        while True:
+            try:
+                await self._deliver(meta, sender, address, text, last, deadline)
                 return
-            self._metrics.deliveries.labels(sender.name, "retry", str(errcode)).inc()
-            base = exc.delay_s if isinstance(exc, TransientError) and exc.delay_s is not None else self._retry_base_s
-            raise TransientError(str(exc), delay_s=retry_delay(delivery.num_delivered, base)) from exc
+            except Retryable as exc:
+                attempt += 1
+                delay = retry_delay(attempt, self._base(exc), self._retry_max_s)
+                if time.monotonic() + delay < deadline:  # keep the reply (and its place) a while longer
+                    self._metrics.deliveries.labels(sender.name, "retry", str(errcode_of(exc))).inc()
+                    await asyncio.sleep(delay)
+                    continue
+                if last:
+                    await self._give_up(meta, sender, address, exc, delivery.num_delivered)
+                    return
+                self._metrics.deliveries.labels(sender.name, "handed_back", str(errcode_of(exc))).inc()
+                delay = retry_delay(delivery.num_delivered, self._base(exc))
+                raise TransientError(str(exc), delay_s=delay) from exc
+
+    def _base(self, exc: BaseException) -> float:
+        return exc.delay_s if isinstance(exc, TransientError) and exc.delay_s is not None else self._retry_base_s
+
+    async def _deliver(
+        self,
+        meta: ev.EventMeta,
+        sender: ReplySender,
+        address: ev.ReplyAddress,
+        text: str,
+        last: bool,
+        deadline: float,
+    ) -> None:
+        conversation = meta.conversation_id
+        turn = await self._outbox.enter(conversation, meta.origin_sequence, meta.event_id)
+        if turn is Turn.DONE:  # sent or given up by an earlier delivery (its acknowledgement was lost)
+            self._metrics.deliveries.labels(sender.name, "already_sent", "0").inc()
+            return
+        waited = turn is Turn.FIRST or await self._outbox.wait_turn(
+            conversation, meta.event_id, deadline - time.monotonic()
+        )
+        if not waited:
+            if not last:
+                raise TransientError("an earlier reply of the conversation is still being delivered", delay_s=1.0)
+            self._log.warning("order_wait_expired", user=user_hash(address.user_id))  # better late than never
+        try:
+            msgids = await self._send_parts(meta, sender, address, text)
         except DeliveryRefusedError as exc:
             self._metrics.deliveries.labels(sender.name, "failed", str(exc.errcode)).inc()
             self._log.warning("delivery_refused", errcode=exc.errcode, error=str(exc), user=user_hash(address.user_id))
             await self._failed(meta, exc.errcode, str(exc), retryable=False)
+            await self._outbox.leave(conversation, meta.origin_sequence, meta.event_id)
             return
-        if not msgids:
-            self._metrics.deliveries.labels(sender.name, "already_sent", "").inc()
-            return
-        self._metrics.deliveries.labels(sender.name, "sent", "0").inc()
         sent = ev.ReplySent(parts=len(msgids), provider_msg_ids=msgids)
         derive_meta(sent.meta, meta, "gateway", "sent")
-        await self._publisher.publish(sent)
+        await self._publisher.publish(sent)  # the same id on a retry: JetStream keeps one
+        await self._outbox.leave(conversation, meta.origin_sequence, meta.event_id)
+
+    async def _send_parts(
+        self, meta: ev.EventMeta, sender: ReplySender, address: ev.ReplyAddress, text: str
+    ) -> list[str]:
+        """Send every part not sent yet; the provider msgids of all parts, in order."""
+        msgids: list[str] = []
+        fresh = 0
+        for index, part in enumerate(sender.split(text)):
+            key = self._claims.key(meta.event_id, index)
+            token = await self._claims.claim(key)
+            if token is None:  # sent by an earlier delivery of this event
+                msgids.append(await self._claims.sent_id(key))
+                continue
+            try:
+                msgid = await sender.send_part(address, part)
+            except BaseException:
+                await self._claims.release(key, token)
+                raise
+            await self._claims.record(key, msgid)
+            msgids.append(msgid)
+            fresh += 1
+        self._metrics.deliveries.labels(sender.name, "sent" if fresh else "already_sent", "0").inc()
+        return msgids
+
+    async def _give_up(
+        self, meta: ev.EventMeta, sender: ReplySender, address: ev.ReplyAddress, exc: BaseException, deliveries: int
+    ) -> None:
+        """The last delivery failed too: record it, and let the conversation's next reply go."""
+        errcode = errcode_of(exc)
+        self._metrics.deliveries.labels(sender.name, "gave_up", str(errcode)).inc()
+        self._log.error(
+            "delivery_gave_up", errcode=errcode, deliveries=deliveries, error=str(exc), user=user_hash(address.user_id)
+        )
+        with contextlib.suppress(*Retryable):  # Redis still away: the waiters go after their own hold
+            await self._outbox.leave(meta.conversation_id, meta.origin_sequence, meta.event_id)
+        await self._failed(meta, errcode, str(exc), retryable=True)  # if NATS is away: the dead-letter copy
 
     async def _failed(self, meta: ev.EventMeta, errcode: int, error: str, retryable: bool) -> None:
         failed = ev.ReplyFailed(errcode=errcode, error=error[:500], retryable=retryable)

@@ -46,6 +46,16 @@ class GatewaySettings(CommonSettings):
         2.0,
         description="first delay before a failed send is retried (busy, rate limit, unreachable); doubles, jittered",
     )
+    gateway_retry_max_s: float = Field(
+        5.0, gt=0, description="longest pause between two tries of a send while its delivery holds the reply"
+    )
+    gateway_delivery_hold_s: float = Field(
+        60.0,
+        ge=0,
+        description="how long a delivery keeps retrying a failing send itself (the reply keeps its place in its "
+        "conversation, and an outage that ends is noticed within GATEWAY_RETRY_MAX_S) before handing it back "
+        "to JetStream for a later delivery; 0 = hand back at once",
+    )
     conversation_group_scope: Literal["group", "member"] = Field(
         "group", description="group chats: one memory per group, or one per member"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from wxbot_common.nats.topology import SAFETY_INBOUND, SAFETY_OUTBOUND
+from wxbot_common.outbox import Outbox
 from wxbot_common.redis_client import create_redis
 from wxbot_common.runtime import ServiceRuntime
 from wxbot_safety.handlers import SafetyMetrics, SafetyStages
@@ -29,6 +30,7 @@ async def main() -> None:
         lexicon,
         Limits(settings.safety_rate_per_minute, settings.safety_rate_per_day),
         SafetyMetrics(runtime.registry),
+        Outbox(redis),
         fail_open=settings.safety_redis_failure == "open",
         injection_action=settings.safety_injection_action,
         output_action=settings.safety_output_action,

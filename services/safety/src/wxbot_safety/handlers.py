@@ -1,21 +1,27 @@
 """The two safety stages as consumer handlers: gather facts, decide (pure policy), publish the verdict.
 
 Every block is recorded in the log as an InboundBlocked / ReplyBlocked event with its reason
-(the audit trail); logs carry the reason and a hashed user id, never the message text.
+(the audit trail); logs carry the reason and a hashed user id, never the message text. Whatever a
+user will be sent (an approved reply, a notice) is queued in its conversation's outbox before it
+is published, so that the gateway keeps the conversation's order even if the replica that
+receives it dies at once (`wxbot_common.outbox`).
 """
 
 from __future__ import annotations
 
 import time
 
+from google.protobuf.message import Message
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 
+from wxbot_common.errors import TransientError
 from wxbot_common.ids import user_hash
 from wxbot_common.logs import get_logger
 from wxbot_common.meta import derive_meta
 from wxbot_common.nats.consumer import Delivery
 from wxbot_common.nats.publisher import EventPublisher
+from wxbot_common.outbox import Outbox
 from wxbot_proto.events.v1 import events_pb2 as ev
 from wxbot_safety.injection import InjectionDetector
 from wxbot_safety.lexicon import Lexicon
@@ -67,6 +73,7 @@ class SafetyStages:
         lexicon: Lexicon,
         limits: Limits,
         metrics: SafetyMetrics,
+        outbox: Outbox,
         *,
         fail_open: bool = True,
         injection_action: InjectionAction = "flag",
@@ -77,6 +84,7 @@ class SafetyStages:
         self._rate = rate
         self._limits = limits
         self._metrics = metrics
+        self._outbox = outbox
         self._fail_open = fail_open
         self._detector = InjectionDetector()
         self._injection_action = injection_action
@@ -129,7 +137,7 @@ class SafetyStages:
         else:
             blocked = ev.InboundBlocked(reply_to=received.reply_to, reason=verdict.reason, notice=verdict.notice)
             derive_meta(blocked.meta, received.meta, "safety", "blocked", origin)
-            await self._publisher.publish(blocked)
+            await self._publish_for_delivery(blocked, blocked.meta, bool(verdict.notice))
             self._log.info(
                 "inbound_blocked", reason=verdict.reason, user=user_hash(user), notified=bool(verdict.notice)
             )
@@ -145,7 +153,7 @@ class SafetyStages:
         if verdict.blocked:
             blocked = ev.ReplyBlocked(reply_to=drafted.reply_to, reason="sensitive_output", notice=verdict.notice)
             derive_meta(blocked.meta, drafted.meta, "safety", "reply_blocked")
-            await self._publisher.publish(blocked)
+            await self._publish_for_delivery(blocked, blocked.meta, bool(verdict.notice))
             self._log.info("reply_blocked", reason="sensitive_output", user=user_hash(drafted.reply_to.user_id))
             self._metrics.decisions.labels("outbound", "blocked", "sensitive_output").inc()
             return
@@ -153,5 +161,19 @@ class SafetyStages:
             reply_to=drafted.reply_to, text=verdict.text, source=drafted.source, masked=verdict.masked
         )
         derive_meta(approved.meta, drafted.meta, "safety", "approved")
-        await self._publisher.publish(approved)
+        await self._publish_for_delivery(approved, approved.meta, bool(approved.text))
         self._metrics.decisions.labels("outbound", "approved", "masked" if verdict.masked else "ok").inc()
+
+    async def _publish_for_delivery(self, event: Message, meta: ev.EventMeta, has_text: bool) -> None:
+        """Queue what the gateway will send (nothing is sent for an empty notice), then publish it.
+
+        Without Redis this fails and the input is retried: a reply published unqueued while Redis
+        restarts could be overtaken by the next one, whose delivery found Redis back first (found
+        by `make chaos`). Nothing is lost by waiting: no reply can be sent without Redis anyway.
+        """
+        if has_text:
+            try:
+                await self._outbox.enter(meta.conversation_id, meta.origin_sequence, meta.event_id)
+            except (RedisError, OSError) as exc:
+                raise TransientError(f"outbox unavailable: {exc!r}") from exc  # the durable's backoff
+        await self._publisher.publish(event)

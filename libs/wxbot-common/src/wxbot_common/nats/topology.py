@@ -27,17 +27,27 @@ from wxbot_common.nats.subjects import DLQ_PREFIX, DLQ_STREAM, EVENTS_STREAM, EV
 DAY_S = 86400.0
 
 
+ACK_WAIT_S = 10.0
+
+
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """A durable pull consumer: which kinds it reads and how patient it is."""
+    """A durable pull consumer: which kinds it reads and how patient it is.
+
+    `ack_wait` is how long a message whose handler died (a SIGKILLed replica) waits before another
+    replica gets it. It is short, and a handler that runs longer (an LLM call, a send retried
+    through an outage, a wait for the conversation's previous reply) sends `in_progress()`
+    heartbeats instead: the redelivery after a crash must come well within context's order wait
+    (`CONTEXT_ORDER_WAIT_S`, 30 s), or the conversation's next message would be answered first.
+    """
 
     durable: str
     kinds: tuple[EventKind, ...]
-    ack_wait_s: float = 30.0
+    ack_wait_s: float = ACK_WAIT_S
     max_deliver: int = 6
     max_ack_pending: int = 2000
     description: str = ""
-    heartbeat: bool = False  # send in_progress() during long handlers (LLM calls)
+    heartbeat: bool = True  # send in_progress() while a handler runs longer than a few seconds
 
     @property
     def filter_subjects(self) -> list[str]:
@@ -68,9 +78,7 @@ SAFETY_OUTBOUND = ConsumerSpec(
 NLP_DRAFTER = ConsumerSpec(
     "nlp-drafter",
     (EventKind.ACCEPTED,),
-    ack_wait_s=60.0,
     max_deliver=5,
-    heartbeat=True,
     description="nlp: draft an answer for each accepted message",
 )
 GATEWAY_DELIVERY = ConsumerSpec(

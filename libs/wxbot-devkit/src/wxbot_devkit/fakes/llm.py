@@ -189,7 +189,9 @@ class FakeLLM(FakeService):
         self._lock = threading.Lock()
         self._requests: deque[ChatRequest] = deque(maxlen=record_limit)
         self._faults: deque[int] = deque()
+        self._rate_limited_until = 0.0  # monotonic: until then every chat call answers 429
         self.calls = 0
+        self.rate_limited = 0  # calls answered 429 by a storm (`rate_limit_for`)
         self.abandoned = 0  # parked calls whose client disconnected before an answer
         self.in_flight = 0  # calls waiting out `latency_s` right now
         self.max_in_flight = 0  # the most that ever waited at once: how many calls the bot overlaps
@@ -201,12 +203,21 @@ class FakeLLM(FakeService):
         with self._lock:
             self._faults.extend(statuses)
 
+    def rate_limit_for(self, seconds: float, retry_after_s: float | None = None) -> None:
+        """A 429 storm: for `seconds` from now every chat call answers 429 with `Retry-After`
+        (`retry_after_s`, default the constructor's), as a provider shedding load does."""
+        with self._lock:
+            if retry_after_s is not None:
+                self.retry_after_s = retry_after_s
+            self._rate_limited_until = time.monotonic() + seconds
+
     def reset(self) -> None:
         """Forget requests and faults; restore constructor latency, reply and Retry-After; stop hanging."""
         with self._lock:
             self._requests.clear()
             self._faults.clear()
-            self.calls = self.abandoned = 0
+            self._rate_limited_until = 0.0
+            self.calls = self.rate_limited = self.abandoned = 0
             self.hang = False
             self.stream_chunk_delay_s = 0.0
             self.latency_s, self.reply, self.retry_after_s = self._defaults
@@ -232,6 +243,8 @@ class FakeLLM(FakeService):
                 "calls": self.calls,
                 "max_in_flight": self.max_in_flight,
                 "pending_statuses": list(self._faults),
+                "rate_limited_s": max(0.0, self._rate_limited_until - time.monotonic()),
+                "rate_limited": self.rate_limited,
                 "hang": self.hang,
                 "abandoned": self.abandoned,
                 "latency_s": self.latency_s,
@@ -268,6 +281,9 @@ class FakeLLM(FakeService):
             self.calls += 1
             self._requests.append(chat)
             fault = self._faults.popleft() if self._faults else None
+            if fault is None and time.monotonic() < self._rate_limited_until:
+                fault = 429
+                self.rate_limited += 1
         if fault is not None:
             return self._fault_response(fault)
         while self.hang and not self._closing:  # the flag may be flipped from another thread
@@ -386,6 +402,8 @@ class FakeLLM(FakeService):
         self.fail_next(*(int(s) for s in spec.get("statuses", [])))
         if "retry_after_s" in spec:
             self.retry_after_s = float(spec["retry_after_s"])
+        if "rate_limit_s" in spec:
+            self.rate_limit_for(float(spec["rate_limit_s"]))
         if "latency_s" in spec:
             self.latency_s = float(spec["latency_s"])
         if "hang" in spec:

@@ -167,13 +167,17 @@ class AppServer:
 
 
 class FakeService:
-    """Base for a fake: subclasses hold the state and build `app`; this adds in-process start/stop."""
+    """Base for a fake: subclasses hold the state and build `app`; this adds in-process start/stop,
+    and an outage: `refuse_connections` closes the listening socket and every open connection, so
+    clients get "connection refused" (not an HTTP error) until it listens again on the same port."""
 
     def __init__(self) -> None:
         self._app: ASGIApp | None = None
         self._server: AppServer | None = None
         self._closing = False  # set while stopping, so handlers parked by fault modes give up
-        self._address: tuple[str, int] | None = None  # (host, port) while started or refusing connections
+        self._address: tuple[str, int] | None = None  # kept while offline: clients keep the same URL
+        self._reopen: asyncio.Task[None] | None = None
+        self._offline = False
 
     def build_app(self) -> ASGIApp:
         raise NotImplementedError
@@ -188,8 +192,12 @@ class FakeService:
     def base_url(self) -> str:
         if self._address is None:
             raise RuntimeError(f"{type(self).__name__} not started")
-        host, port = self._address
-        return f"http://{host}:{port}"
+        return f"http://{self._address[0]}:{self._address[1]}"
+
+    @property
+    def offline(self) -> bool:
+        """True from the moment `refuse_connections` has closed the socket until it listens again."""
+        return self._offline
 
     async def start(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self._closing = False
@@ -198,32 +206,54 @@ class FakeService:
         self._address = (host, self._server.port)
 
     async def stop(self) -> None:
+        if self._reopen is not None:
+            self._reopen.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reopen
+            self._reopen = None
         if self._server is not None:
             self._closing = True
             await self._server.stop()
             self._server = None
         self._address = None
+        self._offline = False
 
-    async def refuse_connections(self) -> None:
-        """Stop listening (and close idle keep-alive connections): every call now fails to connect,
-        as when the API is down or a firewall rejects us, until `accept_connections()` listens on
-        the same port again. Calls in flight get up to a second to finish."""
+    async def refuse_connections(self, seconds: float | None = None) -> None:
+        """Stop listening (connection refused) and close open connections, as a host that went
+        away; listen again on the same port after `seconds`, or at `accept_connections()`.
+
+        Requests in flight get up to the graceful timeout (1 s) to finish, then are cut off.
+        Needs `start()` (the fake on this event loop).
+        """
         if self._server is None or self._address is None:
-            raise RuntimeError(f"{type(self).__name__} not started")
-        address = self._address
-        self._closing = True
-        await self._server.stop()
-        self._server = None
-        self._address = address
+            raise RuntimeError(f"{type(self).__name__} is not serving (refuse_connections needs start())")
+        server, self._server = self._server, None
+        self._closing = True  # calls parked by a fault mode (a hung LLM) give up
+        await server.stop()
+        self._offline = True
+        if seconds is not None:
+            self._reopen = asyncio.create_task(self._accept_after(seconds), name="fake-reopen")
+
+    async def _accept_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)  # the length of the outage, not a wait for a condition
+        await self._listen_again()
 
     async def accept_connections(self) -> None:
-        """Listen again on the port `refuse_connections()` closed."""
-        if self._server is not None:
+        """End an outage now: listen again on the same host and port."""
+        if self._reopen is not None and self._reopen is not asyncio.current_task():
+            self._reopen.cancel()
+            self._reopen = None
+        await self._listen_again()
+
+    async def _listen_again(self) -> None:
+        if self._server is not None or self._address is None:
             return
-        if self._address is None:
-            raise RuntimeError(f"{type(self).__name__} not started")
         host, port = self._address
-        await self.start(port, host)
+        server = AppServer(self.app, host=host, port=port)
+        await server.start()
+        self._closing = False
+        self._server = server
+        self._offline = False
 
     def start_in_thread(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self._closing = False

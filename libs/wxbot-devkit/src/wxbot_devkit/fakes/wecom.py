@@ -1,7 +1,10 @@
 """Fake WeCom API (replaces https://qyapi.weixin.qq.com): gettoken, message/send, media/get, plus fault knobs.
 
 Behaviour follows wecom-protocol.md §3: HTTP 200 with an `errcode` always, tokens per secret, 2048-byte
-content limit. Faults are scriptable from Python or, for a separate process, under `/_fake/...`.
+content limit. Faults are scriptable from Python or, for a separate process, under `/_fake/...`:
+errcodes for the next calls, latency, revoked tokens, and an outage in which the API host refuses
+connections (`refuse_connections(seconds)`: the listening socket is really closed, then reopened on
+the same port).
 """
 
 from __future__ import annotations
@@ -120,6 +123,7 @@ class FakeWeCom(FakeService):
         self.gettoken_calls = 0
         self.send_calls = 0
         self.token_rejections = 0  # calls refused for an unknown or expired access token
+        self._outages: set[asyncio.Task[None]] = set()
 
     # -- knobs -------------------------------------------------------------------------------------
 
@@ -185,6 +189,7 @@ class FakeWeCom(FakeService):
                 "messages": len(self._messages),
                 "pending_send_errcodes": list(self._send_faults),
                 "latency_s": self.latency_s,
+                "offline": self.offline,
             }
 
     # -- protocol ----------------------------------------------------------------------------------
@@ -296,6 +301,10 @@ class FakeWeCom(FakeService):
             self.latency_s = float(spec["latency_s"])
         if spec.get("invalidate_tokens"):
             self.invalidate_tokens()
+        if "offline_s" in spec:  # after this answer is sent: the outage closes this connection too
+            outage = asyncio.create_task(self.refuse_connections(float(spec["offline_s"])))
+            self._outages.add(outage)
+            outage.add_done_callback(self._outages.discard)
         return JSONResponse(self.stats())
 
     async def _ctl_reset(self, request: Request) -> Response:

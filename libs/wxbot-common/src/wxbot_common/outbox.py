@@ -1,0 +1,164 @@
+"""The order of a conversation's replies across gateway replicas, retries and crashes.
+
+Replies to one conversation are approved in order (context lets nlp answer message n+1 only once
+n's reply is approved), but sends can still be reordered: a send of reply n that fails and is
+retried later (WeCom unreachable, Redis or NATS restarting), or a gateway replica that dies holding
+it, would let reply n+1 go first. So each reply is queued in its conversation's outbox — a Redis
+sorted set scored by the stream sequence of the message it answers — and a gateway sends a reply
+only when it is the first one queued, and takes it out once it was sent or given up.
+
+The stage that publishes a deliverable event (safety: approved and blocked replies, notices)
+queues it just before publishing it, so it is queued before any gateway can receive it: a gateway
+that dies the instant it got reply n still leaves n in the outbox, and n+1 waits for n's
+redelivery. The gateway queues each reply again when it starts delivering it (idempotent), which
+covers events published by anything else. A reply that left is remembered as done (the latest
+`DONE_KEPT` of each conversation) and never queued again: a publisher or a delivery that runs a
+second time — NATS lost an acknowledgement when it restarted — would otherwise queue a reply that
+nobody will take out again, and hold its conversation up.
+
+Waiting costs nothing in the normal case (the predecessor left long ago). A waiter is woken when
+a reply of its conversation leaves, on any replica (a core NATS message, outside the event log),
+and looks again every `poll_s` besides, in case such a message was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from redis.asyncio import Redis
+
+from wxbot_common.ids import conversation_key
+
+LEFT_SUBJECT = "wxbot.outbox.left"  # core NATS, outside the event stream's subjects
+OUTBOX_TTL_S = 24 * 3600
+
+
+DONE_KEPT = 100  # per conversation: the replies most recently sent or given up, never queued again
+
+# KEYS: the queue, the done set. ARGV: position, event id, ttl. A reply already done (a publisher or
+# a delivery run again, e.g. after NATS lost an acknowledgement) is not queued again: -1. Otherwise
+# queue it (NX: queued again, it keeps its place) and say whether it is first: 1, or 0.
+_ENTER = """
+if redis.call('ZSCORE', KEYS[2], ARGV[2]) then return -1 end
+redis.call('ZADD', KEYS[1], 'NX', ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if redis.call('ZRANGE', KEYS[1], 0, 0)[1] == ARGV[2] then return 1 end
+return 0
+"""
+# Take a reply out and remember it as done; how many are still queued (someone to wake, or nobody).
+_LEAVE = """
+redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[4]) - 1)
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+class Turn(enum.Enum):
+    FIRST = 1  # no earlier reply queued: send it now
+    WAIT = 0  # an earlier reply is still queued
+    DONE = -1  # already sent or given up: nothing to do
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass
+class _Watch:
+    """The waiters of one conversation in this process: woken together when a reply leaves."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    waiters: int = 0
+
+
+class Outbox:
+    """`enter` only needs Redis (the publishing stage); `wait_turn` and `leave` wake waiters on every
+    replica through `nc` (the gateway)."""
+
+    def __init__(self, redis: Redis, nc: Client | None = None, poll_s: float = 1.0) -> None:
+        self._redis = redis
+        self._nc = nc
+        self._poll_s = poll_s
+        self._watches: dict[str, _Watch] = {}
+        self._sub: object | None = None
+        self._enter = redis.register_script(_ENTER)
+        self._leave = redis.register_script(_LEAVE)
+
+    async def start(self) -> None:
+        if self._nc is not None:
+            self._sub = await self._nc.subscribe(LEFT_SUBJECT, cb=self._on_left)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _key(ckey: str) -> str:
+        return f"wxbot:outbox:{ckey}"
+
+    async def enter(self, conversation_id: str, position: int, event_id: str) -> Turn:
+        """Queue a reply to the message at stream sequence `position` (idempotent: a reply queued
+        again keeps its place; one already done is not queued again)."""
+        key = self._key(conversation_key(conversation_id))
+        turn = await self._enter(keys=[key, f"{key}:done"], args=[position, event_id, OUTBOX_TTL_S])
+        return Turn(int(turn))
+
+    async def leave(self, conversation_id: str, position: int, event_id: str) -> None:
+        """The reply was sent or given up: the next one of the conversation may go."""
+        ckey = conversation_key(conversation_id)
+        key = self._key(ckey)
+        behind = await self._leave(keys=[key, f"{key}:done"], args=[position, event_id, OUTBOX_TTL_S, DONE_KEPT])
+        if not behind:
+            return  # nobody queued behind it: nobody to wake
+        self._wake(ckey)
+        if self._nc is not None:
+            with contextlib.suppress(Exception):  # a lost wake-up costs the waiters one poll
+                await self._nc.publish(LEFT_SUBJECT, ckey.encode())
+
+    async def wait_turn(self, conversation_id: str, event_id: str, timeout_s: float) -> bool:
+        """Wait until no earlier reply of the conversation is queued; False if that takes longer
+        than `timeout_s` (an earlier reply still failing, or one whose replica died)."""
+        ckey = conversation_key(conversation_id)
+        key = self._key(ckey)
+        deadline = time.monotonic() + timeout_s
+        with self._watch(ckey) as watch:
+            while True:
+                event = watch.event  # taken before reading, so a wake-up in between is not missed
+                first = await self._redis.zrange(key, 0, 0)
+                if not first or _text(first[0]) == event_id:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(remaining, self._poll_s))
+
+    @contextlib.contextmanager
+    def _watch(self, ckey: str) -> Iterator[_Watch]:
+        watch = self._watches.setdefault(ckey, _Watch())
+        watch.waiters += 1
+        try:
+            yield watch
+        finally:
+            watch.waiters -= 1
+            if watch.waiters == 0:
+                del self._watches[ckey]
+
+    def _wake(self, ckey: str) -> None:
+        watch = self._watches.get(ckey)
+        if watch is not None:
+            watch.event.set()
+            watch.event = asyncio.Event()  # the woken look again and wait on the new one
+
+    async def _on_left(self, msg: Msg) -> None:
+        self._wake(msg.data.decode(errors="replace"))
