@@ -123,8 +123,16 @@ async def test_context_serves_health_and_reflection(ctx: World) -> None:
 
 async def test_rebuild_from_the_log_into_an_empty_redis_yields_the_same_histories(ctx: World) -> None:
     users = ["e2e-order-1", "e2e-max-turns", "e2e-reset"]
-    before = {u: await history(ctx, u) for u in users}
-    assert all(before.values())
+
+    async def settled() -> dict[str, list[tuple[int, str]]] | None:
+        """Each history once its last reply is projected (a loaded box may still be applying it)."""
+        found = {u: await history(ctx, u) for u in users}
+        return found if all(h and h[-1][0] == pb.ROLE_ASSISTANT for h in found.values()) else None
+
+    deadline = asyncio.get_running_loop().time() + 20
+    while (before := await settled()) is None:
+        assert asyncio.get_running_loop().time() < deadline, "the projection never caught up"
+        await asyncio.sleep(0.1)
     redis_cli = Child("flush", [sys.executable, "-c", _FLUSH, ctx.stack.redis.url])
     await redis_cli.start()
     assert await redis_cli.wait(timeout_s=20) == 0
