@@ -194,22 +194,6 @@ async def send_text(
     return resp, msg_id
 
 
-async def send_until_accepted(world: World, user: str, text: str, timeout_s: float = 30) -> None:
-    """Retry a callback like WeCom does while the gateway answers 5xx or is not there at all
-    (NATS restarting, the gateway restarting); the same MsgId each time, as WeCom retries."""
-    deadline = time.monotonic() + timeout_s
-    msg_id = next(_MSG_IDS)
-    while True:
-        try:
-            resp, _ = await send_text(world, user, text, msg_id=msg_id)
-            if resp.status_code == 200:
-                return
-        except (httpx.TransportError, OSError):
-            pass
-        assert time.monotonic() < deadline, "the gateway never accepted the callback"
-        await asyncio.sleep(0.2)
-
-
 async def logged(world: World, kind: EventKind, conversation_id: str) -> list[bytes]:
     """Every event of `kind` in the log for one conversation, oldest first (what analytics sees)."""
     subject = kind.subject(conversation_id)
@@ -228,3 +212,19 @@ async def logged(world: World, kind: EventKind, conversation_id: str) -> list[by
             seq = msg.seq + 1
     finally:
         await nc.drain()
+
+
+async def send_until_accepted(world: World, user: str, text: str, timeout_s: float = 30) -> None:
+    """Retry a callback like WeCom does while the gateway answers 5xx or is not there at all
+    (NATS restarting, the gateway restarting); the same MsgId each time, as WeCom retries."""
+    deadline = time.monotonic() + timeout_s
+    msg_id = next(_MSG_IDS)
+    while True:
+        try:
+            resp, _ = await send_text(world, user, text, msg_id=msg_id)
+            if resp.status_code == 200:
+                return
+        except (httpx.TransportError, OSError):
+            pass
+        assert time.monotonic() < deadline, "the gateway never accepted the callback"
+        await asyncio.sleep(0.2)

@@ -12,8 +12,8 @@ import pytest
 from wxbot_nlp.answer_cache import AnswerCache, normalise_question
 from wxbot_nlp.drafting import HELP_TEXT, NO_LLM_NOTICE, NON_TEXT_NOTICE, RESET_DONE, Route, build_messages, plan_answer
 from wxbot_nlp.kb import KbMatch, KnowledgeBase, load_faqs, parse_markdown, tokens
-from wxbot_nlp.llm import Completion, LlmRejectedError, LlmUnavailableError
-from wxbot_nlp.resilience import MIN_ATTEMPT_S, AnswerDeadline, CircuitBreaker, ResilientBackend
+from wxbot_nlp.llm import Completion, LlmRejectedError, LlmUnavailableError, Message, ToolChoice
+from wxbot_nlp.resilience import MIN_ATTEMPT_S, AnswerDeadline, CircuitBreaker, ResilientBackend, Tools
 from wxbot_nlp.variants import Variant, assign, parse_variants
 
 SHIPPED = KnowledgeBase(load_faqs(""))
@@ -120,7 +120,9 @@ class ScriptedLLM:
         self.calls = 0
         self.model = model
 
-    async def complete(self, messages: list[dict[str, str]]) -> Completion:
+    async def complete(
+        self, messages: list[Message], tools: Tools = None, tool_choice: ToolChoice | None = None
+    ) -> Completion:
         self.calls += 1
         if self.failures:
             raise self.failures.pop(0)
@@ -228,7 +230,9 @@ class HangingLLM:
         self.calls = 0
         self.abandoned = 0
 
-    async def complete(self, messages: list[dict[str, str]]) -> Completion:
+    async def complete(
+        self, messages: list[Message], tools: Tools = None, tool_choice: ToolChoice | None = None
+    ) -> Completion:
         self.calls += 1
         try:
             await asyncio.Event().wait()

@@ -16,7 +16,7 @@ from wxbot_devkit.fakes.llm import FakeLLM
 from wxbot_devkit.fakes.waiting import wait_until
 from wxbot_nlp.app import build_backends
 from wxbot_nlp.handlers import NlpMetrics
-from wxbot_nlp.llm import ChatBackend, Completion, LlmUnavailableError
+from wxbot_nlp.llm import Completion, LlmUnavailableError
 from wxbot_nlp.resilience import ResilientBackend
 from wxbot_nlp.settings import NlpSettings
 
@@ -120,7 +120,7 @@ async def test_an_open_circuit_skips_the_llm_then_lets_one_trial_through(primary
     assert built.circuit_open() == 0.0
 
 
-async def _first_answer_after_cooldown(backend: ChatBackend, deadline_s: float) -> tuple[Completion, int]:
+async def _first_answer_after_cooldown(backend: ResilientBackend, deadline_s: float) -> tuple[Completion, int]:
     """Call until the circuit lets a trial through; how many calls it refused meanwhile."""
     refused = 0
     end = time.monotonic() + deadline_s

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 from multidict import CIMultiDict
 
 from wxbot_common.http_client import TracedHttp, create_session
-from wxbot_devkit.fakes.llm import FakeLLM
+from wxbot_devkit.fakes.llm import ChatRequest, FakeLLM, ToolCall
 from wxbot_devkit.launch import free_port
-from wxbot_nlp.llm import LlmRejectedError, LlmUnavailableError
+from wxbot_nlp.llm import LlmRejectedError, LlmUnavailableError, Message
 from wxbot_nlp.openai_compatible import OpenAICompatibleBackend, retry_after_s
 
 pytestmark = pytest.mark.timeout(30)
@@ -91,3 +92,53 @@ async def test_an_unreachable_endpoint_is_a_network_error() -> None:
 def test_retry_after_in_seconds_milliseconds_or_as_a_date(headers: dict[str, str], wait: float | None) -> None:
     now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
     assert retry_after_s(CIMultiDict(headers), now=now) == wait
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def call_weather_then_answer(request: ChatRequest) -> str | list[ToolCall]:
+    if request.tool_results:
+        return "answer: " + " + ".join(request.tool_results.values())
+    return [ToolCall("weather", {"city": "北京"}, id="c1"), ToolCall("weather", {"city": "上海"}, id="c2")]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_tool_calls_come_back_whole_and_their_results_go_to_the_model(llm: FakeLLM, stream: bool) -> None:
+    llm.reply = call_weather_then_answer
+    ask: list[Message] = [{"role": "user", "content": "weather?"}]
+    async with TracedHttp(create_session(16, 10.0)) as client:
+        b = backend(llm, client, stream)
+        calls = await b.complete(ask, [WEATHER])
+        assert calls.text == ""
+        assert [(c.id, c.name, json.loads(c.arguments)) for c in calls.tool_calls] == [
+            ("c1", "weather", {"city": "北京"}),
+            ("c2", "weather", {"city": "上海"}),
+        ]
+        assert llm.requests[-1].body["tool_choice"] == "auto" and llm.requests[-1].tools == ["weather"]
+        answered = [
+            *ask,
+            {"role": "assistant", "content": None, "tool_calls": [c.to_message() for c in calls.tool_calls]},
+            {"role": "tool", "tool_call_id": "c1", "content": "晴"},
+            {"role": "tool", "tool_call_id": "c2", "content": "雨"},
+        ]
+        done = await b.complete(answered, [WEATHER], "none")
+    assert done.text == "answer: 晴 + 雨" and done.tool_calls == ()
+
+
+async def test_a_tool_call_left_unanswered_is_rejected_as_openai_does(llm: FakeLLM) -> None:
+    unanswered: list[Message] = [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [ToolCall("weather", id="c1").to_json()]},
+        {"role": "user", "content": "well?"},
+    ]
+    async with TracedHttp(create_session(16, 10.0)) as client:
+        with pytest.raises(LlmRejectedError, match="did not have response messages: c1"):
+            await backend(llm, client, False).complete(unanswered, [WEATHER])

@@ -26,8 +26,8 @@ from wxbot_devkit.launch import NatsServer
 from wxbot_nlp.drafting import APOLOGY
 from wxbot_nlp.handlers import Drafter, DraftingPolicy, NlpMetrics
 from wxbot_nlp.kb import KnowledgeBase
-from wxbot_nlp.llm import Completion
-from wxbot_nlp.resilience import ResilientBackend
+from wxbot_nlp.llm import Completion, Message, ToolChoice
+from wxbot_nlp.resilience import ResilientBackend, Tools
 from wxbot_nlp.variants import Variant
 from wxbot_proto.context.v1 import context_pb2_grpc as ctx_grpc
 from wxbot_proto.events.v1 import events_pb2 as ev
@@ -42,7 +42,9 @@ class CountingLLM:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def complete(self, messages: list[dict[str, str]]) -> Completion:
+    async def complete(
+        self, messages: list[Message], tools: Tools = None, tool_choice: ToolChoice | None = None
+    ) -> Completion:
         self.calls += 1
         return Completion("a second answer", self.model, 1, 1)
 

@@ -15,6 +15,10 @@ from wxbot_nlp.kb import KnowledgeBase, load_faqs
 from wxbot_nlp.openai_compatible import OpenAICompatibleBackend
 from wxbot_nlp.resilience import CircuitBreaker, ResilientBackend
 from wxbot_nlp.settings import NlpSettings
+from wxbot_nlp.skills.calls import SkillCaller, SkillMetrics
+from wxbot_nlp.skills.commands import SkillCommands
+from wxbot_nlp.skills.registry import SkillFilter, SkillRegistry
+from wxbot_nlp.tool_loop import ToolLoop
 from wxbot_nlp.variants import Variant
 from wxbot_proto.context.v1 import context_pb2_grpc as ctx_grpc
 
@@ -102,6 +106,15 @@ async def main() -> None:
     runtime.readiness.set(
         "llm", True, "configured" if backends else "not configured: answering from the knowledge base"
     )
+    skills = SkillRegistry(
+        runtime.nc,
+        SkillFilter.parse(settings.skills_allow, settings.skills_deny),
+        interval_s=settings.skills_discovery_interval_s,
+    )
+    runtime.background(skills.run(), "skills-discovery")
+    skill_metrics = SkillMetrics(runtime.registry)
+    skill_metrics.offered.set_function(lambda: float(len(skills.tools())))
+    caller = SkillCaller(runtime.nc, skills, skill_metrics, settings.skills_result_max_chars)
     cache = (
         AnswerCache(redis, settings.nlp_cache_ttl_s, max_wait_s=settings.llm_budget_s())
         if settings.nlp_cache_ttl_s > 0
@@ -123,6 +136,8 @@ async def main() -> None:
             settings.llm_answer_deadline_s,
         ),
         metrics,
+        ToolLoop(skills, caller, settings.skills_max_rounds, settings.skills_call_timeout_s),
+        SkillCommands(skills, caller, min(settings.skills_call_timeout_s, settings.llm_answer_deadline_s)),
     )
     runtime.consume(NLP_DRAFTER, drafter.handle, settings.nlp_concurrency)
     await runtime.serve_http(None, settings.nlp_http_port)

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from wxbot_nlp.kb import KbMatch
+from wxbot_nlp.llm import Message
 
 NO_LLM_NOTICE = (
     "wxbot 已收到您的消息，但尚未配置大语言模型（LLM），暂时无法回答。"
@@ -91,9 +92,9 @@ def plan_answer(
 
 def build_messages(
     system_prompt: str, history: Iterable[HistoryTurn], user_text: str, grounding: str = ""
-) -> list[dict[str, str]]:
+) -> list[Message]:
     system = system_prompt + (f"\n\n{GROUNDING_INTRO}{grounding}" if grounding else "")
-    messages = [{"role": "system", "content": system}] if system else []
+    messages: list[Message] = [{"role": "system", "content": system}] if system else []
     messages.extend({"role": t.role, "content": t.text} for t in history)
     messages.append({"role": "user", "content": user_text})
     return messages

@@ -33,10 +33,12 @@ from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import EventKind
 from wxbot_common.rpc import traced_call
 from wxbot_nlp.answer_cache import AnswerCache
-from wxbot_nlp.drafting import APOLOGY, HistoryTurn, Plan, Route, build_messages, plan_answer
+from wxbot_nlp.drafting import APOLOGY, HistoryTurn, Plan, Route, build_messages, command_of, plan_answer
 from wxbot_nlp.kb import KnowledgeBase
 from wxbot_nlp.llm import Completion, LlmRejectedError, LlmUnavailableError
 from wxbot_nlp.resilience import AnswerDeadline, ResilientBackend
+from wxbot_nlp.skills.commands import SkillCommands
+from wxbot_nlp.tool_loop import ToolLoop
 from wxbot_nlp.variants import Variant, assign
 from wxbot_proto.context.v1 import context_pb2 as ctx
 from wxbot_proto.context.v1 import context_pb2_grpc as ctx_grpc
@@ -67,7 +69,7 @@ class NlpMetrics:
         )
         self.replies = Counter(
             "wxbot_nlp_replies",
-            "Drafted replies by source (llm, cache, knowledge_base, command, notice, apology) and variant",
+            "Drafted replies by source (llm, cache, knowledge_base, command, skill_command, notice, apology), variant",
             ["source", "variant"],
             registry=registry,
         )
@@ -120,6 +122,8 @@ class Drafter:
         cache: AnswerCache | None,
         policy: DraftingPolicy,
         metrics: NlpMetrics,
+        tool_loop: ToolLoop | None = None,
+        commands: SkillCommands | None = None,
     ) -> None:
         self._publisher = publisher
         self._context = context
@@ -129,6 +133,8 @@ class Drafter:
         self._cache = cache
         self._policy = policy
         self._metrics = metrics
+        self._tool_loop = tool_loop
+        self._commands = commands
         self._log = get_logger("wxbot.nlp")
         self._tracer = trace.get_tracer("wxbot.nlp")
 
@@ -147,6 +153,11 @@ class Drafter:
         is_text = message.kind in (ev.MESSAGE_KIND_TEXT, ev.MESSAGE_KIND_UNSPECIFIED)
         address = message.reply_to
         variant = assign(self._variants, user_hash(f"{accepted.meta.channel}:{address.corp_id}:{address.user_id}"))
+        if is_text and self._commands is not None and command_of(message.text) is None:
+            reply = await self._commands.run(message.text)
+            if reply is not None:
+                await self._draft(accepted, reply, ev.REPLY_SOURCE_COMMAND, variant.name, label="skill_command")
+                return
         match = self._kb.search(message.text) if is_text and self._kb.size else None
         plan = plan_answer(
             message.text,
@@ -201,13 +212,19 @@ class Drafter:
         history: list[HistoryTurn],
         deadline: AnswerDeadline,
     ) -> str | None:
-        """Publish the LLM's answer and return it, or publish the apology and return None."""
+        """Publish the LLM's answer, or the apology; return the answer when it may be cached (not
+        the apology, nor an answer built from tool results: those are live data)."""
         assert self._backends is not None
         messages = build_messages(variant.system_prompt or "", history, accepted.message.text, plan.grounding)
         backend = self._backends[variant.name]
         started = time.perf_counter()
+        tool_calls = 0
         try:
-            completion = await backend.complete(messages, deadline)
+            if self._tool_loop is None:
+                completion = await backend.complete(messages, deadline)
+            else:
+                answered = await self._tool_loop.complete(backend, messages, deadline)
+                completion, tool_calls = answered.completion, answered.tool_calls
         except (LlmUnavailableError, LlmRejectedError) as exc:
             self._metrics.llm_latency.labels(backend.model, "error", variant.name).observe(
                 time.perf_counter() - started
@@ -221,7 +238,7 @@ class Drafter:
             await self._draft(accepted, APOLOGY, ev.REPLY_SOURCE_NOTICE, variant.name, label="apology")
             return None
         await self._draft(accepted, completion.text, ev.REPLY_SOURCE_LLM, variant.name, completion)
-        return completion.text
+        return completion.text if tool_calls == 0 else None
 
     async def _history(self, accepted: ev.InboundAccepted, variant: str, last_try: bool) -> History:
         request = ctx.GetHistoryRequest(

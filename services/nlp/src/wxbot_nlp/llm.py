@@ -7,8 +7,9 @@ errors metric says what went wrong, not just that something did.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 UnavailableKind = Literal["timeout", "rate_limited", "server_error", "network", "malformed", "circuit_open"]
 
@@ -28,16 +29,38 @@ class LlmRejectedError(Exception):
     kind = "rejected"
 
 
+Message = dict[str, Any]  # one chat message: {"role", "content"} plus `tool_calls` / `tool_call_id`
+ToolChoice = Literal["auto", "none"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One function call the model asks for; `arguments` is the model's JSON text, unchecked."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_message(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
     model: str
     prompt_tokens: int
     completion_tokens: int
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class ChatBackend(Protocol):
     @property
     def model(self) -> str: ...
 
-    async def complete(self, messages: list[dict[str, str]]) -> Completion: ...
+    async def complete(
+        self,
+        messages: list[Message],
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
+    ) -> Completion: ...

@@ -12,7 +12,7 @@ import asyncio
 import email.utils
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind
 from yarl import URL
 
 from wxbot_common.http_client import HttpError, TracedHttp
-from wxbot_nlp.llm import Completion, LlmRejectedError, LlmUnavailableError
+from wxbot_nlp.llm import Completion, LlmRejectedError, LlmUnavailableError, Message, ToolCall, ToolChoice
 
 
 def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -78,8 +78,14 @@ class OpenAICompatibleBackend:
     def model(self) -> str:
         return self._model
 
-    async def complete(self, messages: list[dict[str, str]]) -> Completion:
-        """One chat completion inside a `chat {model}` span with the gen_ai.* semantic attributes."""
+    async def complete(
+        self,
+        messages: list[Message],
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
+    ) -> Completion:
+        """One chat completion inside a `chat {model}` span with the gen_ai.* semantic attributes;
+        with `tools`, the model may answer with tool calls instead of text."""
         tracer = trace.get_tracer("wxbot.nlp.llm")
         with tracer.start_as_current_span(
             f"chat {self._model}",
@@ -95,7 +101,8 @@ class OpenAICompatibleBackend:
         ) as span:
             try:
                 async with asyncio.timeout(self._timeout_s):
-                    completion = await (self._complete_stream(messages) if self._stream else self._complete(messages))
+                    body = self._body(messages, self._stream, tools, tool_choice)
+                    completion = await (self._complete_stream(body) if self._stream else self._complete(body))
             except TimeoutError as exc:
                 raise LlmUnavailableError(f"no complete answer within {self._timeout_s:g} s", kind="timeout") from exc
             span.set_attributes(
@@ -103,11 +110,18 @@ class OpenAICompatibleBackend:
                     "gen_ai.response.model": completion.model,
                     "gen_ai.usage.input_tokens": completion.prompt_tokens,
                     "gen_ai.usage.output_tokens": completion.completion_tokens,
+                    "gen_ai.response.finish_reasons": ["tool_calls" if completion.tool_calls else "stop"],
                 }
             )
             return completion
 
-    def _body(self, messages: list[dict[str, str]], stream: bool) -> dict[str, Any]:
+    def _body(
+        self,
+        messages: list[Message],
+        stream: bool,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self._model,
             "messages": messages,
@@ -117,6 +131,9 @@ class OpenAICompatibleBackend:
         }
         if stream:
             body["stream_options"] = {"include_usage": True}
+        if tools:
+            body["tools"] = list(tools)
+            body["tool_choice"] = tool_choice or "auto"
         return body
 
     @staticmethod
@@ -134,10 +151,10 @@ class OpenAICompatibleBackend:
             return LlmUnavailableError(f"{type(exc).__name__}: {exc}", kind="timeout")
         return LlmUnavailableError(f"{type(exc).__name__}: {exc}", kind="network")
 
-    async def _complete(self, messages: list[dict[str, str]]) -> Completion:
+    async def _complete(self, body: dict[str, Any]) -> Completion:
         try:
             async with self._client.request(
-                "POST", self._url, json=self._body(messages, False), headers=self._headers, timeout_s=self._timeout_s
+                "POST", self._url, json=body, headers=self._headers, timeout_s=self._timeout_s
             ) as resp:
                 raw = await resp.read()
                 self._check(resp, raw.decode(errors="replace"))
@@ -145,24 +162,31 @@ class OpenAICompatibleBackend:
             raise self._transport_error(exc) from exc
         try:
             data = json.loads(raw)
-            text = data["choices"][0]["message"]["content"] or ""
+            message = data["choices"][0]["message"]
+            text = message.get("content") or ""
+            calls = tuple(
+                ToolCall(str(c["id"]), str(c["function"]["name"]), str(c["function"].get("arguments") or ""))
+                for c in message.get("tool_calls") or []
+            )
             usage = data.get("usage") or {}
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise LlmUnavailableError(f"malformed completion: {exc!r}", kind="malformed") from exc
         return Completion(
             text=text.strip(),
             model=str(data.get("model") or self._model),
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
+            tool_calls=calls,
         )
 
-    async def _complete_stream(self, messages: list[dict[str, str]]) -> Completion:
+    async def _complete_stream(self, body: dict[str, Any]) -> Completion:
         parts: list[str] = []
+        calls: dict[int, dict[str, str]] = {}  # a call streams as pieces keyed by index: id and name, then arguments
         model: str = self._model
         usage: dict[str, Any] = {}
         try:
             async with self._client.request(
-                "POST", self._url, json=self._body(messages, True), headers=self._headers, timeout_s=self._timeout_s
+                "POST", self._url, json=body, headers=self._headers, timeout_s=self._timeout_s
             ) as resp:
                 if resp.status >= 400:
                     self._check(resp, (await resp.read()).decode(errors="replace"))
@@ -179,7 +203,14 @@ class OpenAICompatibleBackend:
                     model = str(chunk.get("model") or model)
                     usage = chunk.get("usage") or usage
                     for choice in chunk.get("choices") or []:
-                        parts.append((choice.get("delta") or {}).get("content") or "")
+                        delta = choice.get("delta") or {}
+                        parts.append(delta.get("content") or "")
+                        for piece in delta.get("tool_calls") or []:
+                            call = calls.setdefault(int(piece.get("index", 0)), {"id": "", "name": "", "arguments": ""})
+                            function = piece.get("function") or {}
+                            call["id"] = piece.get("id") or call["id"]
+                            call["name"] = function.get("name") or call["name"]
+                            call["arguments"] += function.get("arguments") or ""
         except HttpError as exc:
             raise self._transport_error(exc) from exc
         except (ValueError, AttributeError, TypeError) as exc:
@@ -189,4 +220,5 @@ class OpenAICompatibleBackend:
             model=model,
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
+            tool_calls=tuple(ToolCall(c["id"], c["name"], c["arguments"]) for _, c in sorted(calls.items())),
         )

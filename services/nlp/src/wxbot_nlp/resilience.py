@@ -19,13 +19,16 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.stop import stop_base
 from tenacity.wait import wait_random_exponential
 
-from wxbot_nlp.llm import ChatBackend, Completion, LlmRejectedError, LlmUnavailableError
+from wxbot_nlp.llm import ChatBackend, Completion, LlmRejectedError, LlmUnavailableError, Message, ToolChoice
+
+Tools = Sequence[dict[str, Any]] | None
 
 MAX_RETRY_AFTER_S = 30.0  # a longer Retry-After is not waited out in full
 MAX_BACKOFF_S = MAX_RETRY_AFTER_S  # the longest wait between two attempts
@@ -146,12 +149,17 @@ class ResilientBackend:
         return max(jittered, min(float(asked), MAX_RETRY_AFTER_S)) if asked is not None else jittered
 
     async def _attempt(
-        self, backend: ChatBackend, messages: list[dict[str, str]], deadline: AnswerDeadline
+        self,
+        backend: ChatBackend,
+        messages: list[Message],
+        deadline: AnswerDeadline,
+        tools: Tools = None,
+        tool_choice: ToolChoice | None = None,
     ) -> Completion:
         timeout_s = deadline.attempt_timeout(self._attempt_timeout_s)
         try:
             async with asyncio.timeout(None if math.isinf(timeout_s) else timeout_s):
-                return await backend.complete(messages)
+                return await backend.complete(messages, tools, tool_choice)
         except TimeoutError as exc:  # ours: the attempt was cancelled, its connection closed
             self._on_error("timeout")
             raise LlmUnavailableError(f"no answer within {timeout_s:.3g} s", kind="timeout") from exc
@@ -159,7 +167,9 @@ class ResilientBackend:
             self._on_error(exc.kind)
             raise
 
-    async def _primary_with_retries(self, messages: list[dict[str, str]], deadline: AnswerDeadline) -> Completion:
+    async def _primary_with_retries(
+        self, messages: list[Message], deadline: AnswerDeadline, tools: Tools, tool_choice: ToolChoice | None
+    ) -> Completion:
         if not self.breaker.allow():
             self._on_error("circuit_open")
             raise LlmUnavailableError(
@@ -174,22 +184,28 @@ class ResilientBackend:
                 reraise=True,
             ):
                 with attempt:
-                    completion = await self._attempt(self._primary, messages, deadline)
+                    completion = await self._attempt(self._primary, messages, deadline, tools, tool_choice)
         except LlmUnavailableError as exc:
             self.breaker.failed(exc.retry_after_s)
             raise
         self.breaker.succeeded()
         return completion
 
-    async def complete(self, messages: list[dict[str, str]], deadline: AnswerDeadline | None = None) -> Completion:
-        """The answer, or LlmUnavailableError / LlmRejectedError, within `deadline` (default: a new
-        one of `deadline_s` from now)."""
+    async def complete(
+        self,
+        messages: list[Message],
+        deadline: AnswerDeadline | None = None,
+        tools: Tools = None,
+        tool_choice: ToolChoice | None = None,
+    ) -> Completion:
+        """The answer (or the model's tool calls, when offered `tools`), or LlmUnavailableError /
+        LlmRejectedError, within `deadline` (default: a new one of `deadline_s` from now)."""
         deadline = deadline or AnswerDeadline(self._deadline_s)
         if deadline.left() <= 0:
             self._on_error("deadline")
             raise LlmUnavailableError("the answer's deadline passed before the LLM was asked", kind="timeout")
         try:
-            return await self._primary_with_retries(messages, deadline)
+            return await self._primary_with_retries(messages, deadline, tools, tool_choice)
         except LlmUnavailableError:
             if not deadline.allows_attempt_after(0.0):
                 self._on_error("deadline")
@@ -197,4 +213,4 @@ class ResilientBackend:
             if self._fallback is None:
                 raise
             self._on_error("fallback")
-            return await self._attempt(self._fallback, messages, deadline)
+            return await self._attempt(self._fallback, messages, deadline, tools, tool_choice)

@@ -54,6 +54,12 @@ class NlpSettings(CommonSettings):
     nlp_history_budget: int = Field(0, ge=0, description="history tokens to ask context for; 0 = context's default")
     nlp_concurrency: int = Field(512, gt=0, description="messages drafted at once per replica")
     nlp_context_timeout_s: float = Field(45.0, gt=0, description="deadline of the GetHistory call")
+    skills_allow: str = Field("", description="skills offered: comma-separated globs on tool or service; empty = all")
+    skills_deny: str = Field("", description="skills never offered (globs on tool or service name); wins over allow")
+    skills_discovery_interval_s: float = Field(5.0, gt=0, le=6, description="how often skills are discovered")
+    skills_call_timeout_s: float = Field(10.0, gt=0, description="the longest one tool call may take")
+    skills_max_rounds: int = Field(4, ge=0, description="rounds of tool calls before the model must answer")
+    skills_result_max_chars: int = Field(8000, gt=0, description="a tool result longer than this is cut for the model")
 
     @model_validator(mode="after")
     def _check_references(self) -> NlpSettings:

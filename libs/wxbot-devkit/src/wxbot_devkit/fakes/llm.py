@@ -2,6 +2,10 @@
 
 Replies are a pure function of the request (default `echo: <last user message>`), so end-to-end tests can
 assert on exact text; faults (HTTP status queue, hang) are scriptable from Python or under `/_fake/...`.
+A reply function may return `ToolCall`s instead of text: the fake answers with `tool_calls` (finish
+reason `tool_calls`, streamed as OpenAI streams them), and checks the tool protocol as strictly as
+OpenAI does — `tools` well formed, `tool_choice` only with tools, every assistant `tool_calls` answered
+by one `tool` message per id and no `tool` message without its call (HTTP 400 otherwise).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -29,6 +33,21 @@ from wxbot_devkit.fakes.waiting import wait_until
 
 HANG_POLL_S = 0.05
 _PIECES = re.compile(r"\s*\S+\s*|\s+")
+_FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_TOOLS = 128
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call a scripted reply asks for; `arguments` is sent as given (a str) or JSON-encoded."""
+
+    name: str
+    arguments: dict[str, Any] | str = field(default_factory=dict)
+    id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
+
+    def to_json(self) -> dict[str, Any]:
+        args = self.arguments if isinstance(self.arguments, str) else json.dumps(self.arguments, ensure_ascii=False)
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": args}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +61,34 @@ class ChatRequest:
     body: dict[str, Any]
 
     @property
+    def tools(self) -> list[str]:
+        """The names of the functions offered (empty when none)."""
+        return [t["function"]["name"] for t in self.body.get("tools") or []]
+
+    @property
+    def tool_choice(self) -> Any:
+        return self.body.get("tool_choice")
+
+    @property
+    def may_call_tools(self) -> bool:
+        return bool(self.tools) and self.tool_choice != "none"
+
+    @property
+    def tool_results(self) -> dict[str, str]:
+        """The `tool` messages since the last assistant message, by tool_call_id (empty unless the
+        last thing the model did was to call tools)."""
+        found: dict[str, str] = {}
+        for message in reversed(self.messages):
+            if message.get("role") != "tool":
+                break
+            found[str(message.get("tool_call_id"))] = content_text(message.get("content"))
+        return dict(reversed(found.items()))
+
+    def called(self) -> list[dict[str, Any]]:
+        """Every tool call the conversation so far made (each `function` object)."""
+        return [c["function"] for m in self.messages if m.get("role") == "assistant" for c in m.get("tool_calls") or []]
+
+    @property
     def last_user_message(self) -> str:
         for message in reversed(self.messages):
             if message.get("role") == "user":
@@ -52,7 +99,47 @@ class ChatRequest:
         return {"model": self.model, "messages": self.messages, "stream": self.stream, "received_at": self.received_at}
 
 
-ReplyFn = Callable[[ChatRequest], str]
+ReplyFn = Callable[[ChatRequest], "str | list[ToolCall]"]
+
+
+def tool_protocol_error(body: dict[str, Any]) -> str | None:
+    """What OpenAI would reject (400) in the tools and tool messages of a request, else None."""
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list) or len(tools) > MAX_TOOLS:
+            return f"'tools' must be an array of at most {MAX_TOOLS} items"
+        for i, tool in enumerate(tools):
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(function, dict):
+                return f"Invalid value at tools[{i}]: expected an object of type 'function'"
+            if not _FUNCTION_NAME.match(str(function.get("name", ""))):
+                return f"Invalid 'tools[{i}].function.name': must match ^[a-zA-Z0-9_-]{{1,64}}$"
+            if "parameters" in function and not isinstance(function["parameters"], dict):
+                return f"Invalid 'tools[{i}].function.parameters': expected an object"
+    if body.get("tool_choice") is not None and not tools:
+        return "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified."
+    open_ids: list[str] = []
+    for message in body["messages"]:
+        role = message.get("role") if isinstance(message, dict) else None
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if call_id not in open_ids:
+                return (
+                    "Invalid parameter: messages with role 'tool' must be a response to a preceeding message "
+                    "with 'tool_calls'."
+                )
+            open_ids.remove(call_id)
+            continue
+        if open_ids:
+            return (
+                "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+                f"'tool_call_id'. The following tool_call_ids did not have response messages: {', '.join(open_ids)}"
+            )
+        if role == "assistant":
+            open_ids = [str(c.get("id")) for c in message.get("tool_calls") or [] if isinstance(c, dict)]
+    if open_ids:
+        return f"tool_call_ids without response messages: {', '.join(open_ids)}"
+    return None
 
 
 def content_text(content: object) -> str:
@@ -186,6 +273,9 @@ class FakeLLM(FakeService):
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list) or not messages:
             return openai_error(400, "'messages' must be a non-empty array", "invalid_request_error")
+        problem = tool_protocol_error(body)
+        if problem is not None:
+            return openai_error(400, problem, "invalid_request_error")
         chat = ChatRequest(str(body.get("model") or self.model), messages, bool(body.get("stream")), time.time(), body)
         with self._lock:
             self.calls += 1
@@ -213,18 +303,29 @@ class FakeLLM(FakeService):
             finally:
                 with self._lock:
                     self.in_flight -= 1
-        text = self.reply(chat)
+        reply = self.reply(chat)
+        calls = [] if isinstance(reply, str) else [c.to_json() for c in reply]
+        if calls and not chat.may_call_tools:  # a real model cannot: the script is wrong
+            return openai_error(500, "fake script returned tool calls where none may be made", "server_error")
+        text = reply if isinstance(reply, str) else ""
         prompt_tokens = sum(count_tokens(content_text(m.get("content"))) + 4 for m in messages if isinstance(m, dict))
         usage = {
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": count_tokens(text),
+            "completion_tokens": count_tokens(text) + sum(count_tokens(c["function"]["arguments"]) for c in calls),
             "total_tokens": prompt_tokens + count_tokens(text),
         }
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if chat.stream:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(
-                self._sse(completion_id, chat.model, text, usage if include_usage else None, self.stream_chunk_delay_s),
+                self._sse(
+                    completion_id,
+                    chat.model,
+                    text,
+                    usage if include_usage else None,
+                    self.stream_chunk_delay_s,
+                    calls,
+                ),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
@@ -234,14 +335,27 @@ class FakeLLM(FakeService):
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": chat.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text or None, "tool_calls": calls}
+                        if calls
+                        else {"role": "assistant", "content": text},
+                        "finish_reason": "tool_calls" if calls else "stop",
+                    }
+                ],
                 "usage": usage,
             }
         )
 
     @staticmethod
     async def _sse(
-        completion_id: str, model: str, text: str, usage: dict[str, int] | None, chunk_delay_s: float = 0.0
+        completion_id: str,
+        model: str,
+        text: str,
+        usage: dict[str, int] | None,
+        chunk_delay_s: float = 0.0,
+        calls: list[dict[str, Any]] | None = None,
     ) -> AsyncIterator[str]:
         created = int(time.time())
 
@@ -261,7 +375,15 @@ class FakeLLM(FakeService):
             if chunk_delay_s > 0:
                 await asyncio.sleep(chunk_delay_s)
             yield chunk([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
-        yield chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+        for i, call in enumerate(calls or []):  # as OpenAI streams them: id and name first, then arguments in pieces
+            head = {"index": i, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"]}}
+            head["function"]["arguments"] = ""
+            yield chunk([{"index": 0, "delta": {"tool_calls": [head]}, "finish_reason": None}])
+            args = call["function"]["arguments"]
+            for piece in (args[: len(args) // 2], args[len(args) // 2 :]):
+                delta = {"tool_calls": [{"index": i, "function": {"arguments": piece}}]}
+                yield chunk([{"index": 0, "delta": delta, "finish_reason": None}])
+        yield chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls" if calls else "stop"}])
         if usage is not None:
             yield chunk([], usage=usage)
         yield "data: [DONE]\n\n"
