@@ -205,3 +205,19 @@ async def test_the_outbox_lets_a_reply_go_when_the_earlier_ones_left_and_never_q
         assert await outbox.enter(conversation, 13, "reply-to-13") is Turn.FIRST
     finally:
         await redis.aclose()
+
+
+async def test_a_reply_nobody_will_take_out_holds_its_conversation_up_only_until_it_is_stale(
+    servers: Servers,
+) -> None:
+    redis = Redis.from_url(servers.redis_url)
+    try:
+        outbox = Outbox(redis, poll_s=0.05, stale_s=0.5)
+        conversation = wecom_conversation_id(CORP, AGENT, "orphan-user")
+        assert await outbox.enter(conversation, 20, "reply-never-delivered") is Turn.FIRST  # then lost
+        assert await outbox.enter(conversation, 21, "next-reply") is Turn.WAIT
+        started = time.monotonic()
+        assert await outbox.wait_turn(conversation, "next-reply", 5.0)  # the orphan was dropped
+        assert 0.4 <= time.monotonic() - started < 3.0
+    finally:
+        await redis.aclose()

@@ -14,7 +14,8 @@ redelivery. The gateway queues each reply again when it starts delivering it (id
 covers events published by anything else. A reply that left is remembered as done (the latest
 `DONE_KEPT` of each conversation) and never queued again: a publisher or a delivery that runs a
 second time — NATS lost an acknowledgement when it restarted — would otherwise queue a reply that
-nobody will take out again, and hold its conversation up.
+nobody will take out again, and hold its conversation up. Should such an entry appear anyway (a
+bug, an event lost), it is dropped once it has been first for `STALE_S`, logged as an error.
 
 Waiting costs nothing in the normal case (the predecessor left long ago). A waiter is woken when
 a reply of its conversation leaves, on any replica (a core NATS message, outside the event log),
@@ -35,30 +36,56 @@ from nats.aio.msg import Msg
 from redis.asyncio import Redis
 
 from wxbot_common.ids import conversation_key
+from wxbot_common.logs import get_logger
 
 LEFT_SUBJECT = "wxbot.outbox.left"  # core NATS, outside the event stream's subjects
 OUTBOX_TTL_S = 24 * 3600
 
 
 DONE_KEPT = 100  # per conversation: the replies most recently sent or given up, never queued again
+# A reply first in its queue for this long is dropped from it: well beyond a delivery's whole
+# budget (six deliveries of up to a minute each, and the backoffs between: ~7 minutes), so only an
+# entry nobody will take out (a bug, a lost event) gets there, and its conversation moves on.
+STALE_S = 15 * 60
 
-# KEYS: the queue, the done set. ARGV: position, event id, ttl. A reply already done (a publisher or
-# a delivery run again, e.g. after NATS lost an acknowledgement) is not queued again: -1. Otherwise
-# queue it (NX: queued again, it keeps its place) and say whether it is first: 1, or 0.
+# KEYS: the queue, the done set, the times of entry. ARGV: position, event id, ttl, now. A reply
+# already done (a publisher or a delivery run again, e.g. after NATS lost an acknowledgement) is not
+# queued again: -1. Otherwise queue it (NX: queued again, it keeps its place and its time) and say
+# whether it is first: 1, or 0.
 _ENTER = """
 if redis.call('ZSCORE', KEYS[2], ARGV[2]) then return -1 end
 redis.call('ZADD', KEYS[1], 'NX', ARGV[1], ARGV[2])
+redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
 if redis.call('ZRANGE', KEYS[1], 0, 0)[1] == ARGV[2] then return 1 end
 return 0
 """
 # Take a reply out and remember it as done; how many are still queued (someone to wake, or nobody).
 _LEAVE = """
 redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[4]) - 1)
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return redis.call('ZCARD', KEYS[1])
+"""
+# Is the reply ARGV[1] first (1), behind another (0), or was the first one stale and dropped (2)?
+# ARGV: event id, now, stale after. An entry without a time gets one now.
+_FIRST = """
+local first = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
+if not first or first == ARGV[1] then return 1 end
+local at = tonumber(redis.call('HGET', KEYS[2], first))
+if not at then
+  redis.call('HSET', KEYS[2], first, ARGV[2])
+  return 0
+end
+if tonumber(ARGV[2]) - at > tonumber(ARGV[3]) then
+  redis.call('ZREM', KEYS[1], first)
+  redis.call('HDEL', KEYS[2], first)
+  return 2
+end
+return 0
 """
 
 
@@ -66,10 +93,6 @@ class Turn(enum.Enum):
     FIRST = 1  # no earlier reply queued: send it now
     WAIT = 0  # an earlier reply is still queued
     DONE = -1  # already sent or given up: nothing to do
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass
@@ -84,14 +107,17 @@ class Outbox:
     """`enter` only needs Redis (the publishing stage); `wait_turn` and `leave` wake waiters on every
     replica through `nc` (the gateway)."""
 
-    def __init__(self, redis: Redis, nc: Client | None = None, poll_s: float = 1.0) -> None:
+    def __init__(self, redis: Redis, nc: Client | None = None, poll_s: float = 1.0, stale_s: float = STALE_S) -> None:
         self._redis = redis
+        self._stale_s = stale_s
         self._nc = nc
         self._poll_s = poll_s
         self._watches: dict[str, _Watch] = {}
         self._sub: object | None = None
         self._enter = redis.register_script(_ENTER)
         self._leave = redis.register_script(_LEAVE)
+        self._first = redis.register_script(_FIRST)
+        self._log = get_logger("wxbot.outbox")
 
     async def start(self) -> None:
         if self._nc is not None:
@@ -110,14 +136,17 @@ class Outbox:
         """Queue a reply to the message at stream sequence `position` (idempotent: a reply queued
         again keeps its place; one already done is not queued again)."""
         key = self._key(conversation_key(conversation_id))
-        turn = await self._enter(keys=[key, f"{key}:done"], args=[position, event_id, OUTBOX_TTL_S])
+        keys = [key, f"{key}:done", f"{key}:at"]
+        turn = await self._enter(keys=keys, args=[position, event_id, OUTBOX_TTL_S, time.time()])
         return Turn(int(turn))
 
     async def leave(self, conversation_id: str, position: int, event_id: str) -> None:
         """The reply was sent or given up: the next one of the conversation may go."""
         ckey = conversation_key(conversation_id)
         key = self._key(ckey)
-        behind = await self._leave(keys=[key, f"{key}:done"], args=[position, event_id, OUTBOX_TTL_S, DONE_KEPT])
+        behind = await self._leave(
+            keys=[key, f"{key}:done", f"{key}:at"], args=[position, event_id, OUTBOX_TTL_S, DONE_KEPT]
+        )
         if not behind:
             return  # nobody queued behind it: nobody to wake
         self._wake(ckey)
@@ -134,9 +163,12 @@ class Outbox:
         with self._watch(ckey) as watch:
             while True:
                 event = watch.event  # taken before reading, so a wake-up in between is not missed
-                first = await self._redis.zrange(key, 0, 0)
-                if not first or _text(first[0]) == event_id:
+                turn = await self._first(keys=[key, f"{key}:at"], args=[event_id, time.time(), self._stale_s])
+                if turn == 1:
                     return True
+                if turn == 2:
+                    self._log.error("outbox_stale_entry_dropped", conversation=ckey, stale_after_s=self._stale_s)
+                    continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False

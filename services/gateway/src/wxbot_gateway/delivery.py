@@ -117,6 +117,11 @@ class ReplyDelivery:
                 self._metrics.deliveries.labels(sender.name, "handed_back", str(errcode_of(exc))).inc()
                 delay = retry_delay(delivery.num_delivered, self._base(exc))
                 raise TransientError(str(exc), delay_s=delay) from exc
+            except Exception:
+                if last:  # dead-lettered next: its conversation's later replies must not wait for it
+                    with contextlib.suppress(*Retryable):
+                        await self._outbox.leave(meta.conversation_id, meta.origin_sequence, meta.event_id)
+                raise
 
     def _base(self, exc: BaseException) -> float:
         return exc.delay_s if isinstance(exc, TransientError) and exc.delay_s is not None else self._retry_base_s
