@@ -323,7 +323,11 @@ def service_env(
     otlp_protocol: str = "grpc",
     sampler_ratio: float | None = None,
 ) -> dict[str, str]:
-    """The services' variables for a run against the fakes: the bench's app, no rate limit, quiet logs."""
+    """The services' variables for a run against the fakes: the bench's app, no rate limits, quiet logs.
+
+    Both per-user limits are off: a simulated user sends far more than a person (a 30-minute soak
+    at 20 messages/s from 50 users is 720 each), and past `SAFETY_RATE_PER_DAY` (500) the bot
+    rightly answers one notice and then nothing, which a run would count as lost replies."""
     env = {
         "WECOM_CORP_ID": CORP_ID,
         "WECOM_AGENT_ID": AGENT_ID,
@@ -333,6 +337,7 @@ def service_env(
         "WECOM_API_BASE": wecom.base_url,
         "LLM_BASE_URL": f"{llm.base_url}/v1",
         "SAFETY_RATE_PER_MINUTE": "0",
+        "SAFETY_RATE_PER_DAY": "0",
         "LOG_LEVEL": "WARNING",
         "OTEL_TRACES_EXPORTER": "otlp" if otlp else "none",
     }
