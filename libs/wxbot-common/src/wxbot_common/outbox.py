@@ -56,21 +56,28 @@ STALE_S = 15 * 60
 # send takes, short enough that a conversation held up by a lost removal moves on in seconds.
 CHECK_AFTER_S = 5.0
 
-# KEYS: the queue, the done set, the times of entry. ARGV: position, event id, ttl, now. A reply
-# already done (a publisher or a delivery run again, e.g. after NATS lost an acknowledgement) is not
-# queued again: -1. Otherwise queue it (NX: queued again, it keeps its place and its time) and say
-# whether it is first: 1, or 0.
+# KEYS: the queue, the done set, the times of entry[, a claim]. ARGV: position, event id, ttl, now[,
+# claim value, claim ms]. A reply already done (a publisher or a delivery run again, e.g. after NATS
+# lost an acknowledgement) is not queued again: {-1}. Otherwise queue it (NX: queued again, it keeps
+# its place and its time) and say whether it is first: {1} or {0}. With a claim (the sender's claim
+# on the reply's first part, taken in the same round trip when the reply is first): {1, 1} when it
+# was taken, {1, 0} when someone holds it.
 _ENTER = """
-if redis.call('ZSCORE', KEYS[2], ARGV[2]) then return -1 end
+if redis.call('ZSCORE', KEYS[2], ARGV[2]) then return {-1} end
 redis.call('ZADD', KEYS[1], 'NX', ARGV[1], ARGV[2])
 redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
-if redis.call('ZRANGE', KEYS[1], 0, 0)[1] == ARGV[2] then return 1 end
-return 0
+if redis.call('ZRANGE', KEYS[1], 0, 0)[1] ~= ARGV[2] then return {0} end
+if not KEYS[4] then return {1} end
+if redis.call('SET', KEYS[4], ARGV[5], 'NX', 'PX', ARGV[6]) then return {1, 1} end
+return {1, 0}
 """
 # Take a reply out and remember it as done; how many are still queued (someone to wake, or nobody).
+# With a record (KEYS[4], ARGV[5], ARGV[6] s): written first, in the same round trip (the sender's
+# record of the reply's last part).
 _LEAVE = """
+if KEYS[4] then redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[6]) end
 redis.call('ZREM', KEYS[1], ARGV[2])
 redis.call('HDEL', KEYS[3], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
@@ -78,6 +85,7 @@ redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[4]) - 1)
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return redis.call('ZCARD', KEYS[1])
 """
+
 # Is the reply ARGV[1] first ({1}), behind another ({0, first's id, its position, seconds it has
 # been first}), or was the first one stale and dropped ({2})? ARGV: event id, now, stale after. An
 # entry without a time gets one now.
@@ -106,6 +114,16 @@ class Turn(enum.Enum):
     FIRST = 1  # no earlier reply queued: send it now
     WAIT = 0  # an earlier reply is still queued
     DONE = -1  # already sent or given up: nothing to do
+
+
+@dataclass(frozen=True)
+class SideWrite:
+    """A key the caller writes in the same round trip as entering (a claim, set only if absent and
+    only when the reply is first) or leaving (a record)."""
+
+    key: str
+    value: str
+    ttl_s: float
 
 
 @dataclass
@@ -158,18 +176,36 @@ class Outbox:
     async def enter(self, conversation_id: str, position: int, event_id: str) -> Turn:
         """Queue a reply to the message at stream sequence `position` (idempotent: a reply queued
         again keeps its place; one already done is not queued again)."""
+        turn, _ = await self.enter_claiming(conversation_id, position, event_id, None)
+        return turn
+
+    async def enter_claiming(
+        self, conversation_id: str, position: int, event_id: str, claim: SideWrite | None
+    ) -> tuple[Turn, bool]:
+        """`enter`, and when the reply is first also take `claim` if nobody holds it: whether it was
+        taken (False when not first, done, or held by someone else)."""
         key = self._key(conversation_key(conversation_id))
         keys = [key, f"{key}:done", f"{key}:at"]
-        turn = await self._enter(keys=keys, args=[position, event_id, OUTBOX_TTL_S, time.time()])
-        return Turn(int(turn))
+        args: list[str | int | float] = [position, event_id, OUTBOX_TTL_S, time.time()]
+        if claim is not None:
+            keys.append(claim.key)
+            args += [claim.value, int(claim.ttl_s * 1000)]
+        result = await self._enter(keys=keys, args=args)
+        return Turn(int(result[0])), len(result) > 1 and int(result[1]) == 1
 
-    async def leave(self, conversation_id: str, position: int, event_id: str) -> None:
-        """The reply was sent or given up: the next one of the conversation may go."""
+    async def leave(
+        self, conversation_id: str, position: int, event_id: str, record: SideWrite | None = None
+    ) -> None:
+        """The reply was sent or given up: the next one of the conversation may go. `record` is
+        written first, in the same round trip."""
         ckey = conversation_key(conversation_id)
         key = self._key(ckey)
-        behind = await self._leave(
-            keys=[key, f"{key}:done", f"{key}:at"], args=[position, event_id, OUTBOX_TTL_S, DONE_KEPT]
-        )
+        keys = [key, f"{key}:done", f"{key}:at"]
+        args: list[str | int | float] = [position, event_id, OUTBOX_TTL_S, DONE_KEPT]
+        if record is not None:
+            keys.append(record.key)
+            args += [record.value, max(1, int(record.ttl_s))]
+        behind = await self._leave(keys=keys, args=args)
         if not behind:
             return  # nobody queued behind it: nobody to wake
         self._wake(ckey)
