@@ -21,7 +21,8 @@ class ReplyLog:
     async def is_done(self, conversation_id: str, event_id: str, position: int) -> bool:
         """The reply (`event_id`, answering the message at `position`) was sent or given up: the
         conversation's last ReplySent or ReplyFailed answers it, or a later message (replies go in
-        order, so a later one recorded means this one went before it or was given up)."""
+        order, so a later one recorded means this one went before it or was given up). A reply that
+        answers no message (position 0: a reminder firing) counts only when the log names it."""
         for kind in (EventKind.SENT, EventKind.FAILED):
             try:
                 raw = await self._js.get_last_msg(EVENTS_STREAM, kind.subject(conversation_id), direct=True)
@@ -30,6 +31,6 @@ class ReplyLog:
             if raw.data is None:
                 continue
             meta = meta_of(kind.decode(raw.data))
-            if meta.causation_id == event_id or meta.origin_sequence >= position:
+            if meta.causation_id == event_id or (position > 0 and meta.origin_sequence >= position):
                 return True
         return False
