@@ -43,11 +43,11 @@ class Place(_Lenient):
     name: str = Field(min_length=1)
     latitude: float = Field(ge=-90, le=90)
     longitude: float = Field(ge=-180, le=180)
-    country: str = ""
-    country_code: str = ""
-    admin1: str = ""
-    population: int = 0
-    timezone: str = ""
+    # Left out when empty (null from a less careful "compatible" API is taken the same way).
+    country: str | None = None
+    admin1: str | None = None
+    population: int | None = None
+    timezone: str | None = None
 
 
 class _SearchResults(_Lenient):

@@ -35,12 +35,13 @@ def label(place: Place, language: Language) -> str:
     return f"{place.name} ({', '.join(where)})"
 
 
-def report(located: Located, forecast: Forecast, language: Language, attribution: str) -> str:
+def report(located: Located, forecast: Forecast, days: int, language: Language, attribution: str) -> str:
     zh = language == "zh"
+    shown = min(days, len(forecast.daily.time))  # a "compatible" API may send more than was asked
     lines = [f"{label(located.place, language)}{'天气' if zh else ' weather'}"]
     lines.append(_now(forecast, language))
     today = _date(forecast.current.time[:10])
-    lines += [_day(forecast.daily, i, today, forecast.daily_units, language) for i in range(len(forecast.daily.time))]
+    lines += [_day(forecast.daily, i, today, forecast.daily_units, language) for i in range(shown)]
     if len(located.matches) > 1:
         lines.append(_ambiguity(located, language))
     if attribution:

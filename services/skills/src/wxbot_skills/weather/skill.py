@@ -1,7 +1,8 @@
 """The weather skill: one tool, `weather` (command `/weather 北京`), over an Open-Meteo-compatible API.
 
-    skill = build_weather_skill(WeatherSettings(), TracedHttp(create_session(s.max_connections, s.timeout_s)))
-    await skill.start(nc)
+    settings = WeatherSettings()
+    http = TracedHttp(create_session(settings.max_connections, settings.timeout_s))  # closed by its owner
+    await build_weather_skill(settings, http).start(nc)
 
 A place that does not exist is an answer ("no place called X"), not an error; an API that is down,
 slow or talking nonsense is a `SkillError` saying so, within `WEATHER_TIMEOUT_S` — well inside the
@@ -59,7 +60,7 @@ class WeatherLookup:
         except Upstream as exc:
             self._log.warning("weather_upstream_failed", kind=exc.kind, detail=exc.detail)
             raise SkillError(trouble(exc, language, timeout_s)) from None
-        return report(located, forecast, language, self._settings.attribution)
+        return report(located, forecast, days, language, self._settings.attribution)
 
     async def _locate(self, query: str, language: str, deadline: float) -> Located | None:
         matches = await self._api.search(query, language, _left(deadline))
@@ -79,7 +80,7 @@ def _left(deadline: float) -> float:
 
 
 def _population(place: Place) -> int:
-    return place.population
+    return place.population or 0
 
 
 PlaceName = Annotated[
