@@ -16,6 +16,8 @@ from enum import StrEnum
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from wxbot_context.tokens import estimate_tokens
+
 POSITION_KEY = "wxbot:ctx:position"
 
 _APPLY = """
@@ -63,17 +65,22 @@ class StoredTurn:
     text: str
     origin_sequence: int
     at: float
+    tokens: int = -1  # its estimate, stored with it: estimated once when projected, not on every read
+
+    def __post_init__(self) -> None:
+        if self.tokens < 0:
+            object.__setattr__(self, "tokens", estimate_tokens(self.text))
 
     def to_json(self) -> str:
         return json.dumps(
-            {"r": self.role, "t": self.text, "s": self.origin_sequence, "at": round(self.at, 3)},
+            {"r": self.role, "t": self.text, "s": self.origin_sequence, "at": round(self.at, 3), "k": self.tokens},
             ensure_ascii=False,
         )
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> StoredTurn:
-        d = json.loads(raw)
-        return cls(role=d["r"], text=d["t"], origin_sequence=int(d["s"]), at=float(d["at"]))
+        d = json.loads(raw)  # turns stored before "k" existed get their estimate now
+        return cls(role=d["r"], text=d["t"], origin_sequence=int(d["s"]), at=float(d["at"]), tokens=int(d.get("k", -1)))
 
 
 @dataclass(frozen=True)
