@@ -290,15 +290,15 @@ class McpBridge:
         try:
             async with asyncio.timeout(timeout_s + BACKSTOP_S):
                 result = await client.call_tool(tool.subject, arguments, read_timeout_seconds=timeout_s)
-        except (TimeoutError, MCPError) as exc:
-            code = exc.code if isinstance(exc, MCPError) else types.REQUEST_TIMEOUT
-            if code == types.REQUEST_TIMEOUT:
+        except TimeoutError:
+            return failed("timeout", f"the skill did not answer within {timeout_s:.3g} s", tool.name), "timeout"
+        except MCPError as exc:
+            if exc.code == types.REQUEST_TIMEOUT:
                 return failed("timeout", f"the skill did not answer within {timeout_s:.3g} s", tool.name), "timeout"
             self._wake.set()  # the server may be gone, or its tools changed: list again now
-            if code == types.CONNECTION_CLOSED:
+            if exc.code == types.CONNECTION_CLOSED:
                 return failed("unavailable", "the MCP server is not reachable right now", tool.name), None
-            assert isinstance(exc, MCPError)
-            return failed("skill_error", exc.message[:ERROR_CHARS], tool.name, code=str(code)), "error"
+            return failed("skill_error", exc.message[:ERROR_CHARS], tool.name, code=str(exc.code)), "error"
         except (ValidationError, RuntimeError) as exc:  # a malformed result, or one breaking its outputSchema
             message = f"the MCP server's result is not valid: {str(exc)[:200]}"
             return failed("bad_reply", message, tool.name), "error"

@@ -192,8 +192,6 @@ class SkillRegistry:
         self._nc = nc
         self._filter = admitted
         self._sources = list(sources)  # in SKILLS_MCP_SERVERS order: on a shared name the first wins
-        for source in self._sources:
-            source.watch(self.refresh)
         self._interval_s = interval_s
         self._collect_s = collect_s
         self._quiet_s = quiet_s
@@ -206,6 +204,8 @@ class SkillRegistry:
         self._commands: dict[str, Tool] = {}
         self._reported: set[str] = set()
         self._log = get_logger("wxbot.nlp.skills")
+        for source in self._sources:
+            source.watch(self.refresh)
 
     # -- what is offered ------------------------------------------------------------------------
 
