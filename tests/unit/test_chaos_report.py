@@ -154,12 +154,12 @@ def test_soak_verdict_and_rendering() -> None:
     assert figures.passed and steady.growth == pytest.approx(104 / 101 - 1)
     figures.processes.append(leaky)
     assert not leaky.rss_ok and not leaky.fds_ok and not figures.passed
-    # a pool that grew to the load's peak in the first half is no leak; climbing after it is
-    pooled = ProcessTrace("safety-1", "service", 3, [], [], 50.0, 50.0, 50.0, fds_warm=24, fds_end=28)
+    # a pool stepped up once by a load spike, flat since, is no leak; climbing in the last third is
+    pooled = ProcessTrace("gateway-2", "service", 3, [], [], 50.0, 50.0, 50.0, fds_warm=62, fds_end=69)
     assert not pooled.fds_ok
-    pooled.fds_first_half = 27
+    pooled.fds_last_third = 69
     assert pooled.fds_ok
-    pooled.fds_end = 31
+    pooled.fds_end = 73
     assert not pooled.fds_ok
     assert "nlp-2" in figures.render() and "FAIL" in figures.render()
     json.dumps(figures.to_json(), allow_nan=False)

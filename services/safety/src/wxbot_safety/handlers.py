@@ -117,7 +117,8 @@ class SafetyStages:
         started = time.perf_counter()
         user = received.reply_to.user_id
         blocked_user = user in self._blocked or user_hash(user) in self._blocked
-        rate = RateFacts(None, None) if blocked_user else await self._rate_facts(received)
+        unlimited = self._limits.per_minute <= 0 and self._limits.per_day <= 0  # nothing to count
+        rate = RateFacts(None, None) if blocked_user or unlimited else await self._rate_facts(received)
         verdict: Verdict = (
             unavailable_verdict()
             if rate is None

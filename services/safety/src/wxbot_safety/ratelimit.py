@@ -28,7 +28,7 @@ if d == 1 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
 redis.call('SET', KEYS[3], m .. ':' .. d, 'EX', ARGV[3])
 return {m, d}
 """
-COUNTED_TTL_S = 3600  # how long a message's counts are remembered: far beyond its last redelivery
+COUNTED_TTL_S = 900  # how long a message's counts are remembered: beyond its last redelivery (minutes)
 
 
 class RateCounter:
