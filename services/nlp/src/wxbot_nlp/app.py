@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from wxbot_common.http_client import TracedHttp, create_session
 from wxbot_common.nats.topology import NLP_DRAFTER
@@ -17,11 +18,13 @@ from wxbot_nlp.resilience import CircuitBreaker, ResilientBackend
 from wxbot_nlp.settings import NlpSettings
 from wxbot_nlp.skills.calls import SkillCaller, SkillMetrics
 from wxbot_nlp.skills.commands import SkillCommands
-from wxbot_nlp.skills.mcp import McpBridge
 from wxbot_nlp.skills.registry import SkillFilter, SkillRegistry
 from wxbot_nlp.tool_loop import ToolLoop
 from wxbot_nlp.variants import Variant
 from wxbot_proto.context.v1 import context_pb2_grpc as ctx_grpc
+
+if TYPE_CHECKING:
+    from wxbot_nlp.skills.mcp import McpBridge
 
 
 def _count_errors(metrics: NlpMetrics, variant: str) -> Callable[[str], None]:
@@ -112,7 +115,11 @@ async def main() -> None:
         "llm", True, "configured" if backends else "not configured: answering from the knowledge base"
     )
     # MCP servers: this replica keeps its own session with each; their tools join the same registry.
-    bridges = {s.name: McpBridge(s, settings.skills_discovery_interval_s) for s in settings.mcp_servers()}
+    bridges: dict[str, McpBridge] = {}
+    if servers := settings.mcp_servers():
+        from wxbot_nlp.skills.mcp import McpBridge  # the mcp SDK: ~0.7 s and ~25 MB, only when used
+
+        bridges = {s.name: McpBridge(s, settings.skills_discovery_interval_s) for s in servers}
     skills = SkillRegistry(
         runtime.nc,
         SkillFilter.parse(settings.skills_allow, settings.skills_deny),

@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from wxbot_common.settings import CommonSettings
 from wxbot_nlp.resilience import MAX_BACKOFF_S
-from wxbot_nlp.skills.mcp import McpServer, parse_servers
+from wxbot_nlp.skills.mcp_servers import McpServer, parse_servers
 from wxbot_nlp.variants import Variant, parse_variants
 
 DEFAULT_SYSTEM_PROMPT = (

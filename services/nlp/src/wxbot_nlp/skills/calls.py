@@ -13,6 +13,7 @@ import contextlib
 import json
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import nats.errors
 from jsonschema.exceptions import best_match
@@ -23,11 +24,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from wxbot_common.nats.propagation import inject_headers
 from wxbot_common.skill_contract import ERROR_CODE_HEADER, ERROR_HEADER, tool_span_name
-from wxbot_nlp.skills.mcp import McpBridge
 from wxbot_nlp.skills.registry import SkillRegistry, Tool
 from wxbot_nlp.skills.results import Outcome, ToolResult, cut, failed
 
 UNKNOWN = "unknown"  # the metrics label of a tool name that is not offered (bounded cardinality)
+
+
+if TYPE_CHECKING:  # the bridge loads the mcp SDK: only when a server is configured
+    from wxbot_nlp.skills.mcp import McpBridge
 
 
 class SkillMetrics:

@@ -13,6 +13,9 @@ Calls never wait for any of that: without a session a call is "not reachable rig
 one, `tools/call` is bounded by the call's timeout. A result's text blocks reach the model as its
 text, other content is summarised in a line; `isError` is an error result. Listing is not traced
 (as NATS discovery is not); each call is, and the SDK carries the trace to the server in `_meta`.
+
+Importing this module loads the `mcp` SDK (~0.7 s and ~25 MB): nlp imports it only when
+SKILLS_MCP_SERVERS names a server; the setting itself is parsed by `mcp_servers`.
 """
 
 from __future__ import annotations
@@ -21,12 +24,9 @@ import asyncio
 import contextlib
 import json
 import random
-import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import mcp_types as types
@@ -38,58 +38,16 @@ from opentelemetry import trace
 from pydantic import ValidationError
 
 from wxbot_common.logs import get_logger
+from wxbot_nlp.skills.mcp_servers import McpServer, parse_servers
 from wxbot_nlp.skills.registry import Tool, checked_parameters, name_problem
 from wxbot_nlp.skills.results import Outcome, ToolResult, failed
 
-SERVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+__all__ = ["McpBridge", "McpServer", "parse_servers"]
+
 MAX_PAGES = 20  # of one tools/list: a paginator that never ends cannot hold the listing forever
 FIRST_RETRY_S = 0.5  # after a session ends; doubles up to the interval
 BACKSTOP_S = 0.5  # past the call's timeout, in case the SDK's own clock never started
 ERROR_CHARS = 500  # of an error message the model is given
-
-
-@dataclass(frozen=True)
-class McpServer:
-    """One entry of SKILLS_MCP_SERVERS."""
-
-    name: str  # the tools' service name: in SKILLS_ALLOW/DENY, logs and spans
-    url: str
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
-
-    @property
-    def port(self) -> int:
-        parts = urlsplit(self.url)
-        return parts.port or (443 if parts.scheme == "https" else 80)
-
-    @property
-    def address(self) -> str:
-        """host:port, for logs (the URL may carry credentials)."""
-        return f"{self.host}:{self.port}"
-
-
-def parse_servers(raw: str) -> list[McpServer]:
-    """`maps=http://127.0.0.1:8931/mcp,files=https://mcp.example.com/mcp` → the servers, in order;
-    ValueError naming SKILLS_MCP_SERVERS when an entry is not `name=url`."""
-    servers: list[McpServer] = []
-    for entry in (e.strip() for e in raw.split(",")):
-        if not entry:
-            continue
-        name, sep, url = (p.strip() for p in entry.partition("="))
-        if not sep or not SERVER_NAME.match(name):
-            raise ValueError(
-                f"SKILLS_MCP_SERVERS: {entry!r} is not name=url (a name of 1-64 A-Z a-z 0-9 _ -, then the "
-                "server's streamable HTTP URL)"
-            )
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"SKILLS_MCP_SERVERS: the URL of {name} is not an http(s) URL: {url!r}")
-        if any(s.name == name for s in servers):
-            raise ValueError(f"SKILLS_MCP_SERVERS: the name {name} is used twice")
-        servers.append(McpServer(name, url))
-    return servers
 
 
 def tools_of_listing(server: str, server_version: str, listed: list[types.Tool]) -> tuple[list[Tool], list[str]]:
