@@ -22,7 +22,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from wxbot_common.nats.propagation import inject_headers
-from wxbot_common.skill_contract import ERROR_CODE_HEADER, ERROR_HEADER, tool_span_name
+from wxbot_common.skill_contract import ERROR_CODE_HEADER, ERROR_HEADER, CallContext, tool_span_name
 from wxbot_nlp.skills.registry import SkillRegistry, Tool
 
 UNKNOWN = "unknown"  # the metrics label of a tool name that is not offered (bounded cardinality)
@@ -87,16 +87,21 @@ class SkillCaller:
             value = int(rest) if kind == "integer" else float(rest) if kind == "number" else rest
         return json.dumps({names[0]: value}, ensure_ascii=False)
 
-    async def call(self, name: str, arguments: str, timeout_s: float, call_id: str = "") -> ToolResult:
+    async def call(
+        self, name: str, arguments: str, timeout_s: float, call_id: str = "", caller: CallContext | None = None
+    ) -> ToolResult:
+        """`caller`: whose message is being answered; it travels as the `Wxbot-*` headers."""
         tool = self._registry.tools().get(name)
         label = name if tool is not None else UNKNOWN
         self._metrics.calls.labels(label).inc()
-        result = await self._call(tool, name, arguments, timeout_s, call_id)
+        result = await self._call(tool, name, arguments, timeout_s, call_id, caller)
         if result.error is not None:
             self._metrics.errors.labels(label, result.error).inc()
         return result
 
-    async def _call(self, tool: Tool | None, name: str, arguments: str, timeout_s: float, call_id: str) -> ToolResult:
+    async def _call(
+        self, tool: Tool | None, name: str, arguments: str, timeout_s: float, call_id: str, caller: CallContext | None
+    ) -> ToolResult:
         if tool is None:
             offered = ", ".join(sorted(self._registry.tools())) or "none"
             return _failed("unknown_tool", f"no tool named {name!r} is available (available: {offered})", name)
@@ -121,14 +126,15 @@ class SkillCaller:
                 "wxbot.skill.version": tool.version,
             },
         ) as span:
-            result = await self._request(tool, json.dumps(args, ensure_ascii=False).encode(), timeout_s)
+            payload = json.dumps(args, ensure_ascii=False).encode()
+            result = await self._request(tool, payload, timeout_s, caller)
             if result.error is not None:
                 span.set_status(StatusCode.ERROR, result.error)
                 span.set_attribute("error.type", result.error)
             return result
 
-    async def _request(self, tool: Tool, payload: bytes, timeout_s: float) -> ToolResult:
-        headers: dict[str, str] = {}
+    async def _request(self, tool: Tool, payload: bytes, timeout_s: float, caller: CallContext | None) -> ToolResult:
+        headers = caller.to_headers() if caller is not None else {}
         inject_headers(headers)
         started = time.perf_counter()
         try:
