@@ -56,7 +56,8 @@ def model(request: ChatRequest) -> str | list[ToolCall]:
 
 @pytest.fixture(scope="module")
 async def sw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    env = {"LLM_ANSWER_DEADLINE_S": str(DEADLINE_S), "LLM_RETRIES": "0"}
+    # Only this module's third-party skills: the built-in ones (services/skills) have tests of their own.
+    env = {"LLM_ANSWER_DEADLINE_S": str(DEADLINE_S), "LLM_RETRIES": "0", "SKILLS_ALLOW": "orders,misbehaving"}
     async with running_world(tmp_path_factory.mktemp("skills"), env, reply=model) as world:
         yield world
 

@@ -1,0 +1,1 @@
+"""wxbot skills: the built-in skills, mounted in one service."""
