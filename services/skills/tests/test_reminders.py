@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
@@ -26,9 +27,10 @@ from wxbot_common.nats.topology import StreamSettings, ensure_topology
 from wxbot_common.skill_contract import ERROR_CODE_HEADER, ERROR_HEADER, CallContext
 from wxbot_devkit.launch import NatsServer
 from wxbot_proto.events.v1 import events_pb2 as ev
-from wxbot_skills.reminders.book import REMINDERS_STREAM, ReminderBook
+from wxbot_skills.reminders.book import REMINDERS_STREAM, ReminderBook, due_subject, schedule_subject
 from wxbot_skills.reminders.firing import DueReminders
 from wxbot_skills.reminders.metrics import ReminderMetrics
+from wxbot_skills.reminders.records import owner_key
 from wxbot_skills.reminders.tools import RemindersTools, limits_of, reminders_skill
 
 pytestmark = pytest.mark.timeout(60)
@@ -226,3 +228,35 @@ async def test_a_repeating_reminder_fires_each_time_until_cancelled(nc: Client) 
     drafted = await drafted_for(nc, who.conversation_id)
     assert len(drafted) == fired  # none after the cancel
     assert len({d.meta.event_id for d in drafted}) == len(drafted)  # each firing its own event
+
+
+async def test_a_firing_handled_twice_is_one_reply_and_each_firing_of_a_repeat_is_its_own(nc: Client) -> None:
+    """What a replica killed before its ack leaves behind: the same firing handled again, by any
+    replica. Only distinct firings become distinct replies."""
+    who = caller("heidi", "msg-heidi-1")
+    created = await call(nc, "create_reminder", {"text": "复查", "at": local(timedelta(days=3))}, who)
+    js = nc.jetstream()
+    stored = await js.get_last_msg(REMINDERS_STREAM, schedule_subject(owner_key(who), created["id"]))
+    tracer = trace.get_tracer("test")
+    replica = DueReminders(js, EventPublisher(js, tracer), tracer, ReminderMetrics(CollectorRegistry()), 4)
+    firings = ["purge", "purge", "2030-01-01T01:00:00Z", "2030-01-01T01:00:00Z", "2030-01-02T01:00:00Z"]
+    for n, following in enumerate(firings):
+        delivered = 2 if n in (1, 3) else 1
+        reply = f"$JS.ACK.{REMINDERS_STREAM}.probe.{delivered}.{9000 + n}.{n + 1}.{time.time_ns()}.0"
+        fired = Msg(nc, due_subject(owner_key(who)), reply, stored.data or b"", {"Nats-Schedule-Next": following})
+        await replica.handle(fired)
+    assert len(await drafted_for(nc, who.conversation_id)) == 3  # the one-off once, two firings of a repeat
+
+
+async def test_an_unreadable_firing_is_dead_lettered_not_retried_forever(nc: Client) -> None:
+    js = nc.jetstream()
+    await js.publish(due_subject("0" * 20), b"not a reminder")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            dead = await js.get_last_msg("WXBOT_DLQ", "wxbot.dlq.skills-reminders-due")
+            break
+        except NotFoundError:
+            assert time.monotonic() < deadline, "not dead-lettered"
+            await asyncio.sleep(0.2)
+    assert dead.data == b"not a reminder" and "unreadable reminder" in (dead.headers or {})["Wxbot-Dlq-Reason"]
