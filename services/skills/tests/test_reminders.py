@@ -179,6 +179,7 @@ async def test_a_user_cancels_their_own_reminders_and_nobody_elses(nc: Client) -
         ({"text": "开会"}, "`at` is required"),
         ({"text": "喝水", "every": "often"}, "whole number and a unit"),
         ({"text": "喝水", "every": "400d"}, "at most 366 days"),
+        ({"text": "   ", "at": "2099-01-01T09:00:00"}, "`text` is empty"),
     ],
 )
 async def test_bad_times_are_refused_plainly_and_schedule_nothing(nc: Client, args: dict[str, Any], error: str) -> None:

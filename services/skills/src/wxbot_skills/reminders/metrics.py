@@ -15,8 +15,8 @@ class ReminderMetrics:
         )
         self.refused = Counter(
             "wxbot_reminders_refused",
-            "Tool calls refused with a reason for the model: past, too_far, bad_time, too_many, unknown_id, "
-            "no_caller, unavailable",
+            "Tool calls refused with a reason for the model: past, too_far, bad_time (or empty text), too_many, "
+            "unknown_id, no_caller, unavailable",
             ["reason"],
             registry=registry,
         )

@@ -102,6 +102,9 @@ class RemindersTools:
         self, text: str, at: str | None, repeat: Repeat, every: str | None, caller: CallContext | None
     ) -> dict[str, Any]:
         owner, who = self._owner(caller)
+        text = text.strip()
+        if not text:
+            raise self._refuse("bad_time", "`text` is empty: what should the reminder say? Nothing was scheduled")
         now = self._clock()
         try:
             when = parse_at(at, self._zone) if at else None
@@ -109,7 +112,6 @@ class RemindersTools:
             rule = check(when, repeat, interval, now, self._limits)
         except RuleError as exc:
             raise self._refuse(exc.reason, str(exc)) from exc
-        text = text.strip()
         rid = reminder_id(owner, who, text, at, repeat, every)
         reminder = Reminder.create(rid, owner, text, rule, self._zone_name, who)
         try:
