@@ -27,6 +27,8 @@ class ReminderMetrics:
             ["outcome"],
             registry=registry,
         )
+        for outcome in ("drafted", "retry", "dead_letter"):
+            self.fired.labels(outcome)  # a series from the start, for dashboards and alerts
         self.lag = Histogram(
             "wxbot_reminders_fire_lag_seconds",
             "From the server firing a reminder to its message entering the pipeline",
