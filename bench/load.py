@@ -30,6 +30,7 @@ from pathlib import Path
 
 import aiohttp
 import uvloop
+from redis.asyncio import Redis
 
 from bench.procstat import Meter
 from bench.profiler import Profiler
@@ -422,7 +423,10 @@ async def run(args: argparse.Namespace) -> Results:
                     await profiler.start()
                     for name, pid in profiler.pids:
                         meter.add(f"py-spy {name}", "profiler", pid)
+                before = await redis_calls(stack.redis.url)
                 await drive(args, stack.gateway_urls, tracker, results, meter, wecom, llm)
+                after = await redis_calls(stack.redis.url)
+                results.redis_calls = {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
                 if profiler is not None:
                     results.profile_dir = str(profiler.out_dir)
                     results.profiles = await profiler.stop()
@@ -441,6 +445,16 @@ async def run(args: argparse.Namespace) -> Results:
                 results.sink_spans, results.sink_traces = int(m[1]), int(m[2])
     finish(results, tracker, llm, meter, args)
     return results
+
+
+async def redis_calls(url: str) -> dict[str, int]:
+    """How many times Redis ran each command so far (INFO commandstats): which round trips a reply costs."""
+    client = Redis.from_url(url)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items() if isinstance(v, dict)}
 
 
 async def warm_up(

@@ -115,6 +115,7 @@ class Results:
     sink_spans: int | None = None
     sink_traces: int | None = None
     server_ack: dict[str, int] = field(default_factory=dict)  # gateway histogram: upper bound "le" → count
+    redis_calls: dict[str, int] = field(default_factory=dict)  # Redis commands run during the run, by name
     profile_dir: str | None = None
     profiles: list[ProfileSummary] = field(default_factory=list)
     profile_errors: list[str] = field(default_factory=list)
@@ -263,6 +264,14 @@ class Results:
             lines.append("  profilers (not in the sums; they take CPU from the same cores):")
             lines += [proc_row(p) for p in tools]
         lines.append("")
+        if self.redis_calls and self.replies:
+            total = sum(self.redis_calls.values())
+            top = sorted(self.redis_calls.items(), key=lambda kv: -kv[1])[:8]
+            lines.append(
+                f"  Redis commands per reply: {total / self.replies:.2f} ("
+                + ", ".join(f"{name} {n / self.replies:.2f}" for name, n in top)
+                + "; warm-up and start-up included)"
+            )
         for label, roles in (
             ("everything on this box", MEASURED_ROLES),
             ("services + NATS + Redis", SYSTEM_ROLES),
@@ -334,6 +343,7 @@ class Results:
                 "send_lag": summary_ms(self.send_lag_s) if self.mode == "open" else None,
             },
             "server_ack_buckets": self.server_ack or None,
+            "redis_calls": self.redis_calls or None,
             "sink": {"spans": self.sink_spans, "traces": self.sink_traces} if self.otlp else None,
             "cpu_window_s": round(self.cpu_window_s, 3),
             "idle_window_s": round(self.idle_window_s, 3),

@@ -13,6 +13,7 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from redis.asyncio import Redis
 
 from tests.e2e.harness import CONFIG, LLM_KEY, SECRET, World, llm_reply, running_world, send_text, wecom_env
 from wxbot_devkit.fakes.llm import FakeLLM
@@ -90,6 +91,21 @@ async def test_history_keeps_only_the_newest_turns(ctx: World) -> None:
         await asyncio.sleep(0.1)
     last = next(r for r in ctx.llm.requests if r.last_user_message == "message 4")
     assert len(contents(last.messages)) <= 5 and "message 1" not in contents(last.messages)
+
+
+async def test_history_is_kept_after_redis_forgets_its_scripts(ctx: World) -> None:
+    """A restarted Redis has no scripts cached: the projection loads its own again, nothing lost."""
+    user = "e2e-script-flush"
+    await send_text(ctx, user, "before the flush")
+    await ctx.wecom.wait_for_messages(user, 1, timeout=20)
+    redis = Redis.from_url(ctx.stack.redis.url)
+    try:
+        await redis.script_flush()
+    finally:
+        await redis.aclose()
+    await send_text(ctx, user, "after the flush")
+    replies = await ctx.wecom.wait_for_messages(user, 2, timeout=20)
+    assert replies[1].content == "LLM says: after the flush (saw 4 messages)"  # the first turn was remembered
 
 
 async def test_reset_is_confirmed_and_forgets_the_conversation(ctx: World) -> None:

@@ -154,6 +154,13 @@ def test_soak_verdict_and_rendering() -> None:
     assert figures.passed and steady.growth == pytest.approx(104 / 101 - 1)
     figures.processes.append(leaky)
     assert not leaky.rss_ok and not leaky.fds_ok and not figures.passed
+    # a pool that grew to the load's peak in the first half is no leak; climbing after it is
+    pooled = ProcessTrace("safety-1", "service", 3, [], [], 50.0, 50.0, 50.0, fds_warm=24, fds_end=28)
+    assert not pooled.fds_ok
+    pooled.fds_first_half = 27
+    assert pooled.fds_ok
+    pooled.fds_end = 31
+    assert not pooled.fds_ok
     assert "nlp-2" in figures.render() and "FAIL" in figures.render()
     json.dumps(figures.to_json(), allow_nan=False)
     assert _spread(3, 8) == [0, 1, 2] and _spread(100, 3) == [0, 50, 99]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import time
 import uuid
-from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -21,6 +22,7 @@ def derived_event_id(stage: str, input_event_id: str, output_kind: str) -> str:
     return str(uuid.uuid5(WXBOT_NAMESPACE, f"{stage}/{input_event_id}/{output_kind}"))
 
 
+@functools.lru_cache(maxsize=8192)  # asked several times per event, by every stage
 def conversation_key(conversation_id: str) -> str:
     """Opaque, subject-safe key of a conversation (no personal data in subjects, logs or spans)."""
     return hashlib.sha256(conversation_id.encode()).hexdigest()[:20]
@@ -33,5 +35,5 @@ def user_hash(user_id: str) -> str:
 
 def now_timestamp() -> Timestamp:
     ts = Timestamp()
-    ts.FromDatetime(datetime.now(UTC))
+    ts.FromNanoseconds(time.time_ns())  # a tenth of the cost of going through a datetime
     return ts

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -31,11 +32,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def port_is_free(port: int) -> bool:
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ValueError(f"{host} is not an address of this machine") from exc
             return False
         return True
 
@@ -208,24 +211,25 @@ class Child:
 class NatsServer:
     """nats-server with JetStream, data in `store_dir`."""
 
-    def __init__(self, store_dir: Path, port: int = 0, echo: TextIO | None = None) -> None:
+    def __init__(self, store_dir: Path, port: int = 0, echo: TextIO | None = None, host: str = "127.0.0.1") -> None:
         self.store_dir = store_dir
+        self.host = host
         self.port = port or free_port()
         self.child = Child(
             "nats",
-            [find_nats_server(), "-js", "-sd", str(store_dir), "-a", "127.0.0.1", "-p", str(self.port)],
+            [find_nats_server(), "-js", "-sd", str(store_dir), "-a", host, "-p", str(self.port)],
             echo=echo,
             colour=6,
         )
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{self.host}:{self.port}"
 
     async def start(self, timeout_s: float = 20.0) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         await self.child.start()
-        await wait_tcp("127.0.0.1", self.port, timeout_s, self.child)
+        await wait_tcp(self.host, self.port, timeout_s, self.child)
         await self._wait_jetstream(timeout_s)
 
     async def _wait_jetstream(self, timeout_s: float) -> None:
@@ -265,15 +269,17 @@ class RedisServer:
         persist: bool = False,
         echo: TextIO | None = None,
         appendfsync: Literal["always", "everysec", "no"] = "everysec",
+        host: str = "127.0.0.1",
     ) -> None:
         self.data_dir = data_dir
+        self.host = host
         self.port = port or free_port()
         argv = [
             find_redis_server(),
             "--port",
             str(self.port),
             "--bind",
-            "127.0.0.1",
+            host,
             "--dir",
             str(data_dir),
             "--save",
@@ -289,12 +295,12 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     async def start(self, timeout_s: float = 20.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         await self.child.start()
-        await wait_tcp("127.0.0.1", self.port, timeout_s, self.child)
+        await wait_tcp(self.host, self.port, timeout_s, self.child)
         from redis.asyncio import Redis
 
         client = Redis.from_url(self.url)

@@ -31,14 +31,19 @@ async def _serve(args: argparse.Namespace, run_dir: Path) -> None:
     fakes: list[object] = []
     if args.with_fakes:
         from wxbot_devkit.fakes.llm import FakeLLM
+        from wxbot_devkit.fakes.weather import FakeOpenMeteo
         from wxbot_devkit.fakes.wecom import FakeWeCom
 
         wecom = FakeWeCom(DEMO_WECOM["WECOM_CORP_ID"], DEMO_WECOM["WECOM_SECRET"])
         llm = FakeLLM(latency_s=args.fake_llm_latency)
+        weather = FakeOpenMeteo()
         await wecom.start()
         await llm.start()
-        fakes = [llm, wecom]
+        await weather.start()
+        fakes = [llm, wecom, weather]
         env.update({**DEMO_WECOM, "WECOM_API_BASE": wecom.base_url, "LLM_BASE_URL": f"{llm.base_url}/v1"})
+        # The weather skill (services/skills) asks the fake Open-Meteo: both APIs on one server.
+        env.update({"WEATHER_GEOCODING_URL": weather.base_url, "WEATHER_FORECAST_URL": weather.base_url})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -82,7 +87,11 @@ def _banner(stack: Stack, with_fakes: bool, fakes: list[object]) -> str:
         else ("configured" if env.get("WECOM_CORP_ID") else "NOT configured: set WECOM_* in .env (see README)")
     )
     llm = env.get("LLM_BASE_URL") or "none: answers say that no LLM is configured (set LLM_BASE_URL)"
+    weather = env.get("WEATHER_FORECAST_URL") or "the public Open-Meteo API"
+    if with_fakes:
+        weather = f"fake Open-Meteo at {weather}"
     lines += ["", f"  WeCom                {wecom}", f"  LLM                  {llm}"]
+    lines += [f"  Weather (skill)      {weather}"]
     lines += ["", "  Send a message:      .venv/bin/python -m wxbot_devkit.say 'hello'"]
     lines += [f"  {note}" for note in stack.notes]
     wait = stack.config.backoff
@@ -93,7 +102,7 @@ def _banner(stack: Stack, with_fakes: bool, fakes: list[object]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="wxbot-stack", description=__doc__)
-    parser.add_argument("--with-fakes", action="store_true", help="also run a fake WeCom API and a fake LLM")
+    parser.add_argument("--with-fakes", action="store_true", help="also run a fake WeCom API, LLM and weather API")
     parser.add_argument("--fake-llm-latency", type=float, default=0.3, help="seconds the fake LLM takes")
     parser.add_argument("--run-dir", default=".run", help="where NATS and Redis keep their data")
     args = parser.parse_args(argv)

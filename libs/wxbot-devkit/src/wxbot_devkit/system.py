@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Self, TextIO
+from urllib.parse import urlsplit
 
 from wxbot_devkit.launch import Child, NatsServer, RedisServer, free_port, port_is_free
 from wxbot_devkit.supervisor import Backoff, Supervisable, Supervisor
@@ -80,13 +81,37 @@ class Stack:
         self.config = config
         self.env = {**os.environ, **config.extra_env}
         self.notes: list[str] = []
-        self.nats = NatsServer(config.run_dir / "nats", self._port("nats", "NATS_PORT"), echo=config.echo)
+        nats_host, nats_port = self._address("nats", "NATS_URL", "NATS_PORT")
+        self.nats = NatsServer(config.run_dir / "nats", nats_port, echo=config.echo, host=nats_host)
+        redis_host, redis_port = self._address("redis", "REDIS_URL", "REDIS_PORT")
         self.redis = RedisServer(
-            config.run_dir / "redis", self._port("redis", "REDIS_PORT"), persist=config.persist, echo=config.echo
+            config.run_dir / "redis", redis_port, persist=config.persist, echo=config.echo, host=redis_host
         )
         self.replicas: list[Replica] = []
         self.grpc_ports: list[int] = []
         self._supervisor: Supervisor | None = None
+
+    def _address(self, name: str, url_var: str, port_var: str) -> tuple[str, int]:
+        """Where the embedded server listens. With default ports (`make run`) a NATS_URL / REDIS_URL
+        the user set is honoured — its host and port, so that what the settings say is where the
+        server is, and third-party skills or tools given that URL find it; a busy port is an error
+        then, not silently another one."""
+        url = self.env.get(url_var, "")
+        if self.config.ports != "default" or not url or self.env.get(port_var):
+            return "127.0.0.1", self._port(name, port_var)
+        parts = urlsplit(url)
+        host = parts.hostname or "127.0.0.1"
+        host = "127.0.0.1" if host == "localhost" else host
+        port = parts.port or DEFAULT_PORTS[name]
+        try:
+            free = port_is_free(port, host)
+        except ValueError as exc:
+            raise RuntimeError(
+                f"{url_var}={url}: {exc}; the embedded {name} listens there: unset {url_var} or point it here"
+            ) from exc
+        if not free:
+            raise RuntimeError(f"{url_var}={url}: port {port} on {host} is busy; free it or change {url_var}")
+        return host, port
 
     def _port(self, name: str, var: str | None = None) -> int:
         if var and self.env.get(var):

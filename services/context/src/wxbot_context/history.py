@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from wxbot_context.store import StoredTurn
-from wxbot_context.tokens import estimate_tokens
 
 
 def fit_budget(turns: Sequence[StoredTurn], budget: int) -> tuple[list[StoredTurn], int]:
@@ -16,12 +15,12 @@ def fit_budget(turns: Sequence[StoredTurn], budget: int) -> tuple[list[StoredTur
     chosen: list[StoredTurn] = []
     total = 0
     for turn in reversed(turns):
-        cost = estimate_tokens(turn.text)
+        cost = turn.tokens
         if total + cost > budget:
             break
         chosen.append(turn)
         total += cost
     chosen.reverse()
     while chosen and chosen[0].role != "user":
-        total -= estimate_tokens(chosen.pop(0).text)
+        total -= chosen.pop(0).tokens
     return chosen, total

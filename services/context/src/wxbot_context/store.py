@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from wxbot_context.tokens import estimate_tokens
 
 POSITION_KEY = "wxbot:ctx:position"
 
@@ -62,17 +65,22 @@ class StoredTurn:
     text: str
     origin_sequence: int
     at: float
+    tokens: int = -1  # its estimate, stored with it: estimated once when projected, not on every read
+
+    def __post_init__(self) -> None:
+        if self.tokens < 0:
+            object.__setattr__(self, "tokens", estimate_tokens(self.text))
 
     def to_json(self) -> str:
         return json.dumps(
-            {"r": self.role, "t": self.text, "s": self.origin_sequence, "at": round(self.at, 3)},
+            {"r": self.role, "t": self.text, "s": self.origin_sequence, "at": round(self.at, 3), "k": self.tokens},
             ensure_ascii=False,
         )
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> StoredTurn:
-        d = json.loads(raw)
-        return cls(role=d["r"], text=d["t"], origin_sequence=int(d["s"]), at=float(d["at"]))
+        d = json.loads(raw)  # turns stored before "k" existed get their estimate now
+        return cls(role=d["r"], text=d["t"], origin_sequence=int(d["s"]), at=float(d["at"]), tokens=int(d.get("k", -1)))
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,9 @@ class ApplyOp:
 class Snapshot:
     turns: list[StoredTurn]
     pending_before: list[int]  # unanswered, non-stale origin sequences older than the asked one
+
+
+KEY_NAMES = ("turns", "pending", "seq", "position")  # the keys `_keys` gives, in order
 
 
 def _keys(ckey: str) -> list[str]:
@@ -116,11 +127,16 @@ class ContextStore:
         expires `ttl` after its latest event's own time, so a rebuild from the log forgets exactly
         the conversations that live operation had forgotten.
         """
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for o in ops:
-                await self._apply(
-                    keys=_keys(o.ckey),
-                    args=[
+        # EVALSHA by hand: redis-py's pipeline asks SCRIPT EXISTS before each batch that holds a
+        # script object (a round trip per batch); here the script is loaded again only when Redis
+        # says it lost it (a restart), and the batch is then applied again.
+        for attempt in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for o in ops:
+                    pipe.evalsha(
+                        self._apply.sha,
+                        len(KEY_NAMES),
+                        *_keys(o.ckey),
                         o.seq,
                         o.op.value,
                         o.origin_seq,
@@ -128,10 +144,15 @@ class ContextStore:
                         int(o.at) + self._ttl_s,
                         self._max_turns,
                         int(o.at),
-                    ],
-                    client=pipe,
-                )
-            results = await pipe.execute()
+                    )
+                results = await pipe.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
+                await self._redis.script_load(_APPLY)
+                continue
+            for r in results:
+                if isinstance(r, Exception):
+                    raise r
+            break
         return [bool(r) for r in results]
 
     async def advance_position(self, seq: int) -> None:

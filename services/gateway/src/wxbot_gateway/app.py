@@ -21,6 +21,7 @@ from wxbot_gateway.delivery import ReplyDelivery
 from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.oa_api import official_account_sender
 from wxbot_gateway.oa_callback import oa_callback, oa_router
+from wxbot_gateway.reply_log import ReplyLog
 from wxbot_gateway.senders import ReplySender, WeComAppSender
 from wxbot_gateway.settings import GatewaySettings
 from wxbot_gateway.wecom_api import WeComClient
@@ -97,7 +98,7 @@ async def main() -> None:
         await hub.start()
         senders[ev.CHANNEL_WEBSOCKET] = BridgeSender(hub)
     if settings.gateway_role != "ingress":
-        outbox = Outbox(redis, runtime.nc)
+        outbox = Outbox(redis, runtime.nc, resolver=ReplyLog(runtime.js).is_done)
         await outbox.start()
         runtime.on_shutdown(outbox.stop)
         delivery = ReplyDelivery(

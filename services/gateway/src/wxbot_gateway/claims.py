@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from wxbot_common.errors import TransientError
 from wxbot_common.logs import get_logger
+from wxbot_common.outbox import SideWrite
 
 SENT_TTL_S = 24 * 3600
 SENDING_MARGIN_S = 5.0  # a `sending` claim outlives the send's own timeout by this much
@@ -45,6 +47,10 @@ class PartClaims:
     @staticmethod
     def key(event_id: str, part: int) -> str:
         return f"wxbot:gateway:delivery:{event_id}:{part}"
+
+    def new_claim(self, key: str) -> SideWrite:
+        """A claim to take in another round trip (the outbox's: entering and claiming at once)."""
+        return SideWrite(key, f"sending:{secrets.token_hex(8)}", self._sending_ttl_s)
 
     async def claim(self, key: str) -> str | None:
         """The token to send the part under, or None if it was sent already (its msgid in `sent_id`).
@@ -74,14 +80,21 @@ class PartClaims:
         """The send failed: let a retry take the part (only if the claim is still ours)."""
         await self._release(keys=[key], args=[token])
 
-    async def record(self, key: str, msgid: str) -> None:
-        """The part was sent: remember it for a day. Retried while Redis is away, for as long as the
-        `sending` claim keeps other deliveries off the part."""
+    async def record(
+        self, key: str, msgid: str, write: Callable[[SideWrite], Awaitable[None]] | None = None
+    ) -> None:
+        """The part was sent: remember it for a day (with `write`: in another round trip, the
+        outbox's leaving). Retried while Redis is away, for as long as the `sending` claim keeps
+        other deliveries off the part."""
         deadline = time.monotonic() + self._sending_ttl_s
         delay = 0.05
+        side = SideWrite(key, f"sent:{msgid}", SENT_TTL_S)
         while True:
             try:
-                await self._redis.set(key, f"sent:{msgid}", ex=SENT_TTL_S)
+                if write is None:
+                    await self._redis.set(key, side.value, ex=SENT_TTL_S)
+                else:
+                    await write(side)
                 return
             except (RedisError, OSError) as exc:
                 if time.monotonic() + delay > deadline:

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from google.protobuf.message import Message
 from redis.exceptions import RedisError
@@ -35,7 +35,7 @@ from wxbot_common.meta import derive_meta
 from wxbot_common.nats.consumer import Delivery
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import meta_of
-from wxbot_common.outbox import Outbox, Turn
+from wxbot_common.outbox import Outbox, SideWrite, Turn
 from wxbot_gateway.claims import PartClaims
 from wxbot_gateway.errors import DeliveryRefusedError, errcode_of
 from wxbot_gateway.metrics import GatewayMetrics
@@ -136,9 +136,13 @@ class ReplyDelivery:
         deadline: float,
     ) -> None:
         conversation = meta.conversation_id
-        turn = await self._outbox.enter(conversation, meta.origin_sequence, meta.event_id)
+        parts = sender.split(text)
+        # Entering the outbox also claims the first part when the reply is first: one round trip.
+        claim = self._claims.new_claim(self._claims.key(meta.event_id, 0))
+        turn, claimed = await self._outbox.enter_claiming(conversation, meta.origin_sequence, meta.event_id, claim)
         if turn is Turn.DONE:  # sent or given up by an earlier delivery (its acknowledgement was lost)
             self._metrics.deliveries.labels(sender.name, "already_sent", "0").inc()
+            await self._published_sent(meta, len(parts))
             return
         waited = turn is Turn.FIRST or await self._outbox.wait_turn(
             conversation, meta.event_id, deadline - time.monotonic()
@@ -147,28 +151,51 @@ class ReplyDelivery:
             if not last:
                 raise TransientError("an earlier reply of the conversation is still being delivered", delay_s=1.0)
             self._log.warning("order_wait_expired", user=user_hash(address.user_id))  # better late than never
+
+        async def leave(record: SideWrite | None = None) -> None:
+            await self._outbox.leave(conversation, meta.origin_sequence, meta.event_id, record)
+
         try:
-            msgids = await self._send_parts(meta, sender, address, text)
+            msgids = await self._send_parts(meta, sender, address, parts, claim.value if claimed else None, leave)
         except DeliveryRefusedError as exc:
             self._metrics.deliveries.labels(sender.name, "failed", str(exc.errcode)).inc()
             self._log.warning("delivery_refused", errcode=exc.errcode, error=str(exc), user=user_hash(address.user_id))
             await self._failed(meta, exc.errcode, str(exc), retryable=False)
-            await self._outbox.leave(conversation, meta.origin_sequence, meta.event_id)
+            await leave()
             return
+        await self._publish_sent(meta, msgids)
+
+    async def _publish_sent(self, meta: ev.EventMeta, msgids: list[str]) -> None:
         sent = ev.ReplySent(parts=len(msgids), provider_msg_ids=msgids)
         derive_meta(sent.meta, meta, "gateway", "sent")
         await self._publisher.publish(sent)  # the same id on a retry: JetStream keeps one
-        await self._outbox.leave(conversation, meta.origin_sequence, meta.event_id)
+
+    async def _published_sent(self, meta: ev.EventMeta, parts: int) -> None:
+        """A reply found done: its ReplySent is published after it left the outbox, so a delivery
+        that died in between left it unpublished. Published (again: JetStream dedupes) when every
+        part is recorded as sent; a reply given up has no such record."""
+        msgids = [await self._claims.sent_id(self._claims.key(meta.event_id, i)) for i in range(parts)]
+        if msgids and all(msgids):
+            await self._publish_sent(meta, msgids)
 
     async def _send_parts(
-        self, meta: ev.EventMeta, sender: ReplySender, address: ev.ReplyAddress, text: str
+        self,
+        meta: ev.EventMeta,
+        sender: ReplySender,
+        address: ev.ReplyAddress,
+        parts: list[str],
+        first_token: str | None,
+        leave: Callable[[SideWrite | None], Awaitable[None]],
     ) -> list[str]:
-        """Send every part not sent yet; the provider msgids of all parts, in order."""
+        """Send every part not sent yet (the first under `first_token` when it was claimed already),
+        then leave the outbox — with the record of the last part sent, in the same round trip; the
+        provider msgids of all parts, in order."""
         msgids: list[str] = []
         fresh = 0
-        for index, part in enumerate(sender.split(text)):
+        final: tuple[str, str] | None = None  # the last part sent now: recorded while leaving
+        for index, part in enumerate(parts):
             key = self._claims.key(meta.event_id, index)
-            token = await self._claims.claim(key)
+            token = first_token if index == 0 and first_token else await self._claims.claim(key)
             if token is None:  # sent by an earlier delivery of this event
                 msgids.append(await self._claims.sent_id(key))
                 continue
@@ -177,9 +204,16 @@ class ReplyDelivery:
             except BaseException:
                 await self._claims.release(key, token)
                 raise
-            await self._claims.record(key, msgid)
+            if index == len(parts) - 1:
+                final = (key, msgid)
+            else:
+                await self._claims.record(key, msgid)
             msgids.append(msgid)
             fresh += 1
+        if final is None:
+            await leave(None)
+        else:
+            await self._claims.record(*final, write=leave)
         self._metrics.deliveries.labels(sender.name, "sent" if fresh else "already_sent", "0").inc()
         return msgids
 

@@ -102,7 +102,8 @@ class SafetyStages:
         """The user's counts; None when Redis is down and the policy is fail-closed."""
         user = received.reply_to
         try:
-            minute, day = await self._rate.hit(user_hash(f"{received.meta.channel}:{user.corp_id}:{user.user_id}"))
+            user_key = user_hash(f"{received.meta.channel}:{user.corp_id}:{user.user_id}")
+            minute, day = await self._rate.hit(user_key, received.meta.event_id)
             return RateFacts(minute, day)
         except (RedisError, OSError) as exc:
             policy = "open" if self._fail_open else "closed"

@@ -1,1 +1,1 @@
-"""wxbot skills: the built-in skills, mounted in one service."""
+"""wxbot's built-in skills, each a `wxbot_skill.Skill` built by its own subpackage, mounted by `app.py`."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from wxbot_common.http_client import TracedHttp, create_session
 from wxbot_common.runtime import ServiceRuntime
 from wxbot_skill import Skill
 from wxbot_skills.reminders.book import ReminderBook
@@ -15,6 +16,7 @@ from wxbot_skills.reminders.firing import DueReminders
 from wxbot_skills.reminders.metrics import ReminderMetrics
 from wxbot_skills.reminders.tools import RemindersTools, limits_of, reminders_skill
 from wxbot_skills.settings import SkillsSettings
+from wxbot_skills.weather import WeatherSettings, build_weather_skill
 
 
 async def main() -> None:
@@ -32,8 +34,12 @@ async def main() -> None:
         settings.reminders_max_per_user,
         metrics,
     )
+    weather = WeatherSettings()
+    http = TracedHttp(create_session(weather.max_connections, weather.timeout_s))
+    runtime.on_shutdown(http.close)  # after the skills have drained (shutdown hooks run last first)
     skills: list[Skill] = [
         reminders_skill(reminders, settings.reminders_time_zone),
+        build_weather_skill(weather, http),
     ]
     services = [await skill.start(runtime.nc) for skill in skills]
     runtime.log.info("skills_ready", skills=[s.name for s in skills])
