@@ -192,6 +192,17 @@ def test_network_policies_deny_by_default_and_allow_dns(rendered: dict[str, list
         for rule in nlp_egress
         for peer in rule.get("to", [])
     )
+    # An MCP server in the cluster (a pod labelled as a skill) is reachable from nlp, and only from it.
+    skill = {"wxbot.io/role": "skill"}
+    assert any(
+        peer.get("podSelector", {}).get("matchLabels") == skill and "ports" not in rule
+        for rule in nlp_egress
+        for peer in rule.get("to", [])
+    )
+    skills_in = policies["skills"]["spec"]["ingress"]
+    assert [peer for rule in skills_in for peer in rule["from"]] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "nlp"}}}
+    ]
 
 
 def test_no_secret_values_are_committed(rendered: dict[str, list[Doc]]) -> None:

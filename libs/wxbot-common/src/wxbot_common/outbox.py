@@ -193,9 +193,7 @@ class Outbox:
         result = await self._enter(keys=keys, args=args)
         return Turn(int(result[0])), len(result) > 1 and int(result[1]) == 1
 
-    async def leave(
-        self, conversation_id: str, position: int, event_id: str, record: SideWrite | None = None
-    ) -> None:
+    async def leave(self, conversation_id: str, position: int, event_id: str, record: SideWrite | None = None) -> None:
         """The reply was sent or given up: the next one of the conversation may go. `record` is
         written first, in the same round trip."""
         ckey = conversation_key(conversation_id)

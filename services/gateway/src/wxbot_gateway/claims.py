@@ -80,9 +80,7 @@ class PartClaims:
         """The send failed: let a retry take the part (only if the claim is still ours)."""
         await self._release(keys=[key], args=[token])
 
-    async def record(
-        self, key: str, msgid: str, write: Callable[[SideWrite], Awaitable[None]] | None = None
-    ) -> None:
+    async def record(self, key: str, msgid: str, write: Callable[[SideWrite], Awaitable[None]] | None = None) -> None:
         """The part was sent: remember it for a day (with `write`: in another round trip, the
         outbox's leaving). Retried while Redis is away, for as long as the `sending` claim keeps
         other deliveries off the part."""

@@ -17,6 +17,7 @@ from wxbot_nlp.resilience import CircuitBreaker, ResilientBackend
 from wxbot_nlp.settings import NlpSettings
 from wxbot_nlp.skills.calls import SkillCaller, SkillMetrics
 from wxbot_nlp.skills.commands import SkillCommands
+from wxbot_nlp.skills.mcp import McpBridge
 from wxbot_nlp.skills.registry import SkillFilter, SkillRegistry
 from wxbot_nlp.tool_loop import ToolLoop
 from wxbot_nlp.variants import Variant
@@ -32,6 +33,10 @@ def _count_errors(metrics: NlpMetrics, variant: str) -> Callable[[str], None]:
 
 def _is_open(breaker: CircuitBreaker) -> Callable[[], float]:
     return lambda: float(breaker.open)
+
+
+def _is_up(bridge: McpBridge) -> Callable[[], float]:
+    return lambda: float(bridge.up)
 
 
 def build_backends(
@@ -106,15 +111,21 @@ async def main() -> None:
     runtime.readiness.set(
         "llm", True, "configured" if backends else "not configured: answering from the knowledge base"
     )
+    # MCP servers: this replica keeps its own session with each; their tools join the same registry.
+    bridges = {s.name: McpBridge(s, settings.skills_discovery_interval_s) for s in settings.mcp_servers()}
     skills = SkillRegistry(
         runtime.nc,
         SkillFilter.parse(settings.skills_allow, settings.skills_deny),
         interval_s=settings.skills_discovery_interval_s,
+        sources=list(bridges.values()),
     )
     runtime.background(skills.run(), "skills-discovery")
     skill_metrics = SkillMetrics(runtime.registry)
     skill_metrics.offered.set_function(lambda: float(len(skills.tools())))
-    caller = SkillCaller(runtime.nc, skills, skill_metrics, settings.skills_result_max_chars)
+    for bridge in bridges.values():
+        runtime.background(bridge.run(), f"mcp-{bridge.name}")
+        skill_metrics.mcp_up.labels(bridge.name).set_function(_is_up(bridge))
+    caller = SkillCaller(runtime.nc, skills, skill_metrics, settings.skills_result_max_chars, bridges)
     cache = (
         AnswerCache(redis, settings.nlp_cache_ttl_s, max_wait_s=settings.llm_budget_s())
         if settings.nlp_cache_ttl_s > 0

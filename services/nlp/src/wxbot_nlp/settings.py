@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from wxbot_common.settings import CommonSettings
 from wxbot_nlp.resilience import MAX_BACKOFF_S
+from wxbot_nlp.skills.mcp import McpServer, parse_servers
 from wxbot_nlp.variants import Variant, parse_variants
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -60,6 +61,9 @@ class NlpSettings(CommonSettings):
     skills_call_timeout_s: float = Field(10.0, gt=0, description="the longest one tool call may take")
     skills_max_rounds: int = Field(4, ge=0, description="rounds of tool calls before the model must answer")
     skills_result_max_chars: int = Field(8000, gt=0, description="a tool result longer than this is cut for the model")
+    skills_mcp_servers: str = Field(
+        "", description="MCP servers whose tools are skills: name=url pairs (streamable HTTP), comma-separated"
+    )
 
     @model_validator(mode="after")
     def _check_references(self) -> NlpSettings:
@@ -69,7 +73,11 @@ class NlpSettings(CommonSettings):
         if missing:
             raise ValueError(f"NLP_KB_FILES: no such file: {', '.join(map(str, missing))}")
         parse_variants(self.nlp_variants)  # raises ValueError naming NLP_VARIANTS
+        parse_servers(self.skills_mcp_servers)  # raises ValueError naming SKILLS_MCP_SERVERS
         return self
+
+    def mcp_servers(self) -> list[McpServer]:
+        return parse_servers(self.skills_mcp_servers)
 
     @property
     def kb_paths(self) -> list[Path]:

@@ -43,12 +43,14 @@ class AppServer:
         port: int = 0,
         handle_signals: bool = False,
         graceful_timeout_s: float = 1.0,
+        lifespan: bool = False,
     ) -> None:
         self._app = app
         self._host = host
         self._requested_port = port
         self._handle_signals = handle_signals
         self._graceful_timeout_s = graceful_timeout_s
+        self._lifespan = lifespan  # run the app's startup/shutdown (an app that starts tasks there)
         self._sock: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -82,7 +84,7 @@ class AppServer:
             self._app,
             log_level="warning",
             access_log=False,
-            lifespan="off",
+            lifespan="on" if self._lifespan else "off",
             timeout_keep_alive=KEEP_ALIVE_S,
             timeout_graceful_shutdown=int(max(1.0, self._graceful_timeout_s)),
             backlog=4096,
@@ -171,6 +173,8 @@ class FakeService:
     and an outage: `refuse_connections` closes the listening socket and every open connection, so
     clients get "connection refused" (not an HTTP error) until it listens again on the same port."""
 
+    lifespan = False  # True: the app has startup/shutdown of its own (see AppServer)
+
     def __init__(self) -> None:
         self._app: ASGIApp | None = None
         self._server: AppServer | None = None
@@ -201,7 +205,7 @@ class FakeService:
 
     async def start(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self._closing = False
-        self._server = AppServer(self.app, host=host, port=port)
+        self._server = AppServer(self.app, host=host, port=port, lifespan=self.lifespan)
         await self._server.start()
         self._address = (host, self._server.port)
 
@@ -249,7 +253,7 @@ class FakeService:
         if self._server is not None or self._address is None:
             return
         host, port = self._address
-        server = AppServer(self.app, host=host, port=port)
+        server = AppServer(self.app, host=host, port=port, lifespan=self.lifespan)
         await server.start()
         self._closing = False
         self._server = server
@@ -257,7 +261,7 @@ class FakeService:
 
     def start_in_thread(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self._closing = False
-        self._server = AppServer(self.app, host=host, port=port)
+        self._server = AppServer(self.app, host=host, port=port, lifespan=self.lifespan)
         self._server.start_in_thread()
         self._address = (host, self._server.port)
 
@@ -285,11 +289,11 @@ def base_arg_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def serve_forever(app: ASGIApp, host: str, port: int, banner: Sequence[str] = ()) -> None:
+def serve_forever(app: ASGIApp, host: str, port: int, banner: Sequence[str] = (), lifespan: bool = False) -> None:
     """CLI entry: serve until SIGINT/SIGTERM; the first stdout line is the base URL (for supervisors)."""
 
     async def run() -> None:
-        server = AppServer(app, host=host, port=port, handle_signals=True)
+        server = AppServer(app, host=host, port=port, handle_signals=True, lifespan=lifespan)
         await server.start()
         print(server.base_url, flush=True)
         for line in banner:

@@ -1,4 +1,5 @@
-"""One tool call: check the arguments, ask the skill over NATS (traced, bounded), shape the result.
+"""One tool call: check the arguments, ask the skill — over NATS, or its MCP server — traced and
+bounded, shape the result.
 
 Whatever goes wrong — a tool that is not offered, arguments that break its schema, no instance
 left, no answer in time, a skill error, a reply that is not JSON — becomes a `ToolResult` that
@@ -11,8 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
 
 import nats.errors
 from jsonschema.exceptions import best_match
@@ -23,7 +23,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from wxbot_common.nats.propagation import inject_headers
 from wxbot_common.skill_contract import ERROR_CODE_HEADER, ERROR_HEADER, CallContext, tool_span_name
+from wxbot_nlp.skills.mcp import McpBridge
 from wxbot_nlp.skills.registry import SkillRegistry, Tool
+from wxbot_nlp.skills.results import Outcome, ToolResult, cut, failed
 
 UNKNOWN = "unknown"  # the metrics label of a tool name that is not offered (bounded cardinality)
 
@@ -46,31 +48,28 @@ class SkillMetrics:
             registry=registry,
         )
         self.offered = Gauge("wxbot_nlp_skills_offered", "Tools offered to the model right now", registry=registry)
-
-
-@dataclass(frozen=True)
-class ToolResult:
-    """What a call gave: `content` for the model (a `tool` message), `error` set when it failed."""
-
-    content: str
-    error: str | None = None  # the kind: unknown_tool, invalid_arguments, unavailable, timeout, ...
-    value: Any = None  # the decoded reply, when there is one
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-def _failed(kind: str, message: str, tool: str) -> ToolResult:
-    return ToolResult(json.dumps({"error": message, "tool": tool}, ensure_ascii=False), error=kind)
+        self.mcp_up = Gauge(
+            "wxbot_nlp_mcp_server_up",
+            "1 while this replica has a session with the MCP server and its last tools/list succeeded",
+            ["server"],
+            registry=registry,
+        )
 
 
 class SkillCaller:
-    def __init__(self, nc: Client, registry: SkillRegistry, metrics: SkillMetrics, result_max_chars: int) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        registry: SkillRegistry,
+        metrics: SkillMetrics,
+        result_max_chars: int,
+        mcp: Mapping[str, McpBridge] | None = None,
+    ) -> None:
         self._nc = nc
         self._registry = registry
         self._metrics = metrics
         self._budget = result_max_chars
+        self._mcp = dict(mcp or {})  # by server name (a tool's `service`)
         self._tracer = trace.get_tracer("wxbot.nlp.skills")
 
     def arguments_for_command(self, tool: Tool, rest: str) -> str:
@@ -104,67 +103,73 @@ class SkillCaller:
     ) -> ToolResult:
         if tool is None:
             offered = ", ".join(sorted(self._registry.tools())) or "none"
-            return _failed("unknown_tool", f"no tool named {name!r} is available (available: {offered})", name)
+            return failed("unknown_tool", f"no tool named {name!r} is available (available: {offered})", name)
         try:
             args = json.loads(arguments or "{}")
         except ValueError:
-            return _failed("invalid_arguments", "the arguments are not valid JSON", name)
+            return failed("invalid_arguments", "the arguments are not valid JSON", name)
         error = best_match(tool.validator.iter_errors(args)) if tool.validator is not None else None
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-            return _failed("invalid_arguments", f"arguments do not match the schema at {where}: {error.message}", name)
+            return failed("invalid_arguments", f"arguments do not match the schema at {where}: {error.message}", name)
         with self._tracer.start_as_current_span(
-            tool_span_name(name),
-            kind=SpanKind.CLIENT,
-            attributes={
-                "gen_ai.operation.name": "execute_tool",
-                "gen_ai.tool.name": name,
-                "gen_ai.tool.call.id": call_id,
-                "messaging.system": "nats",
-                "messaging.destination.name": tool.subject,
-                "wxbot.skill.service": tool.service,
-                "wxbot.skill.version": tool.version,
-            },
+            tool_span_name(name), kind=SpanKind.CLIENT, attributes=self._span_attributes(tool, call_id)
         ) as span:
-            payload = json.dumps(args, ensure_ascii=False).encode()
-            result = await self._request(tool, payload, timeout_s, caller)
+            started = time.perf_counter()
+            if tool.source == "mcp":
+                result, outcome = await self._mcp[tool.service].call(tool, args, timeout_s)
+            else:
+                payload = json.dumps(args, ensure_ascii=False).encode()
+                result, outcome = await self._request(tool, payload, timeout_s, caller)
+            if outcome is not None:
+                self._metrics.latency.labels(tool.name, outcome).observe(time.perf_counter() - started)
             if result.error is not None:
                 span.set_status(StatusCode.ERROR, result.error)
                 span.set_attribute("error.type", result.error)
-            return result
+                return result
+            return ToolResult(cut(result.content, self._budget), value=result.value)
 
-    async def _request(self, tool: Tool, payload: bytes, timeout_s: float, caller: CallContext | None) -> ToolResult:
+    def _span_attributes(self, tool: Tool, call_id: str) -> dict[str, str | int]:
+        """GenAI's execute_tool attributes, and the transport's: NATS messaging, or MCP over HTTP."""
+        common: dict[str, str | int] = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": tool.name,
+            "gen_ai.tool.call.id": call_id,
+            "wxbot.skill.service": tool.service,
+            "wxbot.skill.version": tool.version,
+            "wxbot.skill.source": tool.source,
+        }
+        if tool.source == "mcp":
+            server = self._mcp[tool.service].server
+            return {
+                **common,
+                "mcp.method.name": "tools/call",
+                "network.protocol.name": "http",
+                "server.address": server.host,
+                "server.port": server.port,
+            }
+        return {**common, "messaging.system": "nats", "messaging.destination.name": tool.subject}
+
+    async def _request(
+        self, tool: Tool, payload: bytes, timeout_s: float, caller: CallContext | None
+    ) -> tuple[ToolResult, Outcome | None]:
+        """One NATS request; `caller` travels as the `Wxbot-*` headers."""
         headers = caller.to_headers() if caller is not None else {}
         inject_headers(headers)
-        started = time.perf_counter()
         try:
             msg = await self._nc.request(tool.subject, payload, timeout=timeout_s, headers=headers)
         except nats.errors.NoRespondersError:
-            return _failed("unavailable", "the skill is not running right now", tool.name)
+            return failed("unavailable", "the skill is not running right now", tool.name), None
         except TimeoutError:
-            self._metrics.latency.labels(tool.name, "timeout").observe(time.perf_counter() - started)
-            return _failed("timeout", f"the skill did not answer within {timeout_s:.3g} s", tool.name)
+            return failed("timeout", f"the skill did not answer within {timeout_s:.3g} s", tool.name), "timeout"
         except nats.errors.Error as exc:
-            return _failed("unavailable", f"the call could not be made ({type(exc).__name__})", tool.name)
-        elapsed = time.perf_counter() - started
+            return failed("unavailable", f"the call could not be made ({type(exc).__name__})", tool.name), None
         if msg.headers and ERROR_CODE_HEADER in msg.headers:
-            self._metrics.latency.labels(tool.name, "error").observe(elapsed)
             description = msg.headers.get(ERROR_HEADER, "")[:500]
             code = msg.headers[ERROR_CODE_HEADER]
-            return ToolResult(
-                json.dumps(
-                    {"error": description or "the skill failed", "code": code, "tool": tool.name}, ensure_ascii=False
-                ),
-                error="skill_error",
-            )
+            return failed("skill_error", description or "the skill failed", tool.name, code=code), "error"
         try:
             value = json.loads(msg.data)
         except ValueError:
-            self._metrics.latency.labels(tool.name, "error").observe(elapsed)
-            return _failed("bad_reply", "the skill replied with something that is not JSON", tool.name)
-        self._metrics.latency.labels(tool.name, "ok").observe(elapsed)
-        text = value if isinstance(value, str) else msg.data.decode()
-        if len(text) > self._budget:
-            note = f"\n[truncated: the result had {len(text)} characters; only the first {self._budget} are shown]"
-            text = text[: self._budget] + note
-        return ToolResult(text, value=value)
+            return failed("bad_reply", "the skill replied with something that is not JSON", tool.name), "error"
+        return ToolResult(value if isinstance(value, str) else msg.data.decode(), value=value), "ok"

@@ -12,6 +12,10 @@ Endpoints that are not valid tools (no `parameters`, a schema that is not a JSON
 name OpenAI would reject) are skipped and reported once. Two live definitions of one tool name
 that differ (a rolling upgrade, or two skills choosing the same name): the highest service version
 wins; equal versions that disagree are not offered at all, since a call could reach either.
+
+Tools of MCP servers (`ToolSource`s, see `mcp.py`) join the same view under the same name rules
+and filters. A name both a NATS skill and an MCP server offer goes to the NATS skill; one that two
+MCP servers offer goes to the server listed first. Either way the other is reported once.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ import contextlib
 import fnmatch
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import nats.errors
 from jsonschema import exceptions as schema_errors
@@ -35,6 +39,7 @@ from wxbot_common.skill_contract import COMMAND, META_COMMAND, META_DESCRIPTION,
 
 INFO_SUBJECT = "$SRV.INFO"
 MAX_TOOLS = 128  # OpenAI's limit on functions per request
+Source = Literal["nats", "mcp"]
 
 
 @dataclass(frozen=True)
@@ -44,11 +49,12 @@ class Tool:
     name: str
     description: str
     parameters: dict[str, Any]
-    subject: str
-    service: str
+    subject: str  # NATS: the endpoint's subject; MCP: the tool's name on its server
+    service: str  # NATS: the micro service's name; MCP: the server's name in SKILLS_MCP_SERVERS
     version: str
     command: str | None = None
     validator: Any = field(default=None, compare=False, repr=False)  # a jsonschema Validator
+    source: Source = "nats"
 
     def definition(self) -> dict[str, Any]:
         """The entry of the chat request's `tools`."""
@@ -74,6 +80,23 @@ def _version_key(version: str) -> tuple[int, ...]:
         return ()
 
 
+def checked_parameters(parameters: object) -> tuple[dict[str, Any], Any]:
+    """The schema and a validator for it; ValueError when it is not a JSON Schema of an object."""
+    if not isinstance(parameters, dict) or parameters.get("type") != "object":
+        raise ValueError("the schema must describe an object")
+    try:
+        checker = validators.validator_for(parameters)
+        checker.check_schema(parameters)
+    except schema_errors.SchemaError as exc:
+        raise ValueError(str(exc)[:200]) from exc
+    return parameters, checker(parameters)
+
+
+def name_problem(name: str, where: str) -> str | None:
+    """Why `name` cannot be a tool name (OpenAI's rule), if it cannot."""
+    return None if TOOL_NAME.match(name) else f"{where}: tool names are 1-64 of A-Z a-z 0-9 _ -"
+
+
 def tools_of(info: dict[str, Any]) -> tuple[list[Tool], list[str]]:
     """The tools of one INFO reply, and why each other endpoint is not one."""
     tools: list[Tool] = []
@@ -86,16 +109,12 @@ def tools_of(info: dict[str, Any]) -> tuple[list[Tool], list[str]]:
         if not isinstance(meta, dict) or META_PARAMETERS not in meta:
             continue  # a plain micro endpoint, not offered as a tool
         where = f"{service}/{name}"
-        if not TOOL_NAME.match(name):
-            problems.append(f"{where}: tool names are 1-64 of A-Z a-z 0-9 _ -")
+        if (bad_name := name_problem(name, where)) is not None:
+            problems.append(bad_name)
             continue
         try:
-            parameters = json.loads(meta[META_PARAMETERS])
-            if not isinstance(parameters, dict) or parameters.get("type") != "object":
-                raise ValueError("the schema must describe an object")
-            checker = validators.validator_for(parameters)
-            checker.check_schema(parameters)
-        except (ValueError, TypeError, schema_errors.SchemaError) as exc:
+            parameters, validator = checked_parameters(json.loads(meta[META_PARAMETERS]))
+        except (ValueError, TypeError) as exc:
             problems.append(f"{where}: parameters is not a JSON Schema object: {str(exc)[:200]}")
             continue
         command = meta.get(META_COMMAND) or None
@@ -111,10 +130,22 @@ def tools_of(info: dict[str, Any]) -> tuple[list[Tool], list[str]]:
                 service=service,
                 version=version,
                 command=command,
-                validator=checker(parameters),
+                validator=validator,
             )
         )
     return tools, problems
+
+
+class ToolSource(Protocol):
+    """Tools from elsewhere than NATS discovery (an MCP server): its current list, [] while it is down;
+    it calls `on_change` (set by `watch`) whenever that list changes."""
+
+    @property
+    def name(self) -> str: ...
+
+    def tools(self) -> list[Tool]: ...
+
+    def watch(self, on_change: Callable[[], None]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -156,9 +187,11 @@ class SkillRegistry:
         collect_s: float = 2.0,
         quiet_s: float = 0.3,
         clock: Callable[[], float] = time.monotonic,
+        sources: Sequence[ToolSource] = (),
     ) -> None:
         self._nc = nc
         self._filter = admitted
+        self._sources = list(sources)  # in SKILLS_MCP_SERVERS order: on a shared name the first wins
         self._interval_s = interval_s
         self._collect_s = collect_s
         self._quiet_s = quiet_s
@@ -166,10 +199,13 @@ class SkillRegistry:
         self._clock = clock
         self._instances: dict[str, _Instance] = {}
         self._raw: dict[str, bytes] = {}  # instance id → its last INFO reply, parsed again only on change
+        self._discovered: dict[str, Tool] = {}  # NATS skills, merged
         self._tools: dict[str, Tool] = {}
         self._commands: dict[str, Tool] = {}
         self._reported: set[str] = set()
         self._log = get_logger("wxbot.nlp.skills")
+        for source in self._sources:
+            source.watch(self.refresh)
 
     # -- what is offered ------------------------------------------------------------------------
 
@@ -215,7 +251,12 @@ class SkillRegistry:
         for instance in [i for i, s in self._instances.items() if now - s.seen_at > self._stale_after_s]:
             del self._instances[instance]
             self._raw.pop(instance, None)
-        self._publish(self._merge(s.tools for s in self._instances.values()))
+        self._discovered = self._merge(s.tools for s in self._instances.values())
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute what is offered: after a discovery round, or when a `ToolSource` changed."""
+        self._publish(self._combine())
 
     async def _collect(self) -> list[bytes]:
         inbox = self._nc.new_inbox()
@@ -251,10 +292,37 @@ class SkillRegistry:
             if rivals:
                 self._report([f"{name}: definitions differ across versions; offering version {best.version}'s"])
             merged[name] = best
-        if len(merged) > MAX_TOOLS:
-            self._report([f"{len(merged)} tools live; offering the first {MAX_TOOLS} by name"])
-            merged = dict(list(merged.items())[:MAX_TOOLS])
         return merged
+
+    def _combine(self) -> dict[str, Tool]:
+        """NATS skills first, then each source's tools under names still free."""
+        combined = dict(self._discovered)
+        for source in self._sources:
+            for tool in source.tools():
+                if not self._filter.admits(tool):
+                    continue
+                holder = combined.get(tool.name)
+                if holder is None:
+                    combined[tool.name] = tool
+                elif holder.source == "nats":
+                    self._report(
+                        [
+                            f"{tool.name}: MCP server {source.name}'s tool is not offered: the NATS skill "
+                            f"{holder.service} has that name (SKILLS_DENY={holder.service} would offer it)"
+                        ]
+                    )
+                elif holder.service != tool.service:
+                    self._report(
+                        [
+                            f"{tool.name}: MCP server {source.name}'s tool is not offered: MCP server "
+                            f"{holder.service}, listed before it in SKILLS_MCP_SERVERS, has that name"
+                        ]
+                    )
+        combined = dict(sorted(combined.items()))
+        if len(combined) > MAX_TOOLS:
+            self._report([f"{len(combined)} tools live; offering the first {MAX_TOOLS} by name"])
+            combined = dict(list(combined.items())[:MAX_TOOLS])
+        return combined
 
     def _publish(self, tools: dict[str, Tool]) -> None:
         added, removed = tools.keys() - self._tools.keys(), self._tools.keys() - tools.keys()
