@@ -55,6 +55,7 @@ IDLE_WINDOW_S = 1.0
 WARMUP_TIMEOUT_S = 30.0
 MAX_DRAIN_S = 60.0
 PIPELINE = ("gateway", "safety", "nlp", "context")  # the path of a message: the order of the report
+REPORT_ORDER = (*PIPELINE, "skills")  # then the built-in skills (idle unless the model calls them)
 SINK_TOTALS = re.compile(r"received (\d+) spans of (\d+) traces")
 
 
@@ -255,7 +256,7 @@ class Generator:
 
 
 def replicas_of(args: argparse.Namespace, default: int = 1) -> dict[str, int]:
-    """`--replicas`: `service=count` items, and a bare count for every service not named."""
+    """`--replicas`: `service=count` items, and a bare count for every service of the pipeline not named."""
     asked: dict[str, int] = {}
     for item in args.replicas or []:
         if item.isdigit():
@@ -267,7 +268,10 @@ def replicas_of(args: argparse.Namespace, default: int = 1) -> dict[str, int]:
                 f"--replicas {item!r}: want a count, or service=count with service in {', '.join(SERVICES)}"
             )
         asked[service] = int(count)
-    return {s: max(1, asked.get(s, default)) for s in PIPELINE}
+    # The skills service is not on a message's path: one replica unless named (`skills=2`).
+    return {s: max(1, asked.get(s, default)) for s in PIPELINE} | {
+        s: max(1, n) for s, n in asked.items() if s not in PIPELINE
+    }
 
 
 async def start_sink(run_dir: Path) -> tuple[Child, dict[str, str]]:
@@ -405,7 +409,7 @@ async def run(args: argparse.Namespace) -> Results:
                 gateway_delivery=args.gateway_delivery,
             )
             async with Stack(config) as stack:
-                for r in sorted(stack.replicas, key=lambda r: (PIPELINE.index(r.service), r.index)):
+                for r in sorted(stack.replicas, key=lambda r: (REPORT_ORDER.index(r.service), r.index)):
                     name = f"{r.service}-{r.index + 1}" if r.role == "all" else r.child.name
                     meter.add(name, "service", r.child.pid)
                 meter.add("nats-server", "infra", stack.nats.child.pid)

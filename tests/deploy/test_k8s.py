@@ -22,6 +22,8 @@ from wxbot_context.settings import ContextSettings
 from wxbot_gateway.settings import GatewaySettings
 from wxbot_nlp.settings import NlpSettings
 from wxbot_safety.settings import SafetySettings
+from wxbot_skills.reminders.book import DUE_ACK_WAIT_S
+from wxbot_skills.settings import SkillsSettings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
 K8S_VERSION = "1.33.0"
-SERVICES = ("gateway", "safety", "nlp", "context")
+SERVICES = ("gateway", "safety", "nlp", "context", "skills")
 Doc = dict[str, Any]
 
 
@@ -149,6 +151,19 @@ def test_nlp_outlives_its_ack_wait_on_shutdown(rendered: dict[str, list[Doc]]) -
     assert nlp["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > NLP_DRAFTER.ack_wait_s
 
 
+def test_skills_outlive_the_fired_reminders_ack_wait_and_are_let_out_as_a_skill(rendered: dict[str, list[Doc]]) -> None:
+    skills = next(d for d in service_deployments(rendered["prod"]) if d["metadata"]["name"] == "skills")
+    assert skills["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > DUE_ACK_WAIT_S
+    assert skills["spec"]["template"]["metadata"]["labels"]["wxbot.io/role"] == "skill"
+
+
+def test_nats_runs_a_version_with_message_schedules(rendered: dict[str, list[Doc]]) -> None:
+    nats = next(d for d in of_kind(rendered["prod"], "StatefulSet") if d["metadata"]["name"] == "nats")
+    image = nats["spec"]["template"]["spec"]["containers"][0]["image"]
+    major, minor = (int(p) for p in image.split(":")[1].split(".")[:2])
+    assert (major, minor) >= (2, 14) and image.endswith("-alpine"), image  # cron time zones need its tzdata
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_images_are_pinned(rendered: dict[str, list[Doc]], overlay: str) -> None:
     for where, pod in pod_specs(rendered[overlay]):
@@ -206,7 +221,7 @@ def test_no_secret_values_are_committed(rendered: dict[str, list[Doc]]) -> None:
 
 def test_every_configured_variable_is_one_a_service_reads() -> None:
     known = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_SERVICE_NAME"}
-    for settings in (GatewaySettings, SafetySettings, NlpSettings, ContextSettings):
+    for settings in (GatewaySettings, SafetySettings, NlpSettings, ContextSettings, SkillsSettings):
         known |= {name.upper() for name in settings.model_fields}
     files = [K8S / "base" / "config.env", K8S / "overlays" / "dev" / "secrets.env.example"]
     for f in files:

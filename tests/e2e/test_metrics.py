@@ -35,6 +35,11 @@ EXPECTED = {
         "wxbot_context_events_applied_total",
         "wxbot_context_position",
     ],
+    "skills": [
+        'wxbot_up{service="skills"} 1.0',
+        'wxbot_reminders_fired_total{outcome="drafted"}',
+        "wxbot_reminders_fire_lag_seconds_bucket",
+    ],
 }
 
 

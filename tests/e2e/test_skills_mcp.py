@@ -79,6 +79,8 @@ async def mw(tmp_path_factory: pytest.TempPathFactory, weather: FakeMcpServer) -
         "LLM_RETRIES": "0",
         "SKILLS_RESULT_MAX_CHARS": str(RESULT_MAX_CHARS),
         "SKILLS_MCP_SERVERS": f"weather={weather.url}",
+        # This module's tools only: not the built-in ones of services/skills (its weather is a NATS skill).
+        "SKILLS_ALLOW": ",".join(sorted(MCP_TOOLS | NATS_TOOLS | {"twin_lookup"})),
     }
     async with running_world(tmp_path_factory.mktemp("skills-mcp"), env, reply=model) as world:
         yield world

@@ -1,4 +1,4 @@
-"""The weather skill end to end: it registers on the stack's NATS (as `services/skills` will run it),
+"""The weather skill end to end: the stack's skills service serves it against a fake Open-Meteo,
 the scripted model calls `weather`, and the user gets the report — or, with `/weather 北京`, gets it
 without the model; an upstream that fails or hangs still leaves exactly one plain answer."""
 
@@ -10,17 +10,14 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
-import nats
 import pytest
 
 from tests.e2e.harness import CONFIG, World, logged, running_world, send_text
-from wxbot_common.http_client import TracedHttp, create_session
 from wxbot_common.nats.subjects import EventKind
 from wxbot_devkit.fakes.llm import ChatRequest, ToolCall
 from wxbot_devkit.fakes.weather import Conditions, Day, FakeOpenMeteo
 from wxbot_gateway.inbound import wecom_conversation_id
 from wxbot_proto.events.v1 import events_pb2 as ev
-from wxbot_skills.weather import WeatherSettings, build_weather_skill
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -48,33 +45,32 @@ def model(request: ChatRequest) -> str | list[ToolCall]:
 
 
 @pytest.fixture(scope="module")
-async def ww(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    env = {"LLM_ANSWER_DEADLINE_S": str(DEADLINE_S), "LLM_RETRIES": "0"}
+async def fake_api() -> AsyncIterator[FakeOpenMeteo]:
+    fake = FakeOpenMeteo()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture(scope="module")
+async def ww(tmp_path_factory: pytest.TempPathFactory, fake_api: FakeOpenMeteo) -> AsyncIterator[World]:
+    env = {
+        "LLM_ANSWER_DEADLINE_S": str(DEADLINE_S),
+        "LLM_RETRIES": "0",
+        "WEATHER_GEOCODING_URL": fake_api.base_url,
+        "WEATHER_FORECAST_URL": fake_api.base_url,
+        "WEATHER_TIMEOUT_S": str(WEATHER_TIMEOUT_S),
+        "SKILLS_ALLOW": "weather",  # the model sees this one tool (reminders have tests of their own)
+    }
     async with running_world(tmp_path_factory.mktemp("weather"), env, reply=model) as world:
         yield world
 
 
 @pytest.fixture(scope="module")
-async def upstream(ww: World) -> AsyncIterator[FakeOpenMeteo]:
-    """The fake Open-Meteo, and the weather skill serving on the stack's NATS from this process."""
-    fake = FakeOpenMeteo()
-    await fake.start()
-    settings = WeatherSettings.model_validate(
-        {"geocoding_url": fake.base_url, "forecast_url": fake.base_url, "timeout_s": WEATHER_TIMEOUT_S}
-    )
-    http = TracedHttp(create_session(settings.max_connections, settings.timeout_s))
-    skill = build_weather_skill(settings, http)
-    nc = await nats.connect(ww.stack.nats.url)
-    service = await skill.start(nc)
-    try:
-        await offered(ww, OFFERED_WITHIN_S)
-        yield fake
-    finally:
-        await service.stop()
-        await skill.drain(1.0)
-        await nc.drain()
-        await http.close()
-        await fake.stop()
+async def upstream(ww: World, fake_api: FakeOpenMeteo) -> FakeOpenMeteo:
+    """The fake Open-Meteo, once nlp offers the skills service's weather tool."""
+    await offered(ww, OFFERED_WITHIN_S)
+    return fake_api
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from pydantic import Field
 
 from wxbot_common.skill_contract import ERROR_CODE_HEADER, ERROR_HEADER
 from wxbot_devkit.launch import NatsServer
-from wxbot_skill import Skill, SkillError
+from wxbot_proto.events.v1 import events_pb2 as ev
+from wxbot_skill import CallContext, Skill, SkillError
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -46,6 +47,26 @@ async def fail(how: Literal["plainly", "badly"]) -> None:
     raise RuntimeError("secret internals /etc/passwd")
 
 
+@skill.tool
+async def whoami(greeting: str, caller: CallContext) -> dict[str, str]:
+    """Say who is asking."""
+    address = caller.reply_address()
+    return {
+        "greeting": greeting,
+        "conversation": caller.conversation_id,
+        "user": caller.user_id,
+        "channel": caller.channel,
+        "message": caller.message_id,
+        "corp": address.corp_id if address is not None else "",
+    }
+
+
+@skill.tool
+async def maybe_who(caller: CallContext | None = None) -> str:
+    """Say who is asking, if anyone."""
+    return caller.user_id if caller is not None else "nobody"
+
+
 @pytest.fixture(scope="module")
 async def nc(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Client]:
     server = NatsServer(Path(tmp_path_factory.mktemp("nats")))
@@ -67,7 +88,7 @@ async def test_info_offers_each_tool_with_its_schema_from_the_type_hints(nc: Cli
     info = json.loads((await nc.request("$SRV.INFO.sdk-test", b"", timeout=2)).data)
     assert (info["name"], info["version"], info["description"]) == ("sdk-test", "1.2.3", "tools for the SDK's tests")
     endpoints = {e["name"]: e for e in info["endpoints"]}
-    assert sorted(endpoints) == ["echo", "fail", "wait-for-release"]
+    assert sorted(endpoints) == ["echo", "fail", "maybe_who", "wait-for-release", "whoami"]
     meta = endpoints["echo"]["metadata"]
     assert meta["description"] == "Say the text back, `times` times." and meta["command"] == "/echo"
     schema = json.loads(meta["parameters"])
@@ -139,3 +160,38 @@ def test_a_tool_must_be_async_typed_and_documented() -> None:
         s.tool(undocumented)
     with pytest.raises(ValueError, match="command"):
         s.tool(command="weather")(wait)
+
+
+async def test_a_call_context_parameter_receives_the_caller_headers_and_is_not_in_the_schema(nc: Client) -> None:
+    info = json.loads((await nc.request("$SRV.INFO.sdk-test", b"", timeout=2)).data)
+    schemas = {e["name"]: json.loads(e["metadata"]["parameters"]) for e in info["endpoints"]}
+    assert list(schemas["whoami"]["properties"]) == ["greeting"] and schemas["whoami"]["required"] == ["greeting"]
+    assert schemas["maybe_who"].get("properties", {}) == {}
+    meta = ev.EventMeta(
+        event_id="accepted-1",
+        correlation_id="received-1",
+        conversation_id="wecom:ww1:1000002:user:张三 x\r\nInjected: 1",  # hostile ids survive the trip unharmed
+        channel=ev.CHANNEL_WECOM_APP,
+    )
+    context = CallContext.of(meta, ev.ReplyAddress(corp_id="ww1", agent_id="1000002", user_id="张三"))
+    headers = context.to_headers()
+    assert all("\r" not in v and "\n" not in v for v in headers.values())
+    msg = await nc.request("whoami", b'{"greeting": "hi"}', timeout=2, headers=headers)
+    assert json.loads(msg.data) == {
+        "greeting": "hi",
+        "conversation": meta.conversation_id,
+        "user": "张三",
+        "channel": "wecom_app",
+        "message": "received-1",
+        "corp": "ww1",
+    }
+    maybe = await nc.request("maybe_who", b"{}", timeout=2, headers=headers)
+    assert json.loads(maybe.data) == "张三"
+
+
+async def test_without_caller_headers_a_required_context_is_a_400_and_an_optional_one_none(nc: Client) -> None:
+    msg = await nc.request("whoami", b'{"greeting": "hi"}', timeout=2)
+    assert error_of(msg) == ("400", "whoami needs to know who is asking (the Wxbot-* caller headers)")
+    assert json.loads((await nc.request("maybe_who", b"{}", timeout=2)).data) == "nobody"
+    smuggled = await nc.request("whoami", b'{"greeting": "hi", "caller": {"user_id": "root"}}', timeout=2)
+    assert error_of(smuggled) is not None  # the model cannot pass a caller as an argument

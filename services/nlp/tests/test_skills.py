@@ -17,7 +17,7 @@ from nats.micro.service import Service
 from prometheus_client import CollectorRegistry
 
 from wxbot_common.http_client import TracedHttp, create_session
-from wxbot_common.skill_contract import tool_metadata
+from wxbot_common.skill_contract import CallContext, tool_metadata
 from wxbot_devkit.fakes.llm import ChatRequest, FakeLLM, ToolCall
 from wxbot_devkit.launch import NatsServer
 from wxbot_nlp.openai_compatible import OpenAICompatibleBackend
@@ -26,6 +26,7 @@ from wxbot_nlp.skills.calls import SkillCaller, SkillMetrics
 from wxbot_nlp.skills.commands import SkillCommands
 from wxbot_nlp.skills.registry import SkillFilter, SkillRegistry
 from wxbot_nlp.tool_loop import ToolLoop
+from wxbot_proto.events.v1 import events_pb2 as ev
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -184,6 +185,34 @@ async def test_a_command_calls_its_skill_with_the_rest_of_the_text(
     assert "no such city" in (await commands.run("/WEATHER Atlantis") or "")
     assert "'city' is a required property" in (await commands.run("/weather") or "")
     assert await commands.run("weather 北京") is None
+
+
+async def test_a_call_tells_the_skill_who_is_asking(nc: Client) -> None:
+    seen: dict[str, str] = {}
+
+    async def who(request: Request) -> None:
+        seen.update(request.headers or {})
+        await request.respond(b'"noted"')
+
+    svc = await add_service(nc, name="who", version="1.0.0")
+    await svc.add_endpoint(name="who", handler=who, metadata=tool_metadata("who asks", {"type": "object"}))
+    try:
+        registry = SkillRegistry(nc, SkillFilter(), collect_s=1.0)
+        await registry.discover_once()
+        caller = SkillCaller(nc, registry, SkillMetrics(CollectorRegistry()), 1000)
+        meta = ev.EventMeta(
+            event_id="accepted-7",
+            correlation_id="received-7",
+            conversation_id="oa:wx-app:user:openid-7",
+            channel=ev.CHANNEL_OFFICIAL_ACCOUNT,
+        )
+        asking = CallContext.of(meta, ev.ReplyAddress(corp_id="wx-app", user_id="openid-7"))
+        assert (await caller.call("who", "{}", 2, caller=asking)).ok
+    finally:
+        await svc.stop()
+    assert seen["Wxbot-Conversation-Id"] == "oa:wx-app:user:openid-7" and seen["Wxbot-User-Id"] == "openid-7"
+    assert seen["Wxbot-Channel"] == "official_account" and seen["Wxbot-Message-Id"] == "received-7"
+    assert CallContext.from_headers(seen) == asking
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""The wxbot skill SDK: `Skill`, its `@skill.tool` decorator and `SkillError`."""
+"""The wxbot skill SDK: `Skill`, its `@skill.tool` decorator, `SkillError` and `CallContext`."""
 
+from wxbot_common.skill_contract import CallContext
 from wxbot_skill.skill import Skill, SkillError
 
-__all__ = ["Skill", "SkillError"]
+__all__ = ["CallContext", "Skill", "SkillError"]

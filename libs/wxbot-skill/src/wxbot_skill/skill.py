@@ -9,6 +9,8 @@
 
     skill.run()  # NATS_URL, OTEL_* and LOG_* from the environment, until SIGTERM/SIGINT
 
+A parameter typed `CallContext` receives who is asking (left out of the schema).
+
 Each request runs as its own task (nats.micro awaits a handler before the next message, so one
 slow call would hold up every other), at most `max_concurrency` at once. Each is a SERVER span
 under the caller's trace context. Arguments that break the schema are answered with error 400;
@@ -37,9 +39,9 @@ from wxbot_common.logs import configure_logging, get_logger
 from wxbot_common.nats.connection import connect_nats
 from wxbot_common.nats.propagation import extract_context
 from wxbot_common.settings import CommonSettings
-from wxbot_common.skill_contract import CODE_BAD_ARGUMENTS, CODE_FAILED, tool_span_name
+from wxbot_common.skill_contract import CODE_BAD_ARGUMENTS, CODE_FAILED, CallContext, tool_span_name
 from wxbot_common.telemetry import setup_telemetry
-from wxbot_skill.tools import FunctionTool, ToolFn, function_tool
+from wxbot_skill.tools import FunctionTool, NoCallerError, ToolFn, function_tool
 
 
 class SkillError(Exception):
@@ -148,7 +150,11 @@ class Skill:
     async def _reply(self, tool: FunctionTool, request: Request) -> None:
         span = trace.get_current_span()
         try:
-            body = await tool.invoke(request.data)
+            body = await tool.invoke(request.data, CallContext.from_headers(request.headers))
+        except NoCallerError as exc:
+            span.set_status(StatusCode.ERROR, "no caller")
+            await request.respond_error(CODE_BAD_ARGUMENTS, str(exc))
+            return
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors())
             span.set_status(StatusCode.ERROR, "invalid arguments")

@@ -32,6 +32,7 @@ from wxbot_common.nats.consumer import Delivery
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import EventKind
 from wxbot_common.rpc import traced_call
+from wxbot_common.skill_contract import CallContext
 from wxbot_nlp.answer_cache import AnswerCache
 from wxbot_nlp.drafting import APOLOGY, HistoryTurn, Plan, Route, build_messages, command_of, plan_answer
 from wxbot_nlp.kb import KnowledgeBase
@@ -154,7 +155,7 @@ class Drafter:
         address = message.reply_to
         variant = assign(self._variants, user_hash(f"{accepted.meta.channel}:{address.corp_id}:{address.user_id}"))
         if is_text and self._commands is not None and command_of(message.text) is None:
-            reply = await self._commands.run(message.text)
+            reply = await self._commands.run(message.text, CallContext.of(accepted.meta, address))
             if reply is not None:
                 await self._draft(accepted, reply, ev.REPLY_SOURCE_COMMAND, variant.name, label="skill_command")
                 return
@@ -223,7 +224,8 @@ class Drafter:
             if self._tool_loop is None:
                 completion = await backend.complete(messages, deadline)
             else:
-                answered = await self._tool_loop.complete(backend, messages, deadline)
+                caller = CallContext.of(accepted.meta, accepted.message.reply_to)
+                answered = await self._tool_loop.complete(backend, messages, deadline, caller)
                 completion, tool_calls = answered.completion, answered.tool_calls
         except (LlmUnavailableError, LlmRejectedError) as exc:
             self._metrics.llm_latency.labels(backend.model, "error", variant.name).observe(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from wxbot_common.skill_contract import CallContext
 from wxbot_nlp.llm import Completion, Message, ToolCall
 from wxbot_nlp.resilience import AnswerDeadline, ResilientBackend
 from wxbot_nlp.skills.calls import SkillCaller
@@ -33,8 +34,15 @@ class ToolLoop:
         self._max_rounds = max_rounds
         self._call_timeout_s = call_timeout_s
 
-    async def complete(self, backend: ResilientBackend, messages: list[Message], deadline: AnswerDeadline) -> Answered:
-        """The model's answer; raises what `backend.complete` raises (the caller apologises)."""
+    async def complete(
+        self,
+        backend: ResilientBackend,
+        messages: list[Message],
+        deadline: AnswerDeadline,
+        caller: CallContext | None = None,
+    ) -> Answered:
+        """The model's answer; raises what `backend.complete` raises (the caller apologises).
+        `caller`: whose message it answers, told to every skill called."""
         tools = self._registry.definitions()
         if not tools:
             return Answered(await backend.complete(messages, deadline), 0)
@@ -55,7 +63,9 @@ class ToolLoop:
                 {"role": "assistant", "content": done.text or None, "tool_calls": [c.to_message() for c in calls]}
             )
             timeout_s = min(self._call_timeout_s, deadline.left() / 2)
-            results = await asyncio.gather(*(self._caller.call(c.name, c.arguments, timeout_s, c.id) for c in calls))
+            results = await asyncio.gather(
+                *(self._caller.call(c.name, c.arguments, timeout_s, c.id, caller) for c in calls)
+            )
             for call, result in zip(calls, results, strict=True):
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result.content})
             calls_made += len(calls)

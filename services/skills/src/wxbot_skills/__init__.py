@@ -1,1 +1,1 @@
-"""wxbot's built-in skills, each a `wxbot_skill.Skill` built by its own subpackage."""
+"""wxbot's built-in skills, each a `wxbot_skill.Skill` built by its own subpackage, mounted by `app.py`."""

@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from wxbot_common.nats.propagation import inject_headers
-from wxbot_common.skill_contract import ERROR_CODE_HEADER, ERROR_HEADER, tool_span_name
+from wxbot_common.skill_contract import ERROR_CODE_HEADER, ERROR_HEADER, CallContext, tool_span_name
 from wxbot_nlp.skills.registry import SkillRegistry, Tool
 from wxbot_nlp.skills.results import Outcome, ToolResult, cut, failed
 
@@ -90,16 +90,21 @@ class SkillCaller:
             value = int(rest) if kind == "integer" else float(rest) if kind == "number" else rest
         return json.dumps({names[0]: value}, ensure_ascii=False)
 
-    async def call(self, name: str, arguments: str, timeout_s: float, call_id: str = "") -> ToolResult:
+    async def call(
+        self, name: str, arguments: str, timeout_s: float, call_id: str = "", caller: CallContext | None = None
+    ) -> ToolResult:
+        """`caller`: whose message is being answered; it travels as the `Wxbot-*` headers."""
         tool = self._registry.tools().get(name)
         label = name if tool is not None else UNKNOWN
         self._metrics.calls.labels(label).inc()
-        result = await self._call(tool, name, arguments, timeout_s, call_id)
+        result = await self._call(tool, name, arguments, timeout_s, call_id, caller)
         if result.error is not None:
             self._metrics.errors.labels(label, result.error).inc()
         return result
 
-    async def _call(self, tool: Tool | None, name: str, arguments: str, timeout_s: float, call_id: str) -> ToolResult:
+    async def _call(
+        self, tool: Tool | None, name: str, arguments: str, timeout_s: float, call_id: str, caller: CallContext | None
+    ) -> ToolResult:
         if tool is None:
             offered = ", ".join(sorted(self._registry.tools())) or "none"
             return failed("unknown_tool", f"no tool named {name!r} is available (available: {offered})", name)
@@ -118,7 +123,8 @@ class SkillCaller:
             if tool.source == "mcp":
                 result, outcome = await self._mcp[tool.service].call(tool, args, timeout_s)
             else:
-                result, outcome = await self._request(tool, json.dumps(args, ensure_ascii=False).encode(), timeout_s)
+                payload = json.dumps(args, ensure_ascii=False).encode()
+                result, outcome = await self._request(tool, payload, timeout_s, caller)
             if outcome is not None:
                 self._metrics.latency.labels(tool.name, outcome).observe(time.perf_counter() - started)
             if result.error is not None:
@@ -148,8 +154,11 @@ class SkillCaller:
             }
         return {**common, "messaging.system": "nats", "messaging.destination.name": tool.subject}
 
-    async def _request(self, tool: Tool, payload: bytes, timeout_s: float) -> tuple[ToolResult, Outcome | None]:
-        headers: dict[str, str] = {}
+    async def _request(
+        self, tool: Tool, payload: bytes, timeout_s: float, caller: CallContext | None
+    ) -> tuple[ToolResult, Outcome | None]:
+        """One NATS request; `caller` travels as the `Wxbot-*` headers."""
+        headers = caller.to_headers() if caller is not None else {}
         inject_headers(headers)
         try:
             msg = await self._nc.request(tool.subject, payload, timeout=timeout_s, headers=headers)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from wxbot_common.skill_contract import CallContext
 from wxbot_nlp.skills.calls import SkillCaller
 from wxbot_nlp.skills.registry import SkillRegistry
 
@@ -24,13 +25,14 @@ class SkillCommands:
     def matches(self, text: str) -> bool:
         return self._registry.command(text) is not None
 
-    async def run(self, text: str) -> str | None:
+    async def run(self, text: str, caller: CallContext | None = None) -> str | None:
         """The reply to a skill command, or None when `text` is not one (any more)."""
         found = self._registry.command(text)
         if found is None:
             return None
         tool, rest = found
-        result = await self._caller.call(tool.name, self._caller.arguments_for_command(tool, rest), self._timeout_s)
+        arguments = self._caller.arguments_for_command(tool, rest)
+        result = await self._caller.call(tool.name, arguments, self._timeout_s, caller=caller)
         command = tool.command or tool.name
         if not result.ok:
             reason = str(json.loads(result.content).get("error", result.error))
