@@ -97,6 +97,10 @@ async def test_replaced_file_does_not_match_the_old_reference(store: MediaStore)
     await store.put(b"second version", "text/plain", name="replaced")
     with pytest.raises(MediaCorruptError, match="sha256 differs"):
         await store.get(old)
+    shorter = await store.put(b"v3", "text/plain", name="replaced")
+    with pytest.raises(MediaCorruptError, match="2 bytes in the store, the reference says 14"):
+        await store.get(old)
+    assert await store.get(shorter) == b"v3"
 
 
 async def test_deleted_file_is_gone(store: MediaStore) -> None:

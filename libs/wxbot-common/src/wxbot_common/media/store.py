@@ -145,6 +145,8 @@ class MediaStore:
         size = info.size or 0
         if size > self.max_bytes:
             raise MediaTooLargeError(size, self.max_bytes, name)
+        if not isinstance(ref, str) and size != ref.size:  # replaced under the same name: do not download
+            raise MediaCorruptError(name, f"{size} bytes in the store, the reference says {ref.size}")
         if size and not await self._chunks_present(info):
             # The chunks were written before the meta, so they expire first.
             raise MediaNotFoundError(name)
@@ -157,11 +159,8 @@ class MediaStore:
         except TimeoutError as exc:  # chunks vanished while reading (expired meanwhile)
             raise MediaNotFoundError(name) from exc
         data = bytes(result.data or b"")
-        if not isinstance(ref, str):
-            if len(data) != ref.size:
-                raise MediaCorruptError(name, f"{len(data)} bytes, the reference says {ref.size}")
-            if ref.sha256 and hashlib.sha256(data).hexdigest() != ref.sha256:
-                raise MediaCorruptError(name, "sha256 differs from the reference (replaced under the same name?)")
+        if not isinstance(ref, str) and ref.sha256 and hashlib.sha256(data).hexdigest() != ref.sha256:
+            raise MediaCorruptError(name, "sha256 differs from the reference (replaced under the same name?)")
         return data
 
     async def _chunks_present(self, info: ObjectInfo) -> bool:
