@@ -152,7 +152,8 @@ async def test_rebuild_from_the_log_into_an_empty_redis_yields_the_same_historie
     redis_cli = Child("flush", [sys.executable, "-c", _FLUSH, ctx.stack.redis.url])
     await redis_cli.start()
     assert await redis_cli.wait(timeout_s=20) == 0
-    assert [await history(ctx, u) for u in users] == [[], [], []]  # really empty
+    # No "really empty" check here: with the lease key flushed too, a live replica may take the lease
+    # at once and start projecting the log again from its beginning (the position is gone as well).
 
     env = {**ctx.stack.env, "NATS_URL": ctx.stack.nats.url, "REDIS_URL": ctx.stack.redis.url, "CONTEXT_MAX_TURNS": "4"}
     rebuild = Child("rebuild", [sys.executable, "-m", "wxbot_context", "rebuild", "--timeout", "60"], env=env)
