@@ -1,0 +1,282 @@
+"""wxbot_common.media against the real ffmpeg (the system's or imageio-ffmpeg's) on generated inputs."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import struct
+import subprocess
+import wave
+import zlib
+
+import pytest
+
+from wxbot_common.media import (
+    AudioFormat,
+    CorruptMediaError,
+    EmptyMediaError,
+    Ffmpeg,
+    FfmpegUnavailableError,
+    ImageFormat,
+    MediaTimeoutError,
+    MediaTooLargeError,
+    NotAnImageError,
+    UnsupportedMediaError,
+    find_ffmpeg,
+    image_dimensions,
+    pcm_to_wav,
+    probe_duration,
+    sniff_audio,
+    sniff_image,
+    to_asr_audio,
+    to_vision_image,
+    to_wecom_image,
+    to_wecom_voice,
+)
+from wxbot_common.media import amr as amr_format
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def ffmpeg() -> Ffmpeg:
+    return Ffmpeg.locate(timeout_s=20.0)
+
+
+def sine_wav(seconds: float, rate: int = 16_000, freq: float = 440.0) -> bytes:
+    n = int(seconds * rate)
+    samples = struct.pack(f"<{n}h", *(int(12_000 * math.sin(2 * math.pi * freq * i / rate)) for i in range(n)))
+    return pcm_to_wav(samples, rate)
+
+
+def rms(wav_bytes: bytes) -> float:
+    with wave.open(io.BytesIO(wav_bytes)) as w:
+        raw = w.readframes(w.getnframes())
+    values = struct.unpack(f"<{len(raw) // 2}h", raw)
+    return math.sqrt(sum(v * v for v in values) / len(values))
+
+
+def lavfi_image(ffmpeg: Ffmpeg, source: str, codec_args: list[str]) -> bytes:
+    """One frame of an ffmpeg test source, encoded with `codec_args`, from stdout."""
+    argv = [ffmpeg.exe, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", source, "-frames:v", "1"]
+    return subprocess.run([*argv, *codec_args, "pipe:1"], capture_output=True, check=True, timeout=20).stdout
+
+
+def png(width: int, height: int, rows: bytes) -> bytes:
+    """An RGB PNG written by hand (rows already carry the filter byte)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows, 1)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def images(ffmpeg: Ffmpeg) -> dict[str, bytes]:
+    src = "testsrc=size=320x240:rate=1"
+    return {
+        "png": lavfi_image(ffmpeg, src, ["-c:v", "png", "-f", "image2pipe"]),
+        "jpeg": lavfi_image(ffmpeg, src, ["-c:v", "mjpeg", "-f", "image2pipe"]),
+        "gif": lavfi_image(ffmpeg, src, ["-f", "gif"]),
+        "webp": lavfi_image(ffmpeg, src, ["-c:v", "libwebp", "-f", "webp"]),
+        "big": lavfi_image(ffmpeg, "testsrc=size=3000x2000:rate=1", ["-c:v", "png", "-f", "image2pipe"]),
+        "alpha_webp": lavfi_image(ffmpeg, "color=c=black@0.0:s=101x51,format=rgba", ["-c:v", "libwebp", "-f", "webp"]),
+    }
+
+
+@pytest.fixture(scope="module")
+def noise_png() -> bytes:
+    """1200×1200 random pixels: ~4.3 MB that no PNG or JPEG compresses well."""
+    side = 1200
+    return png(side, side, b"".join(b"\x00" + os.urandom(side * 3) for _ in range(side)))
+
+
+# --- ffmpeg itself -------------------------------------------------------------------------------
+
+
+def test_find_ffmpeg_finds_an_executable_and_refuses_a_bad_path() -> None:
+    assert os.access(find_ffmpeg(), os.X_OK)
+    with pytest.raises(FfmpegUnavailableError):
+        find_ffmpeg("/nonexistent/ffmpeg")
+
+
+async def test_run_enforces_time_input_and_output_limits(ffmpeg: Ffmpeg) -> None:
+    pcm = bytes(8000 * 2 * 10)  # 10 s of silence, read at real time (-re) so it outlives the timeout
+    with pytest.raises(MediaTimeoutError):
+        realtime = ["-re", "-f", "s16le", "-ar", "8000", "-ac", "1"]
+        await ffmpeg.run(pcm, ["-f", "s16le"], input_args=realtime, timeout_s=0.5)
+    small = Ffmpeg(ffmpeg.exe, max_input_bytes=1000, max_output_bytes=1000)
+    with pytest.raises(MediaTooLargeError, match="input"):
+        await small.run(pcm, ["-f", "s16le"], input_args=["-f", "s16le", "-ar", "8000", "-ac", "1"])
+    with pytest.raises(MediaTooLargeError, match="output"):
+        await small.run(pcm[:900], ["-ar", "48000", "-f", "s16le"], input_args=["-f", "s16le", "-ar", "8000"])
+    with pytest.raises(EmptyMediaError):
+        await ffmpeg.run(b"", ["-f", "s16le"])
+
+
+# --- voice ---------------------------------------------------------------------------------------
+
+
+async def test_tts_audio_becomes_one_amr_part_and_transcribable_wav_again(ffmpeg: Ffmpeg) -> None:
+    parts = await to_wecom_voice(ffmpeg, sine_wav(3.0))
+    assert len(parts) == 1
+    voice = parts[0]
+    assert voice.data.startswith(b"#!AMR\n") and voice.mime == "audio/amr" and voice.filename == "voice.amr"
+    assert voice.duration_s == pytest.approx(3.0, abs=0.05)
+    assert sniff_audio(voice.data) is AudioFormat.AMR_NB
+
+    asr = await to_asr_audio(ffmpeg, voice.data)
+    assert asr.format == "wav" and asr.mime == "audio/wav"
+    with wave.open(io.BytesIO(asr.data)) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16_000, 1, 2)
+        assert w.getnframes() / 16_000 == pytest.approx(3.0, abs=0.05)
+    assert asr.duration_s == pytest.approx(3.0, abs=0.05)
+    assert rms(asr.data) > 2000  # the tone survived the AMR round trip, not silence
+
+
+async def test_ninety_seconds_of_speech_become_two_parts_under_sixty_seconds(ffmpeg: Ffmpeg) -> None:
+    parts = await to_wecom_voice(ffmpeg, sine_wav(90.0, rate=8000))
+    assert len(parts) == 2
+    for part in parts:
+        assert part.duration_s <= 60.0 and len(part.data) <= 2_000_000
+        assert await probe_duration(ffmpeg, part.data) == pytest.approx(45.0, abs=0.05)
+    assert sum(p.duration_s for p in parts) == pytest.approx(90.0, abs=0.05)
+
+
+def test_amr_split_respects_a_byte_limit_too() -> None:
+    frame = b"\x3c" + bytes(31)  # one 12.2 kbit/s frame
+    data = amr_format.MAGIC + frame * 100
+    parts = amr_format.split(data, max_part_s=60.0, max_part_bytes=len(amr_format.MAGIC) + 32 * 30)
+    assert [amr_format.duration_s(p) for p in parts] == pytest.approx([0.5, 0.5, 0.5, 0.5])
+
+
+async def test_asr_mp3_and_duration_probes(ffmpeg: Ffmpeg) -> None:
+    wav = sine_wav(2.0)
+    assert await probe_duration(ffmpeg, wav) == pytest.approx(2.0, abs=0.01)
+    mp3 = await to_asr_audio(ffmpeg, wav, fmt="mp3")
+    assert sniff_audio(mp3.data) is AudioFormat.MP3 and mp3.mime == "audio/mpeg"
+    assert mp3.duration_s == pytest.approx(2.0, abs=0.05)
+    assert await probe_duration(ffmpeg, mp3.data) == pytest.approx(2.0, abs=0.1)
+    with pytest.raises(MediaTooLargeError):
+        await to_asr_audio(ffmpeg, wav, max_duration_s=1.0)
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", EmptyMediaError),
+        (b"#!AMR\n", EmptyMediaError),
+        (b"#!AMR\n" + b"\x4c" * 200, CorruptMediaError),  # reserved frame type 9
+        (bytes(range(256)) * 8, CorruptMediaError),  # no known container: ffmpeg refuses it
+        (b'{"errcode":40007,"errmsg":"invalid media_id"}', UnsupportedMediaError),  # media/get's JSON error
+        (b"<html><body>login</body></html>", UnsupportedMediaError),
+        (b"\x02#!SILK_V3" + bytes(100), UnsupportedMediaError),
+    ],
+    ids=["empty", "amr-magic-only", "corrupt-amr", "garbage", "json-error", "html", "silk"],
+)
+async def test_bad_voice_gets_a_typed_error(ffmpeg: Ffmpeg, data: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error) as caught:
+        await to_asr_audio(ffmpeg, data)
+    assert str(caught.value)  # a short reason for the log and the notice
+
+
+async def test_amr_with_a_corrupt_stretch_is_refused_not_half_transcribed(ffmpeg: Ffmpeg) -> None:
+    good = (await to_wecom_voice(ffmpeg, sine_wav(2.0)))[0].data
+    damaged = good[:1000] + b"\x4c" * 40 + good[1000:]  # ffmpeg alone would skip these and decode the rest
+    with pytest.raises(CorruptMediaError, match="frame header"):
+        await to_asr_audio(ffmpeg, damaged)
+
+
+async def test_wav_without_samples_is_empty(ffmpeg: Ffmpeg) -> None:
+    with pytest.raises(EmptyMediaError):
+        await to_asr_audio(ffmpeg, pcm_to_wav(b"", 16_000))
+
+
+# --- images --------------------------------------------------------------------------------------
+
+
+def test_sniff_and_measure_every_generated_format(images: dict[str, bytes]) -> None:
+    for name, fmt in [("png", ImageFormat.PNG), ("jpeg", ImageFormat.JPEG), ("gif", ImageFormat.GIF)]:
+        assert sniff_image(images[name]) is fmt
+        assert image_dimensions(images[name], fmt) == (320, 240)
+    assert sniff_image(images["webp"]) is ImageFormat.WEBP
+    assert image_dimensions(images["webp"], ImageFormat.WEBP) == (320, 240)
+    heic_head = struct.pack(">I", 24) + b"ftypheic" + bytes(4) + b"mif1heic" + bytes(64)
+    assert sniff_image(heic_head) is ImageFormat.HEIC
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", EmptyMediaError),
+        (b"<!DOCTYPE html><html><head><title>Login</title>", NotAnImageError),
+        (b'{"errcode":40007,"errmsg":"invalid media_id"}', NotAnImageError),
+        (bytes(range(256)), UnsupportedMediaError),
+    ],
+    ids=["empty", "html", "json", "binary"],
+)
+def test_sniff_refuses_what_is_not_an_image(data: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        sniff_image(data)
+
+
+async def test_small_jpeg_and_png_go_to_wecom_unchanged(ffmpeg: Ffmpeg, images: dict[str, bytes]) -> None:
+    for name in ("png", "jpeg"):
+        out = await to_wecom_image(ffmpeg, images[name])
+        assert out.data == images[name]
+    assert (await to_wecom_image(ffmpeg, images["jpeg"])).filename == "image.jpg"
+
+
+async def test_large_image_is_recompressed_under_two_megabytes(ffmpeg: Ffmpeg, noise_png: bytes) -> None:
+    assert len(noise_png) > 4_000_000
+    out = await to_wecom_image(ffmpeg, noise_png)
+    assert out.format is ImageFormat.JPEG and sniff_image(out.data) is ImageFormat.JPEG
+    assert len(out.data) <= 2 * 1024 * 1024
+    assert out.width is not None and out.height is not None and out.width == out.height <= 1200
+
+
+async def test_gif_and_webp_become_jpeg(ffmpeg: Ffmpeg, images: dict[str, bytes]) -> None:
+    for name in ("gif", "webp"):
+        for convert in (to_wecom_image, to_vision_image):
+            out = await convert(ffmpeg, images[name])
+            assert sniff_image(out.data) is ImageFormat.JPEG
+            assert (out.width, out.height) == (320, 240)
+    vision = await to_vision_image(ffmpeg, images["gif"])
+    assert vision.data_url().startswith("data:image/jpeg;base64,/9j/")
+
+
+async def test_vision_image_is_scaled_to_its_long_side(ffmpeg: Ffmpeg, images: dict[str, bytes]) -> None:
+    out = await to_vision_image(ffmpeg, images["big"])
+    assert out.format is ImageFormat.JPEG and (out.width, out.height) == (1536, 1024)
+    small = await to_vision_image(ffmpeg, images["png"])
+    assert small.data == images["png"]
+
+
+async def test_transparency_is_flattened_onto_white(ffmpeg: Ffmpeg, images: dict[str, bytes]) -> None:
+    out = await to_wecom_image(ffmpeg, images["alpha_webp"])
+    assert (out.width, out.height) == (101, 51)
+    rgb = await ffmpeg.run(out.data, ["-f", "rawvideo", "-pix_fmt", "rgb24"])
+    assert min(rgb) > 240  # white, not the black a plain alpha drop gives
+
+
+async def test_oversized_images_are_refused_before_decoding(ffmpeg: Ffmpeg, images: dict[str, bytes]) -> None:
+    forty_mb = images["png"] + bytes(40 * 1024 * 1024)
+    with pytest.raises(MediaTooLargeError, match="bytes"):
+        await to_wecom_image(ffmpeg, forty_mb)
+    # A few hundred bytes claiming 30000×30000 pixels (a decompression bomb): refused from the header.
+    bomb = png(30_000, 30_000, b"\x00" * 100)
+    with pytest.raises(MediaTooLargeError, match="pixels"):
+        await to_vision_image(ffmpeg, bomb)
+
+
+async def test_undecodable_images_get_a_typed_error(ffmpeg: Ffmpeg, images: dict[str, bytes]) -> None:
+    broken_gif = images["gif"][:13] + bytes(200)  # a GIF header, then nothing decodable
+    with pytest.raises(CorruptMediaError):
+        await to_vision_image(ffmpeg, broken_gif)
+    fake_heic = struct.pack(">I", 24) + b"ftypheic" + bytes(4) + b"mif1heic" + os.urandom(2000)
+    with pytest.raises(UnsupportedMediaError, match="HEIC"):
+        await to_vision_image(ffmpeg, fake_heic)
+    with pytest.raises(NotAnImageError, match="HTML"):
+        await to_wecom_image(ffmpeg, b"<html><body>Please log in</body></html>")
