@@ -73,6 +73,44 @@ def png(width: int, height: int, rows: bytes) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows, 1)) + chunk(b"IEND", b"")
 
 
+def heic_still(ffmpeg: Ffmpeg, width: int = 320, height: int = 240) -> bytes:
+    """A one-item HEIF/HEIC image (ISO 23008-12) around an x265 frame: ffmpeg has no HEIF muxer.
+
+    Layout: ftyp, meta (hdlr pict, pitm, iinf/infe hvc1, iloc, iprp: hvcC + ispe, ipma), mdat with
+    the frame's NAL units length-prefixed. iPhone photos add a tile grid on top of this.
+    """
+    argv = [ffmpeg.exe, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc=size={width}x{height}"]
+    argv += ["-frames:v", "1", "-c:v", "libx265", "-x265-params", "log-level=error", "-f", "hevc", "pipe:1"]
+    annexb = subprocess.run(argv, capture_output=True, check=True, timeout=20).stdout
+    units = [u.rstrip(b"\x00") for u in annexb.split(b"\x00\x00\x01")[1:]]
+    kinds = [(u[0] >> 1) & 0x3F for u in units]
+    params = {t: [u for u, k in zip(units, kinds, strict=True) if k == t] for t in (32, 33, 34)}  # VPS SPS PPS
+    sample = b"".join(struct.pack(">I", len(u)) + u for u, k in zip(units, kinds, strict=True) if k < 32)
+
+    def box(kind: bytes, body: bytes, version: int | None = None) -> bytes:
+        head = b"" if version is None else bytes([version, 0, 0, 0])
+        return struct.pack(">I", 8 + len(head) + len(body)) + kind + head + body
+
+    sps = params[33][0]
+    hvcc = bytes([1]) + sps[3:15] + bytes.fromhex("f000fcfdf8f800000f") + bytes([3])  # 4-byte NAL lengths
+    for t in (32, 33, 34):
+        hvcc += bytes([0x80 | t]) + struct.pack(">H", len(params[t]))
+        hvcc += b"".join(struct.pack(">H", len(u)) + u for u in params[t])
+    ftyp = box(b"ftyp", b"heic" + bytes(4) + b"mif1heic")
+
+    def meta(offset: int) -> bytes:
+        infe = box(b"infe", struct.pack(">HH", 1, 0) + b"hvc1\x00", 2)
+        iloc = box(b"iloc", bytes([0x44, 0]) + struct.pack(">HHHHII", 1, 1, 0, 1, offset, len(sample)), 0)
+        ipco = box(b"ipco", box(b"hvcC", hvcc) + box(b"ispe", struct.pack(">II", width, height), 0))
+        ipma = box(b"ipma", struct.pack(">IHB", 1, 1, 2) + bytes([0x81, 0x82]), 0)
+        hdlr = box(b"hdlr", bytes(4) + b"pict" + bytes(13), 0)
+        items = hdlr + box(b"pitm", struct.pack(">H", 1), 0) + box(b"iinf", struct.pack(">H", 1) + infe, 0)
+        return box(b"meta", items + iloc + box(b"iprp", ipco + ipma), 0)
+
+    offset = len(ftyp) + len(meta(0)) + 8
+    return ftyp + meta(offset) + box(b"mdat", sample)
+
+
 @pytest.fixture(scope="module")
 def images(ffmpeg: Ffmpeg) -> dict[str, bytes]:
     src = "testsrc=size=320x240:rate=1"
@@ -82,6 +120,7 @@ def images(ffmpeg: Ffmpeg) -> dict[str, bytes]:
         "gif": lavfi_image(ffmpeg, src, ["-f", "gif"]),
         "webp": lavfi_image(ffmpeg, src, ["-c:v", "libwebp", "-f", "webp"]),
         "big": lavfi_image(ffmpeg, "testsrc=size=3000x2000:rate=1", ["-c:v", "png", "-f", "image2pipe"]),
+        "heic": heic_still(ffmpeg),
         "alpha_webp": lavfi_image(ffmpeg, "color=c=black@0.0:s=101x51,format=rgba", ["-c:v", "libwebp", "-f", "webp"]),
     }
 
@@ -203,8 +242,7 @@ def test_sniff_and_measure_every_generated_format(images: dict[str, bytes]) -> N
         assert image_dimensions(images[name], fmt) == (320, 240)
     assert sniff_image(images["webp"]) is ImageFormat.WEBP
     assert image_dimensions(images["webp"], ImageFormat.WEBP) == (320, 240)
-    heic_head = struct.pack(">I", 24) + b"ftypheic" + bytes(4) + b"mif1heic" + bytes(64)
-    assert sniff_image(heic_head) is ImageFormat.HEIC
+    assert sniff_image(images["heic"]) is ImageFormat.HEIC
 
 
 @pytest.mark.parametrize(
@@ -245,6 +283,32 @@ async def test_gif_and_webp_become_jpeg(ffmpeg: Ffmpeg, images: dict[str, bytes]
             assert (out.width, out.height) == (320, 240)
     vision = await to_vision_image(ffmpeg, images["gif"])
     assert vision.data_url().startswith("data:image/jpeg;base64,/9j/")
+
+
+@pytest.fixture(scope="module")
+def avif(ffmpeg: Ffmpeg, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    out_file = tmp_path_factory.mktemp("avif") / "t.avif"  # the avif muxer needs a seekable output
+    argv = [ffmpeg.exe, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=1"]
+    argv += ["-frames:v", "1", "-c:v", "libaom-av1", "-still-picture", "1", "-cpu-used", "8", str(out_file)]
+    subprocess.run(argv, check=True, timeout=20)
+    return out_file.read_bytes()
+
+
+async def test_heic_is_converted_for_wecom_and_vision(ffmpeg: Ffmpeg, images: dict[str, bytes]) -> None:
+    for convert in (to_wecom_image, to_vision_image):
+        out = await convert(ffmpeg, images["heic"])
+        assert out.format is ImageFormat.JPEG and (out.width, out.height) == (320, 240)
+        # The same picture as the PNG of the same test source, not a grey or black failed decode.
+        thumb = ["-vf", "scale=8:6:flags=area", "-f", "rawvideo", "-pix_fmt", "rgb24"]
+        got, want = await ffmpeg.run(out.data, thumb), await ffmpeg.run(images["png"], thumb)
+        mean_diff = sum(abs(a - b) for a, b in zip(got, want, strict=True)) / len(want)
+        assert mean_diff < 50  # ~36 after JPEG's chroma subsampling of the sharp bars; a grey frame is ~89
+
+
+async def test_avif_from_the_heif_container_decodes_through_a_pipe(ffmpeg: Ffmpeg, avif: bytes) -> None:
+    assert sniff_image(avif) is ImageFormat.AVIF
+    out = await to_vision_image(ffmpeg, avif)
+    assert out.format is ImageFormat.JPEG and (out.width, out.height) == (320, 240)
 
 
 async def test_vision_image_is_scaled_to_its_long_side(ffmpeg: Ffmpeg, images: dict[str, bytes]) -> None:

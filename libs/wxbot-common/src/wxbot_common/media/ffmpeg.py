@@ -40,7 +40,7 @@ def find_ffmpeg(explicit: str | None = None) -> str:
     try:
         import imageio_ffmpeg
     except ImportError as exc:
-        raise FfmpegUnavailableError("no ffmpeg on PATH and imageio-ffmpeg is not installed") from exc
+        raise FfmpegUnavailableError("no ffmpeg on PATH and no imageio-ffmpeg (wxbot-common[media])") from exc
     try:
         return str(imageio_ffmpeg.get_ffmpeg_exe())
     except RuntimeError as exc:
