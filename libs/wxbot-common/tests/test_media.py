@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 import os
 import struct
 import subprocess
+import time
 import wave
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +51,19 @@ def sine_wav(seconds: float, rate: int = 16_000, freq: float = 440.0) -> bytes:
     n = int(seconds * rate)
     samples = struct.pack(f"<{n}h", *(int(12_000 * math.sin(2 * math.pi * freq * i / rate)) for i in range(n)))
     return pcm_to_wav(samples, rate)
+
+
+def ffmpeg_children() -> list[str]:
+    """Pids of this process's ffmpeg children (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        if f"\nPPid:\t{os.getpid()}\n" in status and "ffmpeg" in status.split("\n", 1)[0]:
+            found.append(entry.name)
+    return found
 
 
 def rms(wav_bytes: bytes) -> float:
@@ -142,10 +158,11 @@ def test_find_ffmpeg_finds_an_executable_and_refuses_a_bad_path() -> None:
 
 
 async def test_run_enforces_time_input_and_output_limits(ffmpeg: Ffmpeg) -> None:
-    pcm = bytes(8000 * 2 * 10)  # 10 s of silence, read at real time (-re) so it outlives the timeout
+    pcm = bytes(8000 * 2 * 10)  # 10 s of silence, played at real time so it outlives the timeout
+    raw = ["-f", "s16le", "-ar", "8000", "-ac", "1"]
     with pytest.raises(MediaTimeoutError):
-        realtime = ["-re", "-f", "s16le", "-ar", "8000", "-ac", "1"]
-        await ffmpeg.run(pcm, ["-f", "s16le"], input_args=realtime, timeout_s=0.5)
+        await ffmpeg.run(pcm, ["-af", "arealtime", *raw], input_args=raw, timeout_s=0.5)
+    assert not ffmpeg_children()  # killed and reaped, not left running
     small = Ffmpeg(ffmpeg.exe, max_input_bytes=1000, max_output_bytes=1000)
     with pytest.raises(MediaTooLargeError, match="input"):
         await small.run(pcm, ["-f", "s16le"], input_args=["-f", "s16le", "-ar", "8000", "-ac", "1"])
@@ -153,6 +170,19 @@ async def test_run_enforces_time_input_and_output_limits(ffmpeg: Ffmpeg) -> None
         await small.run(pcm[:900], ["-ar", "48000", "-f", "s16le"], input_args=["-f", "s16le", "-ar", "8000"])
     with pytest.raises(EmptyMediaError):
         await ffmpeg.run(b"", ["-f", "s16le"])
+
+
+async def test_concurrent_runs_wait_for_a_slot(ffmpeg: Ffmpeg) -> None:
+    async def two_runs(slots: int) -> float:
+        runner = Ffmpeg(ffmpeg.exe, max_concurrent=slots)
+        pcm = ["-f", "s16le", "-ar", "8000", "-ac", "1"]
+        started = time.monotonic()
+        runs = (runner.run(bytes(8000 * 2 * 2 // 5), ["-af", "arealtime", *pcm], input_args=pcm) for _ in range(2))
+        await asyncio.gather(*runs)  # 0.4 s of audio each, played at real time by the filter
+        return time.monotonic() - started
+
+    assert await two_runs(1) >= 0.8  # one after the other
+    assert await two_runs(2) < 0.8  # side by side
 
 
 # --- voice ---------------------------------------------------------------------------------------

@@ -48,7 +48,11 @@ def find_ffmpeg(explicit: str | None = None) -> str:
 
 
 class Ffmpeg:
-    """One ffmpeg binary with limits; `run` converts bytes to bytes. Safe to share across tasks."""
+    """One ffmpeg binary with limits; `run` converts bytes to bytes. Share one per process.
+
+    `max_concurrent` bounds the ffmpeg processes alive at once (a burst of voice notes must not
+    start a hundred encoders on a 2-core box); the time limit counts the wait for a slot too.
+    """
 
     def __init__(
         self,
@@ -57,6 +61,7 @@ class Ffmpeg:
         timeout_s: float = 30.0,
         max_input_bytes: int = 64 * 1024 * 1024,
         max_output_bytes: int = 64 * 1024 * 1024,
+        max_concurrent: int = 2,
         threads: int = 1,
     ) -> None:
         self.exe = exe
@@ -64,6 +69,7 @@ class Ffmpeg:
         self.max_input_bytes = max_input_bytes
         self.max_output_bytes = max_output_bytes
         self.threads = threads
+        self._slots = asyncio.Semaphore(max_concurrent)
 
     @classmethod
     def locate(
@@ -73,6 +79,7 @@ class Ffmpeg:
         timeout_s: float = 30.0,
         max_input_bytes: int = 64 * 1024 * 1024,
         max_output_bytes: int = 64 * 1024 * 1024,
+        max_concurrent: int = 2,
     ) -> Ffmpeg:
         """Find the binary (see `find_ffmpeg`) and wrap it with these limits."""
         return cls(
@@ -80,6 +87,7 @@ class Ffmpeg:
             timeout_s=timeout_s,
             max_input_bytes=max_input_bytes,
             max_output_bytes=max_output_bytes,
+            max_concurrent=max_concurrent,
         )
 
     async def run(
@@ -92,9 +100,9 @@ class Ffmpeg:
     ) -> bytes:
         """`ffmpeg [input_args] -i pipe:0 [output_args] pipe:1` on `data`; returns stdout.
 
-        Raises EmptyMediaError (no input or no output), MediaTooLargeError (input or output over its cap),
-        MediaTimeoutError, UnsupportedMediaError (unknown encoder/decoder) or CorruptMediaError (any other failure,
-        with ffmpeg's last error line as detail).
+        Raises EmptyMediaError (no input or no output), MediaTooLargeError (input or output over its
+        cap), MediaTimeoutError, UnsupportedMediaError (unknown encoder/decoder) or CorruptMediaError
+        (any other failure, with ffmpeg's first error lines as detail).
         """
         if not data:
             raise EmptyMediaError("no bytes")
@@ -102,37 +110,39 @@ class Ffmpeg:
             raise MediaTooLargeError(f"input is {len(data)} bytes, limit {self.max_input_bytes}")
         argv = [self.exe, "-hide_banner", "-loglevel", "error", "-threads", str(self.threads)]
         argv += [*input_args, "-i", "pipe:0", "-threads", str(self.threads), *output_args, "pipe:1"]
+        limit = timeout_s if timeout_s is not None else self.timeout_s
+        try:
+            async with asyncio.timeout(limit), self._slots:
+                code, out, err = await self._spawn(argv, data)
+        except TimeoutError:
+            raise MediaTimeoutError(f"ffmpeg did not finish within {limit:g} s") from None
+        if code != 0:
+            raise _failure(err)
+        if not out:
+            raise EmptyMediaError("ffmpeg produced no output")
+        return out
+
+    async def _spawn(self, argv: list[str], data: bytes) -> tuple[int, bytes, bytes]:
+        """Run to completion; on any exit (cap, timeout, cancellation) the process is killed and reaped."""
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        tasks: list[asyncio.Task[object]] = []
+        feed = asyncio.create_task(self._feed(proc, data))
+        read_out = asyncio.create_task(self._read(proc.stdout, self.max_output_bytes))
+        read_err = asyncio.create_task(self._read(proc.stderr, None))
         try:
-            async with asyncio.timeout(timeout_s if timeout_s is not None else self.timeout_s):
-                tasks = [
-                    asyncio.create_task(self._feed(proc, data)),
-                    asyncio.create_task(self._read(proc.stdout, self.max_output_bytes)),
-                    asyncio.create_task(self._read(proc.stderr, None)),
-                ]
-                _, out, err = await asyncio.gather(*tasks)
-                code = await proc.wait()
-        except TimeoutError:
-            raise MediaTimeoutError(f"ffmpeg ran longer than {timeout_s or self.timeout_s:g} s") from None
+            await asyncio.gather(feed, read_out, read_err)
+            return await proc.wait(), read_out.result(), read_err.result()
         finally:
-            for task in tasks:
+            for task in (feed, read_out, read_err):
                 task.cancel()
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
-        assert isinstance(out, bytes) and isinstance(err, bytes)
-        if code != 0:
-            raise _failure(err)
-        if not out:
-            raise EmptyMediaError("ffmpeg produced no output")
-        return out
 
     @staticmethod
     async def _feed(proc: asyncio.subprocess.Process, data: bytes) -> None:

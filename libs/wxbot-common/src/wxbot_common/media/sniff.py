@@ -78,7 +78,7 @@ def sniff_image(data: bytes) -> ImageFormat:
             return ImageFormat.AVIF
         if brands & _HEIC_BRANDS:
             return ImageFormat.HEIC
-    if data.startswith(b"BM") and len(data) >= 26:
+    if data.startswith(b"BM") and len(data) >= 26 and data[6:10] == bytes(4):  # reserved: zero
         return ImageFormat.BMP
     kind = describe_text(data)
     if kind:
