@@ -348,6 +348,15 @@ async def test_vision_image_is_scaled_to_its_long_side(ffmpeg: Ffmpeg, images: d
     assert small.data == images["png"]
 
 
+async def test_a_phone_photos_exif_rotation_is_applied(ffmpeg: Ffmpeg, images: dict[str, bytes]) -> None:
+    # EXIF Orientation 6 ("rotate 90° clockwise to display"), as phones write it, in an APP1 segment.
+    ifd = struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0) + bytes(4)
+    app1 = b"Exif\x00\x00" + b"MM\x00*\x00\x00\x00\x08" + ifd
+    rotated = images["jpeg"][:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + images["jpeg"][2:]
+    out = await to_vision_image(ffmpeg, rotated, max_side=160)
+    assert (out.width, out.height) == (120, 160)  # upright: portrait, not the stored landscape
+
+
 async def test_transparency_is_flattened_onto_white(ffmpeg: Ffmpeg, images: dict[str, bytes]) -> None:
     out = await to_wecom_image(ffmpeg, images["alpha_webp"])
     assert (out.width, out.height) == (101, 51)
