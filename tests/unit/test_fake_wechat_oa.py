@@ -70,7 +70,7 @@ async def test_custom_send_records_text_and_answers_oa_errcodes(
     assert (await custom_send(http, oa, "never-issued", text("oUSER", "x")))["errcode"] == 40001
     assert (await custom_send(http, oa, access, text("oUSER", "中" * 683)))["errcode"] == 45002  # 2049 bytes
     assert (await custom_send(http, oa, access, text("oUSER", "")))["errcode"] == 44004
-    assert (await custom_send(http, oa, access, {"touser": "oUSER", "msgtype": "image"}))["errcode"] == 40008
+    assert (await custom_send(http, oa, access, {"touser": "oUSER", "msgtype": "mpnews"}))["errcode"] == 40008
     oa.fail_next_sends(45015, 45047)
     codes = [(await custom_send(http, oa, access, text("oUSER", "late")))["errcode"] for _ in range(3)]
     assert codes == [45015, 45047, 0]

@@ -122,7 +122,8 @@ async def test_wecom_content_rules(wecom: FakeWeCom, http: httpx.AsyncClient) ->
     assert (await send(http, wecom, token, text("dan", "中" * 683)))["errcode"] == 45002  # 2049 bytes
     assert (await send(http, wecom, token, text("dan", "")))["errcode"] == 44004
     assert (await send(http, wecom, token, text("dan", "**md**", "markdown")))["errcode"] == 0
-    assert (await send(http, wecom, token, text("dan", "x", "image")))["errcode"] == 40008
+    assert (await send(http, wecom, token, text("dan", "x", "mpnews")))["errcode"] == 40008
+    assert (await send(http, wecom, token, text("dan", "x", "image")))["errcode"] == 41006  # no media_id
     assert (await send(http, wecom, token, {**text("dan", "x"), "agentid": "1"}))["errcode"] == 40056
     assert [m.msgtype for m in wecom.messages_for("dan")] == ["text", "markdown"]
 

@@ -15,29 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from wxbot_common.media import (
-    AudioFormat,
+from wxbot_common.media import amr as amr_format
+from wxbot_common.media.audio import pcm_to_wav, probe_duration, to_asr_audio, to_wecom_voice
+from wxbot_common.media.errors import (
     CorruptMediaError,
     EmptyMediaError,
-    Ffmpeg,
     FfmpegUnavailableError,
-    ImageFormat,
     MediaTimeoutError,
     MediaTooLargeError,
     NotAnImageError,
     UnsupportedMediaError,
-    find_ffmpeg,
-    image_dimensions,
-    pcm_to_wav,
-    probe_duration,
-    sniff_audio,
-    sniff_image,
-    to_asr_audio,
-    to_vision_image,
-    to_wecom_image,
-    to_wecom_voice,
 )
-from wxbot_common.media import amr as amr_format
+from wxbot_common.media.ffmpeg import Ffmpeg, find_ffmpeg
+from wxbot_common.media.image import to_vision_image, to_wecom_image
+from wxbot_common.media.sniff import AudioFormat, ImageFormat, image_dimensions, sniff_audio, sniff_image
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -81,7 +81,11 @@ class ServiceRuntime:
         self._nc = await connect_nats(self.settings, f"wxbot-{self.name}")
         await ensure_topology(
             self.js,
-            StreamSettings(max_age_days=self.settings.stream_max_age_days, replicas=self.settings.stream_replicas),
+            StreamSettings(
+                max_age_days=self.settings.stream_max_age_days,
+                replicas=self.settings.stream_replicas,
+                media_ttl_s=self.settings.media_ttl_s,
+            ),
         )
         self.readiness.set("nats", True)
         self._consumer_metrics = ConsumerMetrics(self.registry)

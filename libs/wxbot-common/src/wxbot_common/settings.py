@@ -24,6 +24,10 @@ class CommonSettings(BaseSettings):
     stream_max_age_days: float = Field(30.0, description="how long the event log keeps events")
     stream_replicas: int = Field(1, description="JetStream replicas of the streams (3 in production)")
     shutdown_grace_s: float = Field(20.0, description="how long in-flight work may finish on SIGTERM")
+    media_ttl_s: float = Field(
+        3 * 86400.0, gt=0, description="how long the media blob store keeps a file (WeCom media ids last 3 days)"
+    )
+    media_max_bytes: int = Field(20 * 1024 * 1024, gt=0, description="the largest file the media store takes")
 
     @property
     def nats_servers(self) -> list[str]:

@@ -18,6 +18,7 @@ EVENTS_STREAM = "WXBOT_EVENTS"
 EVENTS_SUBJECTS = "wxbot.evt.>"
 DLQ_STREAM = "WXBOT_DLQ"
 DLQ_PREFIX = "wxbot.dlq"
+MEDIA_BUCKET = "WXBOT_MEDIA"  # object store of voice and image files (stream OBJ_WXBOT_MEDIA)
 
 HEADER_MSG_ID = "Nats-Msg-Id"
 HEADER_EVENT_TYPE = "Wxbot-Event-Type"

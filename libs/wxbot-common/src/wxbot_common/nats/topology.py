@@ -1,4 +1,4 @@
-"""The streams and durable consumers of wxbot, ensured idempotently (add, else update).
+"""The streams, durable consumers and media object store of wxbot, ensured idempotently (add, else update).
 
 Run by every service at start-up and by the Kubernetes bootstrap Job:
 `python -m wxbot_common.nats.topology ensure`.
@@ -21,8 +21,16 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import NotFoundError
+from nats.js.object_store import OBJ_ALL_CHUNKS_PRE_TEMPLATE, OBJ_ALL_META_PRE_TEMPLATE, OBJ_STREAM_TEMPLATE
 
-from wxbot_common.nats.subjects import DLQ_PREFIX, DLQ_STREAM, EVENTS_STREAM, EVENTS_SUBJECTS, EventKind
+from wxbot_common.nats.subjects import (
+    DLQ_PREFIX,
+    DLQ_STREAM,
+    EVENTS_STREAM,
+    EVENTS_SUBJECTS,
+    MEDIA_BUCKET,
+    EventKind,
+)
 
 DAY_S = 86400.0
 
@@ -96,6 +104,8 @@ class StreamSettings:
     duplicate_window_s: float = 300.0
     max_msg_size: int = 256 * 1024
     consumers: tuple[ConsumerSpec, ...] = field(default=ALL_CONSUMERS)
+    media_ttl_s: float = 3 * DAY_S  # WeCom's media ids last three days; so do our files
+    media_bucket: str = MEDIA_BUCKET
 
 
 def events_stream_config(s: StreamSettings) -> StreamConfig:
@@ -127,6 +137,23 @@ def dlq_stream_config(s: StreamSettings) -> StreamConfig:
     )
 
 
+def media_stream_config(s: StreamSettings) -> StreamConfig:
+    """The stream behind the media object store, as nats-py's `create_object_store` builds it,
+    so that a changed TTL updates it like any other stream (create_object_store would fail)."""
+    bucket = s.media_bucket
+    return StreamConfig(
+        name=OBJ_STREAM_TEMPLATE.format(bucket=bucket),
+        description="wxbot media: voice and image files referenced by events (expire after the TTL)",
+        subjects=[OBJ_ALL_CHUNKS_PRE_TEMPLATE.format(bucket=bucket), OBJ_ALL_META_PRE_TEMPLATE.format(bucket=bucket)],
+        max_age=s.media_ttl_s,
+        storage=StorageType.FILE,
+        num_replicas=s.replicas,
+        discard=DiscardPolicy.NEW,
+        allow_rollup_hdrs=True,
+        allow_direct=True,
+    )
+
+
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     assert config.name is not None
     try:
@@ -138,10 +165,11 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 
 async def ensure_topology(js: JetStreamContext, settings: StreamSettings | None = None) -> None:
-    """Create or update both streams and every durable consumer; safe to run concurrently."""
+    """Create or update the streams, the media bucket and every durable consumer; safe to run concurrently."""
     s = settings or StreamSettings()
     await _ensure_stream(js, events_stream_config(s))
     await _ensure_stream(js, dlq_stream_config(s))
+    await _ensure_stream(js, media_stream_config(s))
     for spec in s.consumers:
         # Creating a durable with a changed config updates it (nats-server ≥ 2.10).
         await js.add_consumer(EVENTS_STREAM, spec.config())
@@ -159,12 +187,16 @@ async def _main(argv: list[str] | None = None) -> None:
     try:
         await ensure_topology(
             nc.jetstream(),
-            StreamSettings(max_age_days=settings.stream_max_age_days, replicas=settings.stream_replicas),
+            StreamSettings(
+                max_age_days=settings.stream_max_age_days,
+                replicas=settings.stream_replicas,
+                media_ttl_s=settings.media_ttl_s,
+            ),
         )
     finally:
         await nc.drain()
     print(
-        f"topology ensured: streams {EVENTS_STREAM}, {DLQ_STREAM}; consumers "
+        f"topology ensured: streams {EVENTS_STREAM}, {DLQ_STREAM}; object store {MEDIA_BUCKET}; consumers "
         + ", ".join(c.durable for c in ALL_CONSUMERS)
     )
 

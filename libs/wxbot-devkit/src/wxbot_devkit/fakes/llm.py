@@ -6,6 +6,8 @@ A reply function may return `ToolCall`s instead of text: the fake answers with `
 reason `tool_calls`, streamed as OpenAI streams them), and checks the tool protocol as strictly as
 OpenAI does — `tools` well formed, `tool_choice` only with tools, every assistant `tool_calls` answered
 by one `tool` message per id and no `tool` message without its call (HTTP 400 otherwise).
+Images in chat requests (`image_url` parts) are checked and recorded (`ChatRequest.image_urls`); the
+media endpoints (transcriptions, speech, image generation) live in llm_media.py, as `FakeLLM.media`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from wxbot_devkit.fakes.llm_media import MediaEndpoints, decode_data_url, image_parts, image_url_error
 from wxbot_devkit.fakes.server import FakeService, base_arg_parser, serve_forever
 from wxbot_devkit.fakes.waiting import wait_until
 
@@ -87,6 +90,15 @@ class ChatRequest:
     def called(self) -> list[dict[str, Any]]:
         """Every tool call the conversation so far made (each `function` object)."""
         return [c["function"] for m in self.messages if m.get("role") == "assistant" for c in m.get("tool_calls") or []]
+
+    @property
+    def image_urls(self) -> list[str]:
+        """The URLs of every `image_url` part of the request (data URLs included), in order."""
+        return [str(part["image_url"]["url"]) for _role, part in image_parts(self.messages)]
+
+    def images(self) -> list[bytes]:
+        """The bytes of the images sent inline as base64 data URLs, in order."""
+        return [decoded[1] for url in self.image_urls if (decoded := decode_data_url(url)) is not None]
 
     @property
     def last_user_message(self) -> str:
@@ -195,6 +207,7 @@ class FakeLLM(FakeService):
         self.abandoned = 0  # parked calls whose client disconnected before an answer
         self.in_flight = 0  # calls waiting out `latency_s` right now
         self.max_in_flight = 0  # the most that ever waited at once: how many calls the bot overlaps
+        self.media = MediaEndpoints(self._authorized, record_limit)  # transcriptions, speech, images
 
     # -- knobs -------------------------------------------------------------------------------------
 
@@ -221,6 +234,7 @@ class FakeLLM(FakeService):
             self.hang = False
             self.stream_chunk_delay_s = 0.0
             self.latency_s, self.reply, self.retry_after_s = self._defaults
+        self.media.reset()
 
     # -- inspection --------------------------------------------------------------------------------
 
@@ -273,7 +287,7 @@ class FakeLLM(FakeService):
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list) or not messages:
             return openai_error(400, "'messages' must be a non-empty array", "invalid_request_error")
-        problem = tool_protocol_error(body)
+        problem = tool_protocol_error(body) or image_url_error(messages)
         if problem is not None:
             return openai_error(400, problem, "invalid_request_error")
         chat = ChatRequest(str(body.get("model") or self.model), messages, bool(body.get("stream")), time.time(), body)
@@ -413,6 +427,12 @@ class FakeLLM(FakeService):
         if "reply" in spec:
             fixed = str(spec["reply"])
             self.reply = lambda _request: fixed
+        for endpoint, statuses in (spec.get("media_statuses") or {}).items():  # {"images": [500], …}
+            self.media.fail_next(str(endpoint), *(int(s) for s in statuses))
+        if "media_latency_s" in spec:
+            self.media.latency_s = float(spec["media_latency_s"])
+        if "transcript" in spec:
+            self.media.say(str(spec["transcript"]))
         return JSONResponse(self.stats())
 
     async def _ctl_requests(self, request: Request) -> Response:
@@ -430,6 +450,7 @@ class FakeLLM(FakeService):
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                *self.media.routes(),
                 Route("/_fake/faults", self._ctl_faults, methods=["POST"]),
                 Route("/_fake/requests", self._ctl_requests, methods=["GET"]),
                 Route("/_fake/reset", self._ctl_reset, methods=["POST"]),

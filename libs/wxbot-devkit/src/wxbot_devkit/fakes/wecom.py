@@ -1,11 +1,13 @@
-"""Fake WeCom API (replaces https://qyapi.weixin.qq.com): gettoken, message/send, media/get, plus fault knobs.
+"""Fake WeCom API (replaces https://qyapi.weixin.qq.com): gettoken, message/send, media/upload, media/get,
+plus fault knobs.
 
 Behaviour follows wecom-protocol.md §3: HTTP 200 with an `errcode` always, tokens per secret, 2048-byte
-content limit. Faults are scriptable from Python or, for a separate process, under `/_fake/...`:
-errcodes for the next calls, latency, revoked tokens, and an outage in which the API host refuses
-connections (`refuse_connections(seconds)`: the listening socket is really closed, then reopened on
-the same port).
-"""
+content limit. Media follow wecom-media-oauth-cards.md §1: uploads checked against WeCom's type and
+size limits (media_library.py), media ids that expire after three days (`expire_media` ends them
+now), `media/get` answering the bytes or the JSON 40007 error. Faults are scriptable from Python or,
+for a separate process, under `/_fake/...`: errcodes for the next calls, latency, revoked tokens,
+and an outage in which the API host refuses connections (`refuse_connections(seconds)`: the
+listening socket is really closed, then reopened on the same port)."""
 
 from __future__ import annotations
 
@@ -21,31 +23,46 @@ from types import MappingProxyType
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from wxbot_devkit.fakes.media_library import MEDIA_TTL_S, WECOM_UPLOADS, MediaLibrary, StoredMedia, UploadPolicy
 from wxbot_devkit.fakes.server import FakeService, base_arg_parser, serve_forever
 from wxbot_devkit.fakes.waiting import wait_until
 
 MAX_CONTENT_BYTES = 2048
-SUPPORTED_MSGTYPES = frozenset({"text", "markdown"})
+TEXT_MSGTYPES = frozenset({"text", "markdown"})
+MEDIA_MSGTYPES = frozenset({"image", "voice", "video", "file"})  # each names its media by media_id
+SUPPORTED_MSGTYPES = TEXT_MSGTYPES | MEDIA_MSGTYPES
 
 ERRMSGS: Mapping[int, str] = MappingProxyType(
     {
         -1: "system busy",
         0: "ok",
         40001: "invalid credential",
+        40004: "invalid media type",
+        40005: "invalid file type",
+        40006: "invalid file size",
         40007: "invalid media_id",
         40008: "invalid message type",
+        40009: "invalid image size",
+        40011: "invalid video size",
         40013: "invalid corpid",
         40014: "invalid access_token",
         40056: "invalid agentid",
         41001: "access_token missing",
+        41005: "media data missing",
+        41006: "media_id missing",
         42001: "access_token expired",
+        44001: "empty media data",
         44004: "empty content",
         45002: "content size out of limit",
+        45007: "voice play time out of limit",
         45009: "api freq out of limit",
         45033: "api concurrent out of limit",
         47001: "data format error",
@@ -75,21 +92,17 @@ class SentMessage:
     agentid: int
     received_at: float  # time.time()
     msgid: str
+    media_id: str = ""  # image/voice/video/file messages ("" for text)
 
     @property
     def recipients(self) -> list[str]:
         return self.touser.split("|")
 
 
-@dataclass(frozen=True, slots=True)
-class Media:
-    data: bytes
-    content_type: str
-    filename: str
-
-
 class FakeWeCom(FakeService):
     """State and ASGI app of the fake. Thread-safe: the app may serve on another thread than the test."""
+
+    upload_policy: UploadPolicy = WECOM_UPLOADS
 
     def __init__(
         self,
@@ -102,6 +115,7 @@ class FakeWeCom(FakeService):
         media: Mapping[str, bytes] | None = None,
         record_limit: int = 100_000,
         on_message: Callable[[SentMessage], None] | None = None,
+        media_ttl_s: float = MEDIA_TTL_S,
     ) -> None:
         super().__init__()
         # Called with each accepted message, on the thread serving the fake (the benchmark's clock).
@@ -114,7 +128,7 @@ class FakeWeCom(FakeService):
         self.latency_s = latency_s
         self._lock = threading.Lock()
         self._tokens: dict[str, float] = {}  # token -> monotonic expiry
-        self._media: dict[str, Media] = {}
+        self.media_library = MediaLibrary(self.upload_policy, media_ttl_s)
         for media_id, data in (media or {}).items():
             self.add_media(media_id, data)
         self._messages: deque[SentMessage] = deque(maxlen=record_limit)
@@ -142,10 +156,19 @@ class FakeWeCom(FakeService):
             self._tokens.clear()
 
     def add_media(
-        self, media_id: str, data: bytes, content_type: str = "image/jpeg", filename: str | None = None
+        self,
+        media_id: str,
+        data: bytes,
+        content_type: str = "image/jpeg",
+        filename: str | None = None,
+        media_type: str | None = None,
     ) -> None:
-        with self._lock:
-            self._media[media_id] = Media(data, content_type, filename or f"{media_id}.bin")
+        """Serve `data` under `media_id` (no checks); its type (image/voice/…) follows the content type."""
+        self.media_library.add(media_id, data, content_type, filename, media_type)
+
+    def expire_media(self, *media_ids: str) -> None:
+        """These media ids (every one when none are given) now answer 40007, as three days later."""
+        self.media_library.expire(*media_ids)
 
     def reset(self) -> None:
         """Forget messages, counters and pending faults; issued tokens and media stay valid."""
@@ -155,6 +178,7 @@ class FakeWeCom(FakeService):
             self._gettoken_faults.clear()
             self.gettoken_calls = self.send_calls = self.token_rejections = 0
             self.latency_s = self._default_latency_s
+        self.media_library.forget_uploads()
 
     # -- inspection --------------------------------------------------------------------------------
 
@@ -162,6 +186,23 @@ class FakeWeCom(FakeService):
     def messages(self) -> list[SentMessage]:
         with self._lock:
             return list(self._messages)
+
+    @property
+    def uploads(self) -> list[StoredMedia]:
+        """Every accepted media/upload, oldest first (the bytes, type, filename and media_id)."""
+        return self.media_library.uploads
+
+    def media(self, media_id: str) -> StoredMedia | None:
+        """What `media/get` would serve for `media_id` (None when unknown or expired)."""
+        return self.media_library.get(media_id)
+
+    async def wait_for_uploads(self, count: int = 1, timeout: float = 5.0) -> list[StoredMedia]:  # noqa: ASYNC109
+        """Wait until at least `count` uploads were accepted; returns them all."""
+        return await wait_until(
+            lambda: ups if len(ups := self.uploads) >= count else None,
+            timeout,
+            f"{count} media upload(s) (have {len(self.uploads)})",
+        )
 
     def messages_for(self, touser: str | None = None) -> list[SentMessage]:
         msgs = self.messages
@@ -187,6 +228,7 @@ class FakeWeCom(FakeService):
                 "send_calls": self.send_calls,
                 "token_rejections": self.token_rejections,
                 "messages": len(self._messages),
+                "uploads": len(self.media_library.uploads),
                 "pending_send_errcodes": list(self._send_faults),
                 "latency_s": self.latency_s,
                 "offline": self.offline,
@@ -248,12 +290,26 @@ class FakeWeCom(FakeService):
         if msgtype not in SUPPORTED_MSGTYPES:
             return 40008, None
         section = body.get(msgtype)
+        if msgtype in MEDIA_MSGTYPES:
+            errcode, media_id = self._check_media_section(msgtype, section)
+            if errcode:
+                return errcode, None
+            return 0, SentMessage(touser, msgtype, "", agentid, time.time(), secrets.token_hex(16), media_id)
         content = section.get("content") if isinstance(section, dict) else None
         if not isinstance(content, str) or not content:
             return 44004, None
         if len(content.encode()) > MAX_CONTENT_BYTES:
             return 45002, None
         return 0, SentMessage(touser, msgtype, content, agentid, time.time(), secrets.token_hex(16))
+
+    def _check_media_section(self, msgtype: str, section: object) -> tuple[int, str]:
+        """An image/voice/video/file message names a live media id of its own type (else 40007)."""
+        media_id = section.get("media_id") if isinstance(section, dict) else None
+        if not isinstance(media_id, str) or not media_id:
+            return 41006, ""
+        if self.media_library.get(media_id, msgtype) is None:
+            return 40007, ""
+        return 0, media_id
 
     async def _send(self, request: Request) -> Response:
         with self._lock:
@@ -276,13 +332,46 @@ class FakeWeCom(FakeService):
             self.on_message(message)
         return JSONResponse({"errcode": 0, "errmsg": "ok", "invaliduser": "", "msgid": message.msgid})
 
+    def _token_error(self, errcode: int) -> int:
+        """The errcode a bad token gets on this API (the OA says 40001 where WeCom says 42001)."""
+        return errcode
+
+    async def _media_upload(self, request: Request) -> Response:
+        await self._delay()
+        if errcode := self._check_token(request.query_params.get("access_token")):
+            return JSONResponse(error_body(self._token_error(errcode)))
+        media_type = request.query_params.get("type", "")
+        if media_type not in self.upload_policy.rules:
+            return JSONResponse(error_body(self.upload_policy.bad_type_errcode))
+        try:
+            async with request.form(max_files=4, max_fields=16) as form:
+                part = form.get("media")
+                if not isinstance(part, UploadFile):  # missing, or a field without a filename
+                    return JSONResponse(error_body(self.upload_policy.no_media_errcode))
+                data, filename = await part.read(), part.filename or "media"
+        except (HTTPException, MultiPartException):  # a broken multipart body
+            return JSONResponse(error_body(self.upload_policy.no_media_errcode))
+        if errcode := self.media_library.check(media_type, data):
+            return JSONResponse(error_body(errcode))
+        stored = self.media_library.upload(media_type, data, filename)
+        return JSONResponse(self._upload_answer(stored))
+
+    def _upload_answer(self, stored: StoredMedia) -> dict[str, Any]:
+        # WeCom's sample has created_at as a string.
+        return {
+            "errcode": 0,
+            "errmsg": "",
+            "type": stored.media_type,
+            "media_id": stored.media_id,
+            "created_at": str(int(stored.created_at)),
+        }
+
     async def _media_get(self, request: Request) -> Response:
         await self._delay()
         if errcode := self._check_token(request.query_params.get("access_token")):
-            return JSONResponse(error_body(errcode))
-        with self._lock:
-            media = self._media.get(request.query_params.get("media_id", ""))
-        if media is None:
+            return JSONResponse(error_body(self._token_error(errcode)))
+        media = self.media_library.get(request.query_params.get("media_id", ""))
+        if media is None:  # unknown or older than three days: JSON, HTTP 200
             return JSONResponse(error_body(40007))
         disposition = f'attachment; filename="{media.filename}"'
         return Response(media.data, media_type=media.content_type, headers={"Content-Disposition": disposition})
@@ -301,6 +390,12 @@ class FakeWeCom(FakeService):
             self.latency_s = float(spec["latency_s"])
         if spec.get("invalidate_tokens"):
             self.invalidate_tokens()
+        if "expire_media" in spec:  # true: every media id; a list: those
+            expire = spec["expire_media"]
+            if expire is True:
+                self.expire_media()
+            elif isinstance(expire, list):
+                self.expire_media(*(str(m) for m in expire))
         if "offline_s" in spec:  # after this answer is sent: the outage closes this connection too
             outage = asyncio.create_task(self.refuse_connections(float(spec["offline_s"])))
             self._outages.add(outage)
@@ -320,17 +415,35 @@ class FakeWeCom(FakeService):
         self.add_media(media_id, await request.body(), content_type, request.query_params.get("filename"))
         return JSONResponse({"media_id": media_id})
 
+    async def _ctl_uploads(self, request: Request) -> Response:
+        return JSONResponse({"uploads": [u.summary() for u in self.uploads]})
+
+    async def _ctl_get_media(self, request: Request) -> Response:
+        """The stored bytes of any media id, expired or not (for tests in another process)."""
+        media = self.media_library.get(request.path_params["media_id"])
+        if media is None:
+            return JSONResponse({"error": "no such media"}, status_code=404)
+        return Response(media.data, media_type=media.content_type)
+
+    def _media_routes(self) -> list[Route]:
+        return [
+            Route("/cgi-bin/media/upload", self._media_upload, methods=["POST"]),
+            Route("/cgi-bin/media/get", self._media_get, methods=["GET"]),
+            Route("/_fake/uploads", self._ctl_uploads, methods=["GET"]),
+            Route("/_fake/media/{media_id}", self._ctl_add_media, methods=["POST"]),
+            Route("/_fake/media/{media_id}", self._ctl_get_media, methods=["GET"]),
+        ]
+
     def build_app(self) -> ASGIApp:
         return Starlette(
             routes=[
                 Route("/cgi-bin/gettoken", self._gettoken, methods=["GET"]),
                 Route("/cgi-bin/message/send", self._send, methods=["POST"]),
-                Route("/cgi-bin/media/get", self._media_get, methods=["GET"]),
+                *self._media_routes(),
                 Route("/_fake/messages", self._ctl_messages, methods=["GET"]),
                 Route("/_fake/faults", self._ctl_faults, methods=["POST"]),
                 Route("/_fake/reset", self._ctl_reset, methods=["POST"]),
                 Route("/_fake/stats", self._ctl_stats, methods=["GET"]),
-                Route("/_fake/media/{media_id}", self._ctl_add_media, methods=["POST"]),
             ]
         )
 
