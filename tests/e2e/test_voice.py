@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.harness import CONFIG, World, logged, running_world, send_text, send_voice
@@ -33,6 +34,18 @@ async def vw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
 
 def asked(world: World, text: str) -> bool:
     return any(text in r.last_user_message for r in world.llm.requests)
+
+
+async def voice_outcomes(world: World) -> dict[str, float]:
+    """`wxbot_gateway_voice_total` by outcome, over the gateway replicas."""
+    found: dict[str, float] = {}
+    async with httpx.AsyncClient(timeout=5) as client:
+        for url in world.stack.service_urls()["gateway"]:
+            for line in (await client.get(f"{url}/metrics")).text.splitlines():
+                if line.startswith("wxbot_gateway_voice_total{"):
+                    outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+                    found[outcome] = found.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
+    return found
 
 
 async def received(world: World, user: str) -> list[ev.MessageReceived]:
@@ -76,15 +89,18 @@ async def test_safety_checks_the_transcript(vw: World) -> None:
 
 
 @pytest.mark.parametrize(
-    ("case", "media"),
+    ("case", "media", "reason"),
     [
-        ("corrupt", b"#!AMR\n" + bytes(range(256)) * 8),
-        ("empty", b""),
-        ("json-error", None),  # an unknown MediaId: media/get answers errcode 40007 with HTTP 200
+        ("corrupt", b"#!AMR\n" + bytes(range(256)) * 8, "corrupt"),
+        ("empty", b"", "empty"),
+        ("json-error", None, "download"),  # an unknown MediaId: media/get answers errcode 40007 with HTTP 200
     ],
 )
-async def test_bad_voice_gets_one_notice_and_no_llm_call(vw: World, case: str, media: bytes | None) -> None:
+async def test_bad_voice_gets_one_notice_and_no_llm_call(
+    vw: World, case: str, media: bytes | None, reason: str
+) -> None:
     user = f"e2e-voice-{case}"
+    before = (await voice_outcomes(vw)).get(reason, 0.0)
     if media is not None:
         vw.wecom.add_media(f"voice-{case}", media, "audio/amr", "voice.amr", "voice")
     transcribed = len(vw.llm.media.transcriptions)
@@ -95,11 +111,14 @@ async def test_bad_voice_gets_one_notice_and_no_llm_call(vw: World, case: str, m
     assert len(got) == 2 and got[0].content == VOICE_NOTICE
     assert got[1].content.startswith(f"LLM says: after the {case} voice")
     assert len(vw.llm.media.transcriptions) == transcribed
+    assert (await voice_outcomes(vw)).get(reason, 0.0) == before + 1
 
 
 @pytest.mark.parametrize("fault", ["down", "slow"])
 async def test_an_asr_endpoint_down_or_slow_gets_one_notice(vw: World, fault: str) -> None:
     user = f"e2e-voice-asr-{fault}"
+    reason = "unavailable" if fault == "down" else "timeout"
+    before = (await voice_outcomes(vw)).get(reason, 0.0)
     vw.wecom.add_media(f"voice-asr-{fault}", amr_bytes(1.0, seed=3), "audio/amr", "voice.amr", "voice")
     if fault == "down":
         vw.llm.media.fail_next("transcriptions", 503)
@@ -115,3 +134,4 @@ async def test_an_asr_endpoint_down_or_slow_gets_one_notice(vw: World, fault: st
     got = await vw.wecom.wait_for_messages(user, 2, timeout=20)
     assert [m.content for m in got][1].startswith("LLM says: still there?")
     assert len(got) == 2
+    assert (await voice_outcomes(vw)).get(reason, 0.0) == before + 1

@@ -76,7 +76,7 @@ async def voice_intake(
     runtime.readiness.set("voice", True, f"on: model {settings.asr.model}")
     return VoiceIntake(
         wecom,
-        MediaStore(runtime.js),
+        MediaStore(runtime.js, max_bytes=settings.media_max_bytes),
         ffmpeg,
         Transcriber(asr_http, settings.asr),
         VoiceMetrics(runtime.registry),

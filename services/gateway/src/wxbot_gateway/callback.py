@@ -110,7 +110,7 @@ def wecom_callback(
             if message.msg_type == "event"
             else received_from_wecom(message, settings.wecom_corp_id, settings.wecom_agent_id)
         )
-        if voice is not None and isinstance(event, ev.MessageReceived) and message.msg_type == "voice":
+        if voice is not None and isinstance(event, ev.MessageReceived) and voice.wanted(event):
             await voice.fill(event)  # the transcript becomes the text safety checks (VOICE_DEADLINE_S)
         try:
             ack = await seen.publish_once(event, publisher, message.create_time)

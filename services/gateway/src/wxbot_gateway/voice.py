@@ -80,6 +80,11 @@ class VoiceIntake:
         self._tracer = trace.get_tracer("wxbot.gateway.voice")
         self._log = get_logger("wxbot.gateway.voice")
 
+    @staticmethod
+    def wanted(event: ev.MessageReceived) -> bool:
+        """A voice message not transcribed yet (the Official Account's `Recognition` already is)."""
+        return event.kind == ev.MESSAGE_KIND_VOICE and ASR_STATUS not in event.attributes
+
     async def fill(self, event: ev.MessageReceived) -> None:
         """Never raises: on failure the event says why (`wxbot.asr`) and keeps its `[voice]` text."""
         with self._tracer.start_as_current_span("voice.transcribe") as span:
