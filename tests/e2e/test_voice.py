@@ -13,6 +13,7 @@ import pytest
 from tests.e2e.harness import CONFIG, World, logged, running_world, send_text, send_voice
 from wxbot_common.nats.subjects import EventKind
 from wxbot_devkit.fakes.media_files import amr_bytes
+from wxbot_devkit.otlp_sink import SpanRecord
 from wxbot_gateway.inbound import wecom_conversation_id
 from wxbot_nlp.drafting import VOICE_NOTICE
 from wxbot_proto.events.v1 import events_pb2 as ev
@@ -71,6 +72,19 @@ async def test_a_voice_message_is_transcribed_answered_and_remembered(vw: World)
     assert event.kind == ev.MESSAGE_KIND_VOICE and event.text == "明天北京天气怎么样"
     assert event.media.sha256 == hashlib.sha256(amr).hexdigest() and event.media.size == len(amr)
     assert event.media.content_type == "audio/amr" and len(event.SerializeToString()) < 2_000
+
+    # Spans: the voice step, with the download and the transcription as its children, in the message's trace.
+    def voice_trace(spans: list[SpanRecord]) -> list[SpanRecord] | None:
+        step = next(
+            (s for s in spans if s.name == "voice.transcribe" and s.attributes.get("wxbot.voice.outcome") == "ok"), None
+        )
+        if step is None:
+            return None
+        children = [s for s in spans if s.parent_span_id == step.span_id and s.kind == "CLIENT"]
+        urls = " ".join(str(s.attributes.get("url.full")) for s in children)
+        return children if "media/get" in urls and "audio/transcriptions" in urls else None
+
+    assert await vw.sink.wait_for(voice_trace, timeout=20)
 
     # Recorded in the conversation: the next question sees the transcript as the user's turn.
     await send_text(vw, user, "那后天呢？")
