@@ -59,7 +59,7 @@ async def test_a_voice_message_is_transcribed_answered_and_remembered(vw: World)
     amr = amr_bytes(1.5, seed=1)
     vw.wecom.add_media("voice-ok", amr, "audio/amr", "voice.amr", "voice")
     vw.llm.media.say("明天北京天气怎么样")
-    resp, _ = await send_voice(vw, user, "voice-ok")
+    resp, msg_id = await send_voice(vw, user, "voice-ok")
     assert resp.status_code == 200 and resp.content == b""
 
     got = await vw.wecom.wait_for_messages(user, 1, timeout=20)
@@ -86,9 +86,15 @@ async def test_a_voice_message_is_transcribed_answered_and_remembered(vw: World)
 
     assert await vw.sink.wait_for(voice_trace, timeout=20)
 
+    # WeCom's retry of the same MsgId: neither transcribed again nor answered again.
+    transcribed = len(vw.llm.media.transcriptions)
+    again, _ = await send_voice(vw, user, "voice-ok", msg_id=msg_id)
+    assert again.status_code == 200 and len(vw.llm.media.transcriptions) == transcribed
+
     # Recorded in the conversation: the next question sees the transcript as the user's turn.
     await send_text(vw, user, "那后天呢？")
     got = await vw.wecom.wait_for_messages(user, 2, timeout=20)
+    assert len(got) == 2 and got[1].content.startswith("LLM says: 那后天呢？")
     follow_up = next(r for r in vw.llm.requests if r.last_user_message == "那后天呢？")
     assert [str(m.get("content")) for m in follow_up.messages][1] == "明天北京天气怎么样"
 
