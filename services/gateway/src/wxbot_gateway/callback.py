@@ -110,11 +110,15 @@ def wecom_callback(
             if message.msg_type == "event"
             else received_from_wecom(message, settings.wecom_corp_id, settings.wecom_agent_id)
         )
-        if voice is not None and isinstance(event, ev.MessageReceived) and voice.wanted(event):
-            # The transcript becomes the text safety checks (within VOICE_DEADLINE_S). A retry of a
-            # voice already published is not transcribed again: its publish is dropped as a duplicate.
-            if not await seen.seen(event.meta.event_id):
-                await voice.fill(event)
+        # A voice's transcript becomes the text safety checks (within VOICE_DEADLINE_S). A retry of a
+        # voice already published is not transcribed again: its publish is dropped as a duplicate.
+        if (
+            voice is not None
+            and isinstance(event, ev.MessageReceived)
+            and voice.wanted(event)
+            and not await seen.seen(event.meta.event_id)
+        ):
+            await voice.fill(event)
         try:
             ack = await seen.publish_once(event, publisher, message.create_time)
         except TransientError as exc:
