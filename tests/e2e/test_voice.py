@@ -113,6 +113,7 @@ async def test_safety_checks_the_transcript(vw: World) -> None:
     [
         ("corrupt", b"#!AMR\n" + bytes(range(256)) * 8, "corrupt"),
         ("empty", b"", "empty"),
+        ("too-large", b"#!AMR\n" + bytes(2_200_000), "too_large"),  # over VOICE_MAX_BYTES (2 MiB)
         ("json-error", None, "download"),  # an unknown MediaId: media/get answers errcode 40007 with HTTP 200
     ],
 )

@@ -28,7 +28,7 @@ from wxbot_common.media.ffmpeg import Ffmpeg
 from wxbot_common.media.store import MediaError as StoreError
 from wxbot_common.media.store import MediaStore
 from wxbot_gateway.errors import DeliveryRefusedError, RetryLaterError
-from wxbot_gateway.wecom_api import WeComClient
+from wxbot_gateway.wecom_api import MediaTooLargeError, WeComClient
 from wxbot_proto.events.v1 import events_pb2 as ev
 
 
@@ -112,12 +112,12 @@ class VoiceIntake:
         if not event.media_id:
             raise _VoiceFailedError("download", "voice message without MediaId")
         try:
-            media = await self._wecom.get_media(event.media_id)
+            media = await self._wecom.get_media(event.media_id, self._max_bytes)
+        except MediaTooLargeError as exc:
+            raise _VoiceFailedError("too_large", str(exc)) from exc
         except (TransientError, RetryLaterError, DeliveryRefusedError) as exc:
             raise _VoiceFailedError("download", f"media/get failed: {exc}") from exc
         self._step("download", started)
-        if len(media.data) > self._max_bytes:
-            raise _VoiceFailedError("too_large", f"voice of {len(media.data)} bytes, over {self._max_bytes}")
         started = time.perf_counter()
         try:
             ref = await self._store.put(media.data, "audio/amr")
