@@ -37,7 +37,7 @@ class VoiceMetrics:
         self.outcomes = Counter(
             "wxbot_gateway_voice",
             "Voice messages by outcome (ok, download, too_large, store, corrupt, empty, unsupported, timeout, "
-            "unavailable, rejected)",
+            "unavailable, rejected, error)",
             ["outcome"],
             registry=registry,
         )
@@ -97,6 +97,9 @@ class VoiceIntake:
             except _VoiceFailedError as exc:
                 outcome = exc.reason
                 self._log.warning("voice_failed", reason=outcome, error=str(exc))
+            except Exception as exc:  # a bug or an unforeseen library error: still one notice, not a 500 loop
+                outcome = "error"
+                self._log.exception("voice_failed", reason=outcome, error=repr(exc))
             else:
                 outcome = ASR_OK
                 event.text = text
@@ -111,6 +114,7 @@ class VoiceIntake:
         started = time.perf_counter()
         if not event.media_id:
             raise _VoiceFailedError("download", "voice message without MediaId")
+        # asyncio.timeout() cancels whichever step is running; ffmpeg is killed on cancellation.
         try:
             media = await self._wecom.get_media(event.media_id, self._max_bytes)
         except MediaTooLargeError as exc:
