@@ -317,6 +317,25 @@ async def test_a_long_reply_arrives_as_ordered_parts_within_the_limit(oa: tuple[
     assert "".join(p.content for p in parts) == LONG_REPLY
 
 
+async def test_a_voice_message_with_recognition_is_answered_with_its_transcript(
+    oa: tuple[World, FakeOfficialAccount],
+) -> None:
+    """The Official Account's own speech recognition is used as it is: no download, no ASR call."""
+    world, api = oa
+    openid = "oVOICERECOGNITION000000000"
+    inner = (
+        f"<xml><ToUserName><![CDATA[{GH_ID}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
+        f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[voice]]></MsgType>"
+        "<MediaId><![CDATA[oa-voice]]></MediaId><Format><![CDATA[amr]]></Format>"
+        "<Recognition><![CDATA[公众号语音识别]]></Recognition><MsgId>25000000000000077</MsgId></xml>"
+    )
+    resp = await post(world, plain_params(), inner)
+    assert resp.status_code == 200 and resp.text == "success"
+    got = await api.wait_for_messages(openid, 1, timeout=20)
+    assert got[0].content == "LLM says: 公众号语音识别 (saw 2 messages)"
+    assert world.llm.media.transcriptions == []
+
+
 async def test_a_rejected_app_secret_fails_fast_and_is_visible_in_readiness(
     oa: tuple[World, FakeOfficialAccount],
 ) -> None:

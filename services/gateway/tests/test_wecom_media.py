@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from wxbot_common.http_client import TracedHttp, create_session
 from wxbot_devkit.fakes.wecom import FakeWeCom
 from wxbot_devkit.launch import RedisServer
-from wxbot_gateway.wecom_api import WeComApiError, WeComClient
+from wxbot_gateway.wecom_api import MediaTooLargeError, WeComApiError, WeComClient
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -55,3 +55,12 @@ async def test_an_expired_token_is_refreshed_once_for_media(client: tuple[WeComC
     fake.invalidate_tokens()
     assert (await wecom.get_media("MEDIA-2")).data == b"voice"
     assert fake.stats()["gettoken_calls"] == 2
+
+
+@pytest.mark.parametrize("limit", [10, 100])
+async def test_a_download_over_the_limit_is_refused(client: tuple[WeComClient, FakeWeCom], limit: int) -> None:
+    wecom, fake = client
+    fake.add_media("MEDIA-BIG", b"#!AMR\n" + bytes(200), "audio/amr", "v.amr")
+    with pytest.raises(MediaTooLargeError):
+        await wecom.get_media("MEDIA-BIG", max_bytes=limit)
+    assert len((await wecom.get_media("MEDIA-BIG", max_bytes=206)).data) == 206

@@ -9,12 +9,25 @@ from collections import Counter
 
 import pytest
 
+from wxbot_common.media.asr import ASR_OK, ASR_STATUS
 from wxbot_nlp.answer_cache import AnswerCache, normalise_question
-from wxbot_nlp.drafting import HELP_TEXT, NO_LLM_NOTICE, NON_TEXT_NOTICE, RESET_DONE, Route, build_messages, plan_answer
+from wxbot_nlp.drafting import (
+    HELP_TEXT,
+    NO_LLM_NOTICE,
+    NON_TEXT_NOTICE,
+    RESET_DONE,
+    VOICE_NOTICE,
+    Route,
+    build_messages,
+    is_readable,
+    non_text_notice,
+    plan_answer,
+)
 from wxbot_nlp.kb import KbMatch, KnowledgeBase, load_faqs, parse_markdown, tokens
 from wxbot_nlp.llm import Completion, LlmRejectedError, LlmUnavailableError, Message, ToolChoice
 from wxbot_nlp.resilience import MIN_ATTEMPT_S, AnswerDeadline, CircuitBreaker, ResilientBackend, Tools
 from wxbot_nlp.variants import Variant, assign, parse_variants
+from wxbot_proto.events.v1 import events_pb2 as ev
 
 SHIPPED = KnowledgeBase(load_faqs(""))
 HIGH, MID, LOW = KbMatch("kb", "q", 0.95), KbMatch("kb", "q", 0.6), KbMatch("kb", "q", 0.2)
@@ -280,3 +293,29 @@ async def test_the_fallback_gets_the_time_the_primary_left() -> None:
     deadline = AnswerDeadline(5)
     assert (await backend.complete([], deadline)).model == "fb"
     assert deadline.left() > 4  # failing fast left the time to the fallback
+
+
+def _voice(status: str | None) -> ev.MessageReceived:
+    message = ev.MessageReceived(kind=ev.MESSAGE_KIND_VOICE, text="[voice]")
+    if status is not None:
+        message.attributes[ASR_STATUS] = status
+    return message
+
+
+@pytest.mark.parametrize(
+    ("message", "readable", "notice"),
+    [
+        (ev.MessageReceived(kind=ev.MESSAGE_KIND_TEXT, text="hi"), True, NON_TEXT_NOTICE),
+        (_voice(ASR_OK), True, NON_TEXT_NOTICE),  # the transcript is the text
+        (_voice("corrupt"), False, VOICE_NOTICE),
+        (_voice("timeout"), False, VOICE_NOTICE),
+        (_voice(None), False, NON_TEXT_NOTICE),  # voice in switched off: the text-only notice
+        (ev.MessageReceived(kind=ev.MESSAGE_KIND_IMAGE, text="[image]"), False, NON_TEXT_NOTICE),
+    ],
+)
+def test_a_transcribed_voice_is_read_like_text_and_a_failed_one_gets_the_voice_notice(
+    message: ev.MessageReceived, readable: bool, notice: str
+) -> None:
+    assert is_readable(message) is readable
+    if not readable:
+        assert non_text_notice(message) == notice

@@ -8,6 +8,10 @@ from starlette.types import ASGIApp
 
 from wxbot_common.fast_http import FastRoutes
 from wxbot_common.http_client import TracedHttp, create_session
+from wxbot_common.media.asr import Transcriber
+from wxbot_common.media.errors import FfmpegUnavailableError
+from wxbot_common.media.ffmpeg import Ffmpeg
+from wxbot_common.media.store import MediaStore
 from wxbot_common.nats.topology import GATEWAY_DELIVERY
 from wxbot_common.ops import ops_routes
 from wxbot_common.outbox import Outbox
@@ -24,6 +28,7 @@ from wxbot_gateway.oa_callback import oa_callback, oa_router
 from wxbot_gateway.reply_log import ReplyLog
 from wxbot_gateway.senders import ReplySender, WeComAppSender
 from wxbot_gateway.settings import GatewaySettings
+from wxbot_gateway.voice import VoiceIntake, VoiceMetrics
 from wxbot_gateway.wecom_api import WeComClient
 from wxbot_gateway.ws_bridge import BridgeHub, BridgeSender, bridge_router
 from wxbot_proto.events.v1 import events_pb2 as ev
@@ -36,6 +41,7 @@ def build_http_app(
     metrics: GatewayMetrics,
     hub: BridgeHub,
     streams: StreamStore,
+    voice: VoiceIntake | None = None,
 ) -> ASGIApp:
     """The message callbacks (`POST /wecom/callback`, `POST /wechat/callback`) are served in front
     of FastAPI, with a SERVER span of their own; every other route goes through FastAPI."""
@@ -47,10 +53,36 @@ def build_http_app(
     app.router.routes.extend(ops_routes(runtime.readiness, runtime.registry))
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"])
     fast = [
-        wecom_callback(settings, runtime.publisher, seen, metrics),
+        wecom_callback(settings, runtime.publisher, seen, metrics, voice),
         oa_callback(settings, runtime.publisher, seen, metrics),
     ]
     return FastRoutes(app, fast, runtime.tracer)
+
+
+async def voice_intake(
+    settings: GatewaySettings, runtime: ServiceRuntime, wecom: WeComClient | None
+) -> VoiceIntake | None:
+    """Voice in for the WeCom app when an ASR endpoint is configured (ASR_BASE_URL or LLM_BASE_URL)."""
+    if wecom is None or not settings.asr.configured:
+        runtime.readiness.set("voice", True, "off: needs WECOM_* and ASR_BASE_URL or LLM_BASE_URL")
+        return None
+    try:
+        ffmpeg = Ffmpeg.locate(timeout_s=settings.voice_deadline_s)
+    except FfmpegUnavailableError as exc:
+        runtime.readiness.set("voice", True, f"off: {exc}")
+        return None
+    asr_http = TracedHttp(create_session(8, settings.voice_deadline_s))
+    runtime.on_shutdown(asr_http.close)
+    runtime.readiness.set("voice", True, f"on: model {settings.asr.model}")
+    return VoiceIntake(
+        wecom,
+        MediaStore(runtime.js, max_bytes=settings.media_max_bytes),
+        ffmpeg,
+        Transcriber(asr_http, settings.asr),
+        VoiceMetrics(runtime.registry),
+        deadline_s=settings.voice_deadline_s,
+        max_bytes=settings.voice_max_bytes,
+    )
 
 
 async def main() -> None:
@@ -118,7 +150,8 @@ async def main() -> None:
     else:
         seen = SeenMessages(redis, settings.gateway_dedup_ttl_s)
         runtime.on_shutdown(seen.flush)  # before Redis closes (hooks run in reverse order)
-        app = build_http_app(settings, runtime, seen, metrics, hub, streams)
+        voice = await voice_intake(settings, runtime, wecom)
+        app = build_http_app(settings, runtime, seen, metrics, hub, streams, voice)
         await runtime.serve_http(
             app,
             settings.gateway_port,

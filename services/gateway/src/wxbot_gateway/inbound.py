@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wxbot_common.ids import inbound_event_id, now_timestamp
+from wxbot_common.media.asr import ASR_OK, ASR_STATUS
 from wxbot_gateway.conversation import conversation_id
 from wxbot_proto.events.v1 import events_pb2 as ev
 from wxbot_wecom.messages import InboundMessage, dedup_key
@@ -88,6 +89,8 @@ def received(msg: InboundMessage, origin: Origin) -> ev.MessageReceived:
         media_id=msg.media_id or "",
     )
     _stamp(event, msg, origin)
+    if msg.msg_type == "voice" and msg.fields.get("Recognition"):
+        event.attributes[ASR_STATUS] = ASR_OK  # the platform's own transcript is the text
     return event
 
 

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from wxbot_common.settings import CommonSettings
+from wxbot_common.media.settings import MediaSettings
 
 
-class GatewaySettings(CommonSettings):
+class GatewaySettings(MediaSettings):
     gateway_host: str = Field("127.0.0.1", description="HTTP listener address (0.0.0.0 in containers)")
     gateway_port: int = Field(8080, description="HTTP port: callbacks, /healthz, /readyz, /metrics")
     gateway_role: Literal["all", "ingress", "delivery"] = Field(
@@ -67,6 +67,13 @@ class GatewaySettings(CommonSettings):
     wechat_token: str = Field("", description="Official Account server Token (signature)")
     wechat_encoding_aes_key: str = Field("", description="Official Account EncodingAESKey (safe/compat mode)")
     wechat_api_base: str = Field("https://api.weixin.qq.com", description="Official Account API base URL")
+    voice_deadline_s: float = Field(
+        4.0,
+        gt=0,
+        description="time for a WeCom voice message's download, conversion and transcription; the callback is "
+        "answered after it (WeCom retries after 5 s), and a voice not transcribed by then gets a notice",
+    )
+    voice_max_bytes: int = Field(2 * 1024 * 1024, description="larger voice files are not transcribed (a notice)")
     aibot_token: str = Field("", description="WeCom AI bot callback Token")
     aibot_encoding_aes_key: str = Field("", description="WeCom AI bot callback EncodingAESKey")
 

@@ -69,6 +69,14 @@ OFFICIAL_ACCOUNT = ApiFlavour(
 )
 
 
+class MediaTooLargeError(Exception):
+    """A download larger than the caller takes (known from Content-Length, or counted)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"media of {size}+ bytes, over the limit of {limit}")
+        self.size, self.limit = size, limit
+
+
 @dataclass(frozen=True, slots=True)
 class Media:
     data: bytes
@@ -127,14 +135,27 @@ class WeComClient:
         self._on_config_error = on_config_error
         self._log = get_logger("wxbot.gateway.wecom")
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> ApiResponse:
+    async def _call(self, method: str, path: str, max_bytes: int | None = None, **kwargs: Any) -> ApiResponse:
+        """One API call; with `max_bytes`, a larger body (by its Content-Length, else counted while
+        reading) raises `MediaTooLargeError` and is not read further."""
         try:
             async with self._http.request(method, f"{self._base}{path}", **kwargs) as resp:
+                if max_bytes is None:
+                    content = await resp.read()
+                else:
+                    if (resp.content_length or 0) > max_bytes:
+                        raise MediaTooLargeError(resp.content_length or 0, max_bytes)
+                    buffer = bytearray()
+                    async for chunk in resp.content.iter_any():
+                        buffer += chunk
+                        if len(buffer) > max_bytes:
+                            raise MediaTooLargeError(len(buffer), max_bytes)
+                    content = bytes(buffer)
                 return ApiResponse(
                     resp.status,
                     resp.headers.get("content-type", ""),
                     resp.headers.get("content-disposition", ""),
-                    await resp.read(),
+                    content,
                 )
         except HttpError as exc:
             raise TransientError(f"WeCom {path} unreachable: {exc!r}") from exc
@@ -239,12 +260,14 @@ class WeComClient:
             raise self._refused(path, errcode, str(data.get("errmsg", "")))
         raise AssertionError("unreachable")
 
-    async def get_media(self, media_id: str) -> Media:
-        """Download a temporary media file; WeCom answers errors as JSON with HTTP 200."""
+    async def get_media(self, media_id: str, max_bytes: int | None = None) -> Media:
+        """Download a temporary media file (at most `max_bytes`, else `MediaTooLargeError`); WeCom
+        answers errors as JSON with HTTP 200."""
         path = "/cgi-bin/media/get"
         for attempt in (1, 2):
             token = await self.token()
-            resp = await self._call("GET", path, params={"access_token": token, "media_id": media_id})
+            params = {"access_token": token, "media_id": media_id}
+            resp = await self._call("GET", path, max_bytes, params=params)
             if resp.status != 200:
                 raise TransientError(f"WeCom {path} answered HTTP {resp.status}")
             error = _json_error(resp)

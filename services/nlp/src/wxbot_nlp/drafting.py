@@ -6,8 +6,10 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from wxbot_common.media.asr import ASR_OK, ASR_STATUS
 from wxbot_nlp.kb import KbMatch
 from wxbot_nlp.llm import Message
+from wxbot_proto.events.v1 import events_pb2 as ev
 
 NO_LLM_NOTICE = (
     "wxbot 已收到您的消息，但尚未配置大语言模型（LLM），暂时无法回答。"
@@ -17,6 +19,7 @@ NO_LLM_NOTICE = (
 APOLOGY = "抱歉，我暂时无法回答，请稍后再试。(Sorry, I can't answer right now; please try again later.)"
 RESET_DONE = "好的，我已清除我们之前的对话记忆。(Done: I have forgotten our conversation so far.)"
 NON_TEXT_NOTICE = "目前我只能阅读文字消息，请用文字描述您的问题。(I can only read text messages for now.)"
+VOICE_NOTICE = "抱歉，这条语音没能识别，请再说一次或改用文字。(Sorry, I could not make out that voice message.)"
 HELP_TEXT = (
     "我是 wxbot，企业微信里的智能助手。直接发消息即可提问。\n"
     "命令：/reset 或 清除记忆 —— 清除对话记忆；/help 或 帮助 —— 显示本帮助。\n"
@@ -66,6 +69,20 @@ class Plan:
     route: Route
     text: str = ""  # the answer, for every route but LLM
     grounding: str = ""  # for LLM: a knowledge-base answer to ground the model with
+
+
+def is_readable(message: ev.MessageReceived) -> bool:
+    """Text, or a voice message the channel transcribed (its transcript is the text)."""
+    if message.kind in (ev.MESSAGE_KIND_TEXT, ev.MESSAGE_KIND_UNSPECIFIED):
+        return True
+    return message.kind == ev.MESSAGE_KIND_VOICE and message.attributes.get(ASR_STATUS) == ASR_OK
+
+
+def non_text_notice(message: ev.MessageReceived) -> str:
+    """A voice message that could not be transcribed gets its own notice (one, never an apology too)."""
+    if message.kind == ev.MESSAGE_KIND_VOICE and message.attributes.get(ASR_STATUS, ASR_OK) != ASR_OK:
+        return VOICE_NOTICE
+    return NON_TEXT_NOTICE
 
 
 def plan_answer(

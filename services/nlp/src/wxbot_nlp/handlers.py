@@ -34,7 +34,17 @@ from wxbot_common.nats.subjects import EventKind
 from wxbot_common.rpc import traced_call
 from wxbot_common.skill_contract import CallContext
 from wxbot_nlp.answer_cache import AnswerCache
-from wxbot_nlp.drafting import APOLOGY, HistoryTurn, Plan, Route, build_messages, command_of, plan_answer
+from wxbot_nlp.drafting import (
+    APOLOGY,
+    HistoryTurn,
+    Plan,
+    Route,
+    build_messages,
+    command_of,
+    is_readable,
+    non_text_notice,
+    plan_answer,
+)
 from wxbot_nlp.kb import KnowledgeBase
 from wxbot_nlp.llm import Completion, LlmRejectedError, LlmUnavailableError
 from wxbot_nlp.resilience import AnswerDeadline, ResilientBackend
@@ -151,7 +161,7 @@ class Drafter:
             self._log.info("already_answered", seq=delivery.stream_sequence, delivered=delivery.num_delivered)
             return
         message = accepted.message
-        is_text = message.kind in (ev.MESSAGE_KIND_TEXT, ev.MESSAGE_KIND_UNSPECIFIED)
+        is_text = is_readable(message)
         address = message.reply_to
         variant = assign(self._variants, user_hash(f"{accepted.meta.channel}:{address.corp_id}:{address.user_id}"))
         if is_text and self._commands is not None and command_of(message.text) is None:
@@ -173,6 +183,8 @@ class Drafter:
         if plan.route is Route.LLM:
             last_try = delivery.num_delivered >= self._policy.max_deliver
             await self._answer(accepted, plan, variant, last_try)
+        elif plan.route is Route.NON_TEXT:
+            await self._draft(accepted, non_text_notice(message), _SOURCE[plan.route], variant.name)
         else:
             await self._draft(accepted, plan.text, _SOURCE[plan.route], variant.name)
 
