@@ -73,6 +73,17 @@ def _write_stack_env(stack: Stack, path: Path) -> None:
     path.chmod(0o600)
 
 
+WECOM_NEEDED = ("WECOM_CORP_ID", "WECOM_AGENT_ID", "WECOM_SECRET", "WECOM_TOKEN", "WECOM_ENCODING_AES_KEY")
+
+
+def _wecom_state(env: dict[str, str]) -> str:
+    """What the banner says of WeCom: a `.env` with one variable misspelt must not read as configured."""
+    missing = [v for v in WECOM_NEEDED if not env.get(v)]
+    if len(missing) == len(WECOM_NEEDED):
+        return "NOT configured: set WECOM_* in .env (see README)"
+    return "configured" if not missing else "NOT configured, missing: " + ", ".join(missing)
+
+
 def _banner(stack: Stack, with_fakes: bool, fakes: list[object]) -> str:
     env = stack.env | stack.config.extra_env
     lines = ["", "=" * 72, "wxbot is ready", ""]
@@ -81,11 +92,7 @@ def _banner(stack: Stack, with_fakes: bool, fakes: list[object]) -> str:
         lines.append(f"  {service:<20} {urls[0]}/healthz  /readyz  /metrics")
     lines.append(f"  NATS                 {stack.nats.url}   (data in {stack.nats.store_dir})")
     lines.append(f"  Redis                {stack.redis.url}")
-    wecom = (
-        "fake WeCom at " + env.get("WECOM_API_BASE", "")
-        if with_fakes
-        else ("configured" if env.get("WECOM_CORP_ID") else "NOT configured: set WECOM_* in .env (see README)")
-    )
+    wecom = "fake WeCom at " + env.get("WECOM_API_BASE", "") if with_fakes else _wecom_state(env)
     llm = env.get("LLM_BASE_URL") or "none: answers say that no LLM is configured (set LLM_BASE_URL)"
     weather = env.get("WEATHER_FORECAST_URL") or "the public Open-Meteo API"
     if with_fakes:
