@@ -438,23 +438,13 @@ class FakeLLM(FakeService):
     async def _ctl_requests(self, request: Request) -> Response:
         return JSONResponse({"requests": [r.to_json() for r in self.requests]})
 
-    async def _ctl_reset(self, request: Request) -> Response:
-        self.reset()
-        return JSONResponse(self.stats())
-
-    async def _ctl_stats(self, request: Request) -> Response:
-        return JSONResponse(self.stats())
-
     def build_app(self) -> ASGIApp:
         return Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
                 *self.media.routes(),
-                Route("/_fake/faults", self._ctl_faults, methods=["POST"]),
-                Route("/_fake/requests", self._ctl_requests, methods=["GET"]),
-                Route("/_fake/reset", self._ctl_reset, methods=["POST"]),
-                Route("/_fake/stats", self._ctl_stats, methods=["GET"]),
+                *self.control_routes(self._ctl_faults, self._ctl_requests),
             ]
         )
 

@@ -11,12 +11,17 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import uvicorn
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 STARTUP_TIMEOUT_S = 10.0
 # Longer than any client pool's idle expiry (httpx: 5 s), so the server never closes a connection
@@ -185,6 +190,32 @@ class FakeService:
 
     def build_app(self) -> ASGIApp:
         raise NotImplementedError
+
+    # -- the control routes every fake shares (`/_fake/...`); subclasses give `reset` and `stats` --
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def control_routes(self, faults: Endpoint, requests: Endpoint) -> list[Route]:
+        """`/_fake/faults` (POST) and `/_fake/requests` (GET) as the fake defines them; `/_fake/reset`
+        (POST) and `/_fake/stats` (GET) answering `stats()`."""
+
+        async def reset(request: Request) -> Response:
+            self.reset()
+            return JSONResponse(self.stats())
+
+        async def stats(request: Request) -> Response:
+            return JSONResponse(self.stats())
+
+        return [
+            Route("/_fake/faults", faults, methods=["POST"]),
+            Route("/_fake/requests", requests, methods=["GET"]),
+            Route("/_fake/reset", reset, methods=["POST"]),
+            Route("/_fake/stats", stats, methods=["GET"]),
+        ]
 
     @property
     def app(self) -> ASGIApp:
