@@ -11,7 +11,7 @@ PACKAGES := libs/wxbot-proto libs/wxbot-common libs/wxbot-wecom libs/wxbot-devki
 PROTOS := $(shell find proto -name '*.proto')
 PYSRC  := libs/wxbot-common/src libs/wxbot-common/tests libs/wxbot-wecom/src libs/wxbot-devkit/src libs/wxbot-skill/src libs/wxbot-skill/tests services/*/src tests bench examples
 
-.PHONY: all install proto run demo test lint typecheck check bench profile chaos soak clean
+.PHONY: all install proto run demo test lint typecheck check bench profile chaos soak clean manifests
 
 all: install
 
@@ -57,6 +57,10 @@ typecheck: install $(PROTO_OUT)/wxbot_proto/py.typed
 	$(VENV)/bin/mypy $(PYSRC)
 
 check: lint typecheck test
+
+# The kubectl manifests (deploy/k8s/<dev|prod>/wxbot.yaml) rendered from the Helm chart; a test checks they agree.
+manifests: install
+	$(PY) -m wxbot_devkit.manifests
 
 # The benchmark: each scenario starts a fresh stack, prints its report and writes it as JSON
 # (BENCH_OUT/<scenario>.json); BENCH_ARGS adds knobs, e.g. BENCH_ARGS="--replicas nlp=2". See docs/performance.md.
