@@ -213,6 +213,27 @@ async def send_voice(world: World, user: str, media_id: str, msg_id: int | None 
     return resp, msg_id
 
 
+async def send_image(
+    world: World, user: str, media_id: str, pic_url: str = "", msg_id: int | None = None
+) -> tuple[httpx.Response, int]:
+    """POST an encrypted WeCom app image callback (`media_id` for media/get, `pic_url` as WeCom's CDN link)."""
+    msg_id = msg_id or next(_MSG_IDS)
+    inner = (
+        f"<xml><ToUserName><![CDATA[{CONFIG['corpid']}]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>"
+        f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[image]]></MsgType>"
+        f"<PicUrl><![CDATA[{pic_url}]]></PicUrl><MediaId><![CDATA[{media_id}]]></MediaId>"
+        f"<MsgId>{msg_id}</MsgId><AgentID>{CONFIG['agentid']}</AgentID></xml>"
+    )
+    params, body = _crypto().build_callback(
+        inner, str(int(time.time())), str(msg_id % 1_000_000), CONFIG["corpid"], CONFIG["agentid"]
+    )
+    async with httpx.AsyncClient(base_url=world.stack.gateway_url, timeout=10) as client:
+        resp = await client.post(
+            "/wecom/callback", params=params, content=body.encode(), headers={"Content-Type": "text/xml"}
+        )
+    return resp, msg_id
+
+
 async def logged(world: World, kind: EventKind, conversation_id: str) -> list[bytes]:
     """Every event of `kind` in the log for one conversation, oldest first (what analytics sees)."""
     subject = kind.subject(conversation_id)

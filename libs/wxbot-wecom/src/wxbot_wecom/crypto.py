@@ -116,6 +116,27 @@ class CallbackCrypto:
             raise ReceiveIdError("receive id does not match this receiver")
         return body[_HEADER_LEN:end]
 
+    # -- AI-bot media ----------------------------------------------------------------------------------------------
+
+    def decrypt_media(self, data: bytes) -> bytes:
+        """An AI-bot media file (the bytes behind an `image.url`): the whole file AES-256-CBC encrypted
+        with this receiver's key (iv = key[:16]) and PKCS#7-padded to 32 bytes, without the message
+        framing (no random prefix, length or receive id)."""
+        if not data or len(data) % 16:
+            raise DecryptError(f"media length {len(data)} is not a positive multiple of 16", code="bad_length")
+        decryptor = self._cipher().decryptor()
+        plain = decryptor.update(data) + decryptor.finalize()
+        pad = plain[-1]
+        if not 1 <= pad <= BLOCK or plain[-pad:] != bytes([pad]) * pad:
+            raise DecryptError("invalid PKCS#7 padding", code="bad_padding")
+        return plain[:-pad]
+
+    def encrypt_media(self, data: bytes) -> bytes:
+        """The inverse of `decrypt_media` (what WeCom serves; for fakes and tests)."""
+        pad = BLOCK - len(data) % BLOCK
+        encryptor = self._cipher().encryptor()
+        return encryptor.update(data + bytes([pad]) * pad) + encryptor.finalize()
+
     def sign(self, timestamp: str, nonce: str, encrypt: str) -> str:
         """The `msg_signature` for `encrypt` under this receiver's token."""
         return msg_signature(self.token, timestamp, nonce, encrypt)

@@ -23,6 +23,7 @@ from wxbot_common.errors import TransientError
 from wxbot_common.fast_http import RawRequest
 from wxbot_common.ids import inbound_event_id, now_timestamp
 from wxbot_common.logs import get_logger
+from wxbot_common.media.vision import IMAGE_TEXT
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import meta_of
 from wxbot_gateway.aibot_payload import AibotCallback, parse_callback
@@ -30,6 +31,7 @@ from wxbot_gateway.callback_input import JSON_TYPES, RefusedError, checked_body
 from wxbot_gateway.conversation import GroupScope, conversation_id
 from wxbot_gateway.dedupe import SeenMessages
 from wxbot_gateway.errors import DeliveryRefusedError
+from wxbot_gateway.images import ImageIntake
 from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.settings import GatewaySettings
 from wxbot_proto.events.v1 import events_pb2 as ev
@@ -124,6 +126,7 @@ def aibot_router(
     seen: SeenMessages,
     streams: StreamStore,
     metrics: GatewayMetrics,
+    images: ImageIntake | None = None,
 ) -> APIRouter:
     router = APIRouter()
     log = get_logger("wxbot.gateway.aibot")
@@ -186,6 +189,9 @@ def aibot_router(
         is_event = message.kind == "event"
         try:
             if not await seen.seen(event_id):
+                # The image behind its encrypted URL is fetched, decrypted and stored before publishing.
+                if images is not None and isinstance(event, ev.MessageReceived) and message.image_url:
+                    await images.fill(event, images.from_url(message.image_url, crypto))
                 if not is_event:
                     await streams.open(sid)
                 ack = await publisher.publish(event)
@@ -212,9 +218,10 @@ def _event(message: AibotCallback, scope: GroupScope) -> ev.MessageReceived | ev
     if message.kind == "event":
         out = ev.ChannelEventReceived(event=message.event)
     else:
-        out = ev.MessageReceived(
-            provider_msg_id=message.msgid, kind=KINDS.get(message.kind, ev.MESSAGE_KIND_UNSPECIFIED), text=message.text
-        )
+        kind = ev.MESSAGE_KIND_IMAGE if message.image_url else KINDS.get(message.kind, ev.MESSAGE_KIND_UNSPECIFIED)
+        # An image with text (`mixed`) keeps the text as its caption; an image alone reads "[image]".
+        text = (message.text.strip() or IMAGE_TEXT) if message.image_url else message.text
+        out = ev.MessageReceived(provider_msg_id=message.msgid, kind=kind, text=text)
         out.reply_to.session = stream_id(message.msgid)
     out.meta.event_id = inbound_event_id(CHANNEL, message.bot, message.msgid)
     out.meta.conversation_id = conversation_id(CHANNEL, message.bot, message.user, message.chat, scope)

@@ -14,6 +14,7 @@ from wxbot_gateway.untrusted_json import UntrustedJsonError, encodable, load
 from wxbot_wecom.errors import MessageFormatError
 
 MAX_ID_CHARS = 256
+MAX_URL_CHARS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,7 @@ class AibotCallback:
     text: str  # what the user said, or "[image]"-style descriptions
     stream_id: str  # the stream a refresh poll asks about
     event: str  # event.eventtype of an event
+    image_url: str = ""  # the encrypted image of an `image` message, or the first image of a `mixed` one
 
 
 def _object(payload: dict[str, Any], key: str) -> dict[str, Any]:
@@ -64,6 +66,18 @@ def _text_of(payload: dict[str, Any], kind: str) -> str:
     return f"[{kind}]"
 
 
+def _image_url_of(payload: dict[str, Any], kind: str) -> str:
+    """`image.url`, or the first image item's in a `mixed` message (the file behind it is encrypted)."""
+    if kind == "image":
+        return _string(_object(payload, "image"), "url", limit=MAX_URL_CHARS)
+    if kind == "mixed":
+        items = _object(payload, "mixed").get("msg_item") or []
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict) and item.get("msgtype") == "image":
+                return _string(_object(item, "image"), "url", limit=MAX_URL_CHARS)
+    return ""
+
+
 def parse_callback(plain: bytes) -> AibotCallback:
     """Parse and check a decrypted callback; MessageFormatError (→ 400) says what is wrong."""
     try:
@@ -86,4 +100,5 @@ def parse_callback(plain: bytes) -> AibotCallback:
     chat = _string(payload, "chatid") if payload.get("chattype") == "group" else ""
     event = _string(_object(payload, "event"), "eventtype") if kind == "event" else ""
     text = "" if kind == "event" else _text_of(payload, kind)
-    return AibotCallback(kind, msgid, _string(payload, "aibotid"), user, chat, text, "", event)
+    image_url = "" if kind == "event" else _image_url_of(payload, kind)
+    return AibotCallback(kind, msgid, _string(payload, "aibotid"), user, chat, text, "", event, image_url)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.types import ASGIApp
@@ -19,11 +21,13 @@ from wxbot_common.redis_client import create_redis
 from wxbot_common.runtime import ServiceRuntime
 from wxbot_gateway.aibot import AibotSender, StreamStore, aibot_router
 from wxbot_gateway.callback import wecom_callback, wecom_router
+from wxbot_gateway.channel_media import ChannelMedia
 from wxbot_gateway.claims import SENDING_MARGIN_S, PartClaims
 from wxbot_gateway.dedupe import SeenMessages
 from wxbot_gateway.delivery import ReplyDelivery
+from wxbot_gateway.images import ImageIntake, ImageMetrics
 from wxbot_gateway.metrics import GatewayMetrics
-from wxbot_gateway.oa_api import official_account_sender
+from wxbot_gateway.oa_api import official_account_client, official_account_sender
 from wxbot_gateway.oa_callback import oa_callback, oa_router
 from wxbot_gateway.reply_log import ReplyLog
 from wxbot_gateway.senders import ReplySender, WeComAppSender
@@ -41,47 +45,85 @@ def build_http_app(
     metrics: GatewayMetrics,
     hub: BridgeHub,
     streams: StreamStore,
-    voice: VoiceIntake | None = None,
+    media: MediaSteps | None = None,
 ) -> ASGIApp:
     """The message callbacks (`POST /wecom/callback`, `POST /wechat/callback`) are served in front
     of FastAPI, with a SERVER span of their own; every other route goes through FastAPI."""
     app = FastAPI(title="wxbot gateway", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(wecom_router(settings, metrics))
-    app.include_router(bridge_router(hub, runtime.publisher, metrics))
+    media = media or MediaSteps()
+    app.include_router(bridge_router(hub, runtime.publisher, metrics, media.images))
     app.include_router(oa_router(settings, metrics))
-    app.include_router(aibot_router(settings, runtime.publisher, seen, streams, metrics))
+    app.include_router(aibot_router(settings, runtime.publisher, seen, streams, metrics, media.images))
     app.router.routes.extend(ops_routes(runtime.readiness, runtime.registry))
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"])
     fast = [
-        wecom_callback(settings, runtime.publisher, seen, metrics, voice),
-        oa_callback(settings, runtime.publisher, seen, metrics),
+        wecom_callback(settings, runtime.publisher, seen, metrics, media.wecom),
+        oa_callback(settings, runtime.publisher, seen, metrics, media.oa),
     ]
     return FastRoutes(app, fast, runtime.tracer)
 
 
-async def voice_intake(
-    settings: GatewaySettings, runtime: ServiceRuntime, wecom: WeComClient | None
-) -> VoiceIntake | None:
-    """Voice in for the WeCom app when an ASR endpoint is configured (ASR_BASE_URL or LLM_BASE_URL)."""
-    if wecom is None or not settings.asr.configured:
-        runtime.readiness.set("voice", True, "off: needs WECOM_* and ASR_BASE_URL or LLM_BASE_URL")
-        return None
+@dataclass(frozen=True)
+class MediaSteps:
+    """What each channel does with media before publishing (None: that step is off)."""
+
+    wecom: ChannelMedia | None = None
+    oa: ChannelMedia | None = None
+    images: ImageIntake | None = None  # for the AI bot and the bridge, which fetch by URL or inline
+
+
+def media_steps(
+    settings: GatewaySettings, runtime: ServiceRuntime, wecom: WeComClient | None, oa: WeComClient | None
+) -> MediaSteps:
+    """Voice in (an ASR endpoint: ASR_BASE_URL or LLM_BASE_URL) and image in (a vision model: LLM_BASE_URL),
+    both needing ffmpeg; `/readyz` says which are on (`voice`, `images`)."""
     try:
-        ffmpeg = Ffmpeg.locate(timeout_s=settings.voice_deadline_s)
+        ffmpeg = Ffmpeg.locate(timeout_s=max(settings.voice_deadline_s, settings.image_in_deadline_s))
     except FfmpegUnavailableError as exc:
         runtime.readiness.set("voice", True, f"off: {exc}")
-        return None
-    asr_http = TracedHttp(create_session(8, settings.voice_deadline_s))
-    runtime.on_shutdown(asr_http.close)
-    runtime.readiness.set("voice", True, f"on: model {settings.asr.model}")
-    return VoiceIntake(
-        wecom,
-        MediaStore(runtime.js, max_bytes=settings.media_max_bytes),
-        ffmpeg,
-        Transcriber(asr_http, settings.asr),
-        VoiceMetrics(runtime.registry),
-        deadline_s=settings.voice_deadline_s,
-        max_bytes=settings.voice_max_bytes,
+        runtime.readiness.set("images", True, f"off: {exc}")
+        return MediaSteps()
+    store = MediaStore(runtime.js, max_bytes=settings.media_max_bytes)
+    voice: dict[str, VoiceIntake] = {}
+    if (wecom or oa) and settings.asr.configured:
+        asr_http = TracedHttp(create_session(8, settings.voice_deadline_s))
+        runtime.on_shutdown(asr_http.close)
+        transcriber = Transcriber(asr_http, settings.asr)
+        metrics = VoiceMetrics(runtime.registry)
+        for name, client in (("wecom", wecom), ("oa", oa)):
+            if client is not None:
+                voice[name] = VoiceIntake(
+                    client,
+                    store,
+                    ffmpeg,
+                    transcriber,
+                    metrics,
+                    deadline_s=settings.voice_deadline_s,
+                    max_bytes=settings.voice_max_bytes,
+                )
+        runtime.readiness.set("voice", True, f"on: model {settings.asr.model}")
+    else:
+        runtime.readiness.set("voice", True, "off: needs WECOM_* or WECHAT_*, and ASR_BASE_URL or LLM_BASE_URL")
+    images: ImageIntake | None = None
+    if settings.vision.configured:
+        image_http = TracedHttp(create_session(8, settings.image_in_deadline_s))
+        runtime.on_shutdown(image_http.close)
+        images = ImageIntake(
+            image_http,
+            store,
+            ffmpeg,
+            ImageMetrics(runtime.registry),
+            deadline_s=settings.image_in_deadline_s,
+            max_bytes=settings.image_in_max_bytes,
+        )
+        runtime.readiness.set("images", True, f"on: model {settings.vision.model}")
+    else:
+        runtime.readiness.set("images", True, "off: needs LLM_BASE_URL (the vision model's endpoint)")
+    return MediaSteps(
+        ChannelMedia(wecom, voice.get("wecom"), images) if wecom is not None else None,
+        ChannelMedia(oa, voice.get("oa"), images) if oa is not None else None,
+        images,
     )
 
 
@@ -121,8 +163,9 @@ async def main() -> None:
     senders: dict[int, ReplySender] = {}
     if wecom is not None:
         senders[ev.CHANNEL_WECOM_APP] = WeComAppSender(wecom, settings.wecom_reply_format)
-    if oa := official_account_sender(settings, http, redis, runtime.readiness, metrics):
-        senders[ev.CHANNEL_OFFICIAL_ACCOUNT] = oa
+    oa = official_account_client(settings, http, redis, runtime.readiness, metrics)
+    if oa is not None:
+        senders[ev.CHANNEL_OFFICIAL_ACCOUNT] = official_account_sender(oa)
     streams = StreamStore(redis)
     senders[ev.CHANNEL_WECOM_AIBOT] = AibotSender(streams)
     hub = BridgeHub(runtime.nc, settings.gateway_bridge_token)
@@ -150,8 +193,8 @@ async def main() -> None:
     else:
         seen = SeenMessages(redis, settings.gateway_dedup_ttl_s)
         runtime.on_shutdown(seen.flush)  # before Redis closes (hooks run in reverse order)
-        voice = await voice_intake(settings, runtime, wecom)
-        app = build_http_app(settings, runtime, seen, metrics, hub, streams, voice)
+        media = media_steps(settings, runtime, wecom, oa)
+        app = build_http_app(settings, runtime, seen, metrics, hub, streams, media)
         await runtime.serve_http(
             app,
             settings.gateway_port,

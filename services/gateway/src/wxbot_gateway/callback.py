@@ -1,9 +1,10 @@
 """`GET`/`POST /wecom/callback`: verify, decrypt, publish, answer at once.
 
-The handler does no slow work (no LLM): WeCom retries any callback that takes over 5 s. The one
-exception is a voice message, downloaded and transcribed within `VOICE_DEADLINE_S` (voice.py) so
-that safety checks its transcript; a retry meanwhile carries the same event id, so it is still
-one message. A bad request gets a 4xx and publishes nothing.
+The handler does no slow work (no LLM): WeCom retries any callback that takes over 5 s. The
+exceptions are media: a voice message is downloaded and transcribed within `VOICE_DEADLINE_S`
+(voice.py) so that safety checks its transcript, an image fetched and stored within
+`IMAGE_DEADLINE_S` (images.py); a retry meanwhile carries the same event id, so it is still one
+message. A bad request gets a 4xx and publishes nothing.
 
 `POST` carries every message, so it is a `FastRoute` (served from ASGI directly, with its own
 SERVER span: no FastAPI routing or middleware per message); the rare `GET` URL check stays on
@@ -21,12 +22,11 @@ from wxbot_common.fast_http import FastRoute, RawRequest
 from wxbot_common.logs import get_logger
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_gateway.callback_input import XML_TYPES, RefusedError, checked_body
+from wxbot_gateway.channel_media import ChannelMedia
 from wxbot_gateway.dedupe import SeenMessages
 from wxbot_gateway.inbound import channel_event_from_wecom, received_from_wecom
 from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.settings import GatewaySettings
-from wxbot_gateway.voice import VoiceIntake
-from wxbot_proto.events.v1 import events_pb2 as ev
 from wxbot_wecom.crypto import CallbackCrypto
 from wxbot_wecom.errors import SignatureError, WeComProtocolError
 from wxbot_wecom.messages import parse_envelope, parse_inbound
@@ -71,7 +71,7 @@ def wecom_callback(
     publisher: EventPublisher,
     seen: SeenMessages,
     metrics: GatewayMetrics,
-    voice: VoiceIntake | None = None,
+    media: ChannelMedia | None = None,
 ) -> FastRoute:
     """`POST /wecom/callback`: one message or event; answers 200 with an empty body once it is published."""
     log = get_logger("wxbot.gateway.callback")
@@ -110,15 +110,9 @@ def wecom_callback(
             if message.msg_type == "event"
             else received_from_wecom(message, settings.wecom_corp_id, settings.wecom_agent_id)
         )
-        # A voice's transcript becomes the text safety checks (within VOICE_DEADLINE_S). A retry of a
-        # voice already published is not transcribed again: its publish is dropped as a duplicate.
-        if (
-            voice is not None
-            and isinstance(event, ev.MessageReceived)
-            and voice.wanted(event)
-            and not await seen.seen(event.meta.event_id)
-        ):
-            await voice.fill(event)
+        # A voice's transcript becomes the text safety checks, an image is stored for the model.
+        if media is not None:
+            await media.fill(event, seen)
         try:
             ack = await seen.publish_once(event, publisher, message.create_time)
         except TransientError as exc:

@@ -36,10 +36,11 @@ def readiness_detail(settings: GatewaySettings) -> str:
     return "not configured: set WECHAT_* to serve an Official Account"
 
 
-def official_account_sender(
+def official_account_client(
     settings: GatewaySettings, http: TracedHttp, redis: Redis, readiness: Readiness, metrics: GatewayMetrics
-) -> WeComAppSender | None:
-    """The ReplySender for CHANNEL_OFFICIAL_ACCOUNT, or None without an AppID and AppSecret."""
+) -> WeComClient | None:
+    """The OA's API client (replies, and `media/get` for voice and images), or None without an
+    AppID and AppSecret."""
     readiness.set(CHANNEL, True, readiness_detail(settings))
     if not (settings.wechat_app_id and settings.wechat_app_secret):
         return None
@@ -49,7 +50,7 @@ def official_account_sender(
         metrics.config_errors.labels(CHANNEL, str(errcode)).inc()
         readiness.set(CHANNEL, True, f"{reason} (errcode {errcode}): fix it")
 
-    client = WeComClient(
+    return WeComClient(
         http,
         redis,
         settings.wechat_api_base,
@@ -59,4 +60,8 @@ def official_account_sender(
         on_config_error=config_error,
         flavour=OFFICIAL_ACCOUNT,
     )
+
+
+def official_account_sender(client: WeComClient) -> WeComAppSender:
+    """The ReplySender for CHANNEL_OFFICIAL_ACCOUNT."""
     return WeComAppSender(client, "text", name=CHANNEL)

@@ -20,6 +20,7 @@ from wxbot_common.fast_http import FastRoute, RawRequest
 from wxbot_common.logs import get_logger
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_gateway.callback_input import XML_TYPES, RefusedError, checked_body
+from wxbot_gateway.channel_media import ChannelMedia
 from wxbot_gateway.dedupe import SeenMessages
 from wxbot_gateway.inbound import Origin, channel_event, received
 from wxbot_gateway.metrics import GatewayMetrics
@@ -58,7 +59,11 @@ def oa_router(settings: GatewaySettings, metrics: GatewayMetrics) -> APIRouter:
 
 
 def oa_callback(
-    settings: GatewaySettings, publisher: EventPublisher, seen: SeenMessages, metrics: GatewayMetrics
+    settings: GatewaySettings,
+    publisher: EventPublisher,
+    seen: SeenMessages,
+    metrics: GatewayMetrics,
+    media: ChannelMedia | None = None,
 ) -> FastRoute:
     """`POST /wechat/callback`: one message or event; answers `success` once it is published."""
     log = get_logger("wxbot.gateway.oa")
@@ -98,6 +103,9 @@ def oa_callback(
         except WeComProtocolError as exc:
             return reject(400, exc.code)
         event: Message = channel_event(message, origin) if message.msg_type == "event" else received(message, origin)
+        # Voice without `Recognition` is transcribed, an image stored, with the OA's own media/get.
+        if media is not None:
+            await media.fill(event, seen)
         try:
             ack = await seen.publish_once(event, publisher, message.create_time)
         except TransientError as exc:

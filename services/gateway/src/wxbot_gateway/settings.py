@@ -74,6 +74,17 @@ class GatewaySettings(MediaSettings):
         "answered after it (WeCom retries after 5 s), and a voice not transcribed by then gets a notice",
     )
     voice_max_bytes: int = Field(2 * 1024 * 1024, description="larger voice files are not transcribed (a notice)")
+    image_in_deadline_s: float = Field(
+        4.0,
+        gt=0,
+        description="time to fetch, convert and store an image message's picture; the callback is answered after "
+        "it (WeCom retries after 5 s), and an image not stored by then gets a notice",
+    )
+    image_in_max_bytes: int = Field(
+        10 * 1024 * 1024,
+        gt=0,
+        description="larger inbound images are not downloaded (refused by Content-Length, else counted): a notice",
+    )
     aibot_token: str = Field("", description="WeCom AI bot callback Token")
     aibot_encoding_aes_key: str = Field("", description="WeCom AI bot callback EncodingAESKey")
 

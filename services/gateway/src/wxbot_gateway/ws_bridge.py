@@ -1,7 +1,10 @@
 """`/ws/bridge`: a WebSocket for third-party protocol clients (bridges from other chat networks).
 
 Frames in: JSON `{"sender": "...", "content": "...", "msg_type": "text"}` (optional `msg_id` makes
-a resend idempotent). Frames out: `{"type": "ack", "msg_id"}` when the message is in the log,
+a resend idempotent), or an image: `{"sender", "msg_type": "image", "image_url": "https://…"}` or
+`"image_base64": "…"` instead of the URL, `content` an optional caption (docs/channels.md). The
+image is fetched, converted and stored (images.py) before the message is published and acked.
+Frames out: `{"type": "ack", "msg_id"}` when the message is in the log,
 `{"type": "reply", "to": sender, "content"}` for the bot's answer, `{"type": "error", "error"}`
 for a bad frame, binary frames included (the socket stays open); a frame over GATEWAY_MAX_BODY_BYTES
 closes it with 1009. A bearer token (`GATEWAY_BRIDGE_TOKEN`, in the
@@ -15,10 +18,13 @@ replica delivers the reply asks the owning replica (request/reply) to write it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 import secrets
 import uuid
+from typing import NamedTuple
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from nats.aio.client import Client
@@ -29,9 +35,11 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from wxbot_common.errors import TransientError
 from wxbot_common.ids import inbound_event_id, now_timestamp
 from wxbot_common.logs import get_logger
+from wxbot_common.media.vision import IMAGE_TEXT
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_gateway.conversation import conversation_id
 from wxbot_gateway.errors import DeliveryRefusedError
+from wxbot_gateway.images import ImageIntake
 from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.untrusted_json import UntrustedJsonError, encodable, load
 from wxbot_proto.events.v1 import events_pb2 as ev
@@ -39,6 +47,7 @@ from wxbot_proto.events.v1 import events_pb2 as ev
 CHANNEL = "bridge"
 SUBJECT_PREFIX = "wxbot.bridge"
 MAX_CONTENT_BYTES = 8192
+MAX_URL_CHARS = 4096
 SOCKET_GONE = -2  # errcode of a ReplyFailed whose socket has closed
 
 
@@ -46,29 +55,63 @@ class FrameError(ValueError):
     pass
 
 
-def parse_frame(raw: str) -> tuple[str, str, str | None]:
-    """(sender, content, msg_id) of a client frame, or FrameError saying what is wrong (pure)."""
+class Frame(NamedTuple):
+    sender: str
+    content: str  # the text, or an image's caption ("" for none)
+    msg_id: str | None
+    image_url: str = ""
+    image_data: bytes = b""
+
+    @property
+    def is_image(self) -> bool:
+        return bool(self.image_url or self.image_data)
+
+
+def _image_of(frame: dict[str, object]) -> tuple[str, bytes]:
+    """(url, bytes) of an image frame: exactly one of `image_url` (http/https) and `image_base64`."""
+    url, inline = frame.get("image_url"), frame.get("image_base64")
+    if (url is None) == (inline is None):
+        raise FrameError("an image frame needs exactly one of 'image_url' and 'image_base64'")
+    if url is not None:
+        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")) or len(url) > MAX_URL_CHARS:
+            raise FrameError(f"'image_url' must be an http(s) URL of at most {MAX_URL_CHARS} characters")
+        if not encodable(url):
+            raise FrameError("strings must not hold lone surrogates (\\ud800-style escapes)")
+        return url, b""
+    try:
+        data = base64.b64decode(inline, validate=True) if isinstance(inline, str) else b""
+    except (binascii.Error, ValueError):
+        data = b""
+    if not data:
+        raise FrameError("'image_base64' must be non-empty standard base64")
+    return "", data
+
+
+def parse_frame(raw: str) -> Frame:
+    """The sender, text or caption, msg_id and image of a client frame, or FrameError saying what is wrong (pure)."""
     try:
         frame = load(raw)
     except UntrustedJsonError as exc:
         raise FrameError("frame is not JSON (or nested too deep)") from exc
     if not isinstance(frame, dict):
         raise FrameError("frame must be a JSON object")
-    sender, content, msg_type = frame.get("sender"), frame.get("content"), frame.get("msg_type", "text")
+    sender, msg_type = frame.get("sender"), frame.get("msg_type", "text")
+    if msg_type not in ("text", "image"):
+        raise FrameError("msg_type must be 'text' or 'image'")
+    content = frame.get("content", "" if msg_type == "image" else None)
     if not isinstance(sender, str) or not sender.strip() or len(sender) > 128:
         raise FrameError("'sender' must be a non-empty string of at most 128 characters")
-    if not isinstance(content, str) or not content.strip():
+    if not isinstance(content, str) or (msg_type == "text" and not content.strip()):
         raise FrameError("'content' must be a non-empty string")
     if not (encodable(sender) and encodable(content)):
         raise FrameError("strings must not hold lone surrogates (\\ud800-style escapes)")
     if len(content.encode()) > MAX_CONTENT_BYTES:
         raise FrameError(f"'content' exceeds {MAX_CONTENT_BYTES} bytes")
-    if msg_type != "text":
-        raise FrameError("only msg_type 'text' is supported")
     msg_id = frame.get("msg_id")
     if msg_id is not None and not (isinstance(msg_id, str) and 0 < len(msg_id) <= 128 and encodable(msg_id)):
         raise FrameError("'msg_id' must be a string of at most 128 characters")
-    return sender.strip(), content, msg_id
+    url, data = _image_of(frame) if msg_type == "image" else ("", b"")
+    return Frame(sender.strip(), content, msg_id, url, data)
 
 
 class BridgeHub:
@@ -144,8 +187,14 @@ class BridgeSender:
         return ""
 
 
-def received_from_bridge(sender: str, content: str, msg_id: str, session: str) -> ev.MessageReceived:
-    event = ev.MessageReceived(provider_msg_id=msg_id, kind=ev.MESSAGE_KIND_TEXT, text=content)
+def received_from_bridge(frame: Frame, msg_id: str, session: str) -> ev.MessageReceived:
+    sender = frame.sender
+    if frame.is_image:
+        event = ev.MessageReceived(
+            provider_msg_id=msg_id, kind=ev.MESSAGE_KIND_IMAGE, text=frame.content.strip() or IMAGE_TEXT
+        )
+    else:
+        event = ev.MessageReceived(provider_msg_id=msg_id, kind=ev.MESSAGE_KIND_TEXT, text=frame.content)
     event.meta.event_id = inbound_event_id(CHANNEL, sender, msg_id)
     event.meta.conversation_id = conversation_id(CHANNEL, "ws", sender)
     event.meta.correlation_id = event.meta.event_id
@@ -156,7 +205,9 @@ def received_from_bridge(sender: str, content: str, msg_id: str, session: str) -
     return event
 
 
-def bridge_router(hub: BridgeHub, publisher: EventPublisher, metrics: GatewayMetrics) -> APIRouter:
+def bridge_router(
+    hub: BridgeHub, publisher: EventPublisher, metrics: GatewayMetrics, images: ImageIntake | None = None
+) -> APIRouter:
     router = APIRouter()
     log = get_logger("wxbot.gateway.bridge")
 
@@ -177,14 +228,20 @@ def bridge_router(hub: BridgeHub, publisher: EventPublisher, metrics: GatewayMet
                 try:
                     if frame.get("text") is None:
                         raise FrameError("frames must be text (JSON), not binary")
-                    sender, content, msg_id = parse_frame(frame["text"])
+                    parsed = parse_frame(frame["text"])
                 except FrameError as exc:
                     metrics.callbacks.labels(CHANNEL, "bad_frame").inc()
                     await websocket.send_json({"type": "error", "error": str(exc)})
                     continue
-                msg_id = msg_id or uuid.uuid4().hex
+                msg_id = parsed.msg_id or uuid.uuid4().hex
+                event = received_from_bridge(parsed, msg_id, session)
+                if images is not None and parsed.is_image:  # without image in, nlp answers the text-only notice
+                    fetch = (
+                        images.from_url(parsed.image_url) if parsed.image_url else images.from_bytes(parsed.image_data)
+                    )
+                    await images.fill(event, fetch)
                 try:
-                    await publisher.publish(received_from_bridge(sender, content, msg_id, session))
+                    await publisher.publish(event)
                 except TransientError as exc:
                     log.error("publish_failed", error=str(exc))
                     await websocket.send_json({"type": "error", "error": "temporarily unavailable, resend"})

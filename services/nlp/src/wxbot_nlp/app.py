@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from wxbot_common.http_client import TracedHttp, create_session
+from wxbot_common.media.store import MediaStore
 from wxbot_common.nats.topology import NLP_DRAFTER
 from wxbot_common.redis_client import create_redis
 from wxbot_common.rpc import create_channel
@@ -21,9 +22,12 @@ from wxbot_nlp.skills.commands import SkillCommands
 from wxbot_nlp.skills.registry import SkillFilter, SkillRegistry
 from wxbot_nlp.tool_loop import ToolLoop
 from wxbot_nlp.variants import Variant
+from wxbot_nlp.vision import PendingImages, Vision, VisionMetrics
 from wxbot_proto.context.v1 import context_pb2_grpc as ctx_grpc
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from wxbot_nlp.skills.mcp import McpBridge
 
 
@@ -88,6 +92,38 @@ def build_backends(
         metrics.circuit_open.labels(v.name).set_function(_is_open(resilient.breaker))
         backends[v.name] = resilient
     return backends
+
+
+def build_vision(
+    settings: NlpSettings, redis: Redis, runtime: ServiceRuntime, http: TracedHttp, metrics: NlpMetrics
+) -> Vision:
+    """Images for the model: read from the media store; VISION_MODEL gets a backend of its own
+    (else each variant's chat model reads them); a pending image per conversation for follow-ups."""
+    backend = None
+    if settings.vision_model and settings.vision_model != settings.llm_model:
+        endpoint = OpenAICompatibleBackend(
+            http,
+            settings.llm_base_url,
+            settings.llm_api_key,
+            settings.vision_model,
+            settings.llm_timeout_s,
+            settings.llm_max_tokens,
+            settings.llm_temperature,
+            settings.llm_stream,
+        )
+        backend = ResilientBackend(
+            endpoint,
+            attempts=settings.llm_retries + 1,
+            backoff_base_s=settings.llm_backoff_base_s,
+            breaker=CircuitBreaker(settings.llm_breaker_threshold, settings.llm_breaker_cooldown_s),
+            on_error=_count_errors(metrics, "vision"),
+            attempt_timeout_s=settings.llm_timeout_s,
+            deadline_s=settings.llm_answer_deadline_s,
+        )
+    pending = PendingImages(redis, settings.image_followup_s) if settings.image_followup_s > 0 else None
+    store = MediaStore(runtime.js, max_bytes=settings.media_max_bytes)
+    runtime.readiness.set("vision", True, f"model {settings.vision.model}")
+    return Vision(store, pending, VisionMetrics(runtime.registry), backend)
 
 
 async def main() -> None:
@@ -156,6 +192,7 @@ async def main() -> None:
         metrics,
         ToolLoop(skills, caller, settings.skills_max_rounds, settings.skills_call_timeout_s),
         SkillCommands(skills, caller, min(settings.skills_call_timeout_s, settings.llm_answer_deadline_s)),
+        build_vision(settings, redis, runtime, http, metrics) if backends else None,
     )
     runtime.consume(NLP_DRAFTER, drafter.handle, settings.nlp_concurrency)
     await runtime.serve_http(None, settings.nlp_http_port)

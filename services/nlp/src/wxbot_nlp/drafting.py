@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from wxbot_common.media.asr import ASR_OK, ASR_STATUS
+from wxbot_common.media.vision import image_failed
 from wxbot_nlp.kb import KbMatch
 from wxbot_nlp.llm import Message
 from wxbot_proto.events.v1 import events_pb2 as ev
@@ -20,6 +21,10 @@ APOLOGY = "抱歉，我暂时无法回答，请稍后再试。(Sorry, I can't an
 RESET_DONE = "好的，我已清除我们之前的对话记忆。(Done: I have forgotten our conversation so far.)"
 NON_TEXT_NOTICE = "目前我只能阅读文字消息，请用文字描述您的问题。(I can only read text messages for now.)"
 VOICE_NOTICE = "抱歉，这条语音没能识别，请再说一次或改用文字。(Sorry, I could not make out that voice message.)"
+IMAGE_NOTICE = (
+    "抱歉，这张图片没能读取（支持 JPG、PNG、GIF、WebP、HEIC，10 MB 以内），请重新发送或改用文字描述。"
+    "(Sorry, I could not read that image.)"
+)
 HELP_TEXT = (
     "我是 wxbot，企业微信里的智能助手。直接发消息即可提问。\n"
     "命令：/reset 或 清除记忆 —— 清除对话记忆；/help 或 帮助 —— 显示本帮助。\n"
@@ -79,9 +84,12 @@ def is_readable(message: ev.MessageReceived) -> bool:
 
 
 def non_text_notice(message: ev.MessageReceived) -> str:
-    """A voice message that could not be transcribed gets its own notice (one, never an apology too)."""
+    """A voice message that could not be transcribed, an image that could not be read, get their own
+    notice (one, never an apology too)."""
     if message.kind == ev.MESSAGE_KIND_VOICE and message.attributes.get(ASR_STATUS, ASR_OK) != ASR_OK:
         return VOICE_NOTICE
+    if image_failed(message):
+        return IMAGE_NOTICE
     return NON_TEXT_NOTICE
 
 

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from wxbot_common.errors import TransientError
 from wxbot_common.ids import derived_event_id, user_hash
 from wxbot_common.logs import get_logger
+from wxbot_common.media.vision import has_image
 from wxbot_common.meta import derive_meta
 from wxbot_common.nats.consumer import Delivery
 from wxbot_common.nats.publisher import EventPublisher
@@ -36,6 +37,7 @@ from wxbot_common.skill_contract import CallContext
 from wxbot_nlp.answer_cache import AnswerCache
 from wxbot_nlp.drafting import (
     APOLOGY,
+    IMAGE_NOTICE,
     HistoryTurn,
     Plan,
     Route,
@@ -51,6 +53,7 @@ from wxbot_nlp.resilience import AnswerDeadline, ResilientBackend
 from wxbot_nlp.skills.commands import SkillCommands
 from wxbot_nlp.tool_loop import ToolLoop
 from wxbot_nlp.variants import Variant, assign
+from wxbot_nlp.vision import Vision, VisionError, VisionTurn
 from wxbot_proto.context.v1 import context_pb2 as ctx
 from wxbot_proto.context.v1 import context_pb2_grpc as ctx_grpc
 from wxbot_proto.events.v1 import events_pb2 as ev
@@ -135,6 +138,7 @@ class Drafter:
         metrics: NlpMetrics,
         tool_loop: ToolLoop | None = None,
         commands: SkillCommands | None = None,
+        vision: Vision | None = None,
     ) -> None:
         self._publisher = publisher
         self._context = context
@@ -146,6 +150,7 @@ class Drafter:
         self._metrics = metrics
         self._tool_loop = tool_loop
         self._commands = commands
+        self._vision = vision
         self._log = get_logger("wxbot.nlp")
         self._tracer = trace.get_tracer("wxbot.nlp")
 
@@ -164,6 +169,9 @@ class Drafter:
         is_text = is_readable(message)
         address = message.reply_to
         variant = assign(self._variants, user_hash(f"{accepted.meta.channel}:{address.corp_id}:{address.user_id}"))
+        if self._vision is not None and self._backends is not None and has_image(message):
+            await self._answer_image(accepted, variant, delivery.num_delivered >= self._policy.max_deliver)
+            return
         if is_text and self._commands is not None and command_of(message.text) is None:
             reply = await self._commands.run(message.text, CallContext.of(accepted.meta, address))
             if reply is not None:
@@ -180,6 +188,8 @@ class Drafter:
         )
         if plan.route is Route.RESET:
             await self._publish_reset(accepted)
+            if self._vision is not None:
+                await self._vision.forget(accepted.meta.conversation_id)
         if plan.route is Route.LLM:
             last_try = delivery.num_delivered >= self._policy.max_deliver
             await self._answer(accepted, plan, variant, last_try)
@@ -193,6 +203,10 @@ class Drafter:
         question = accepted.message.text
         history = await self._history(accepted, variant.name, last_try)
         deadline = AnswerDeadline(self._policy.answer_deadline_s)  # history waits for earlier answers
+        # A question right after an image is asked with that image (never cached: the text alone is not the question).
+        if self._vision is not None and (turn := await self._vision.for_follow_up(accepted)) is not None:
+            await self._ask_llm(accepted, plan, variant, history.turns, deadline, turn)
+            return
         standalone = history.known and not history.turns and not plan.grounding
         if self._cache is None or not standalone:
             await self._ask_llm(accepted, plan, variant, history.turns, deadline)
@@ -217,6 +231,19 @@ class Drafter:
         self._metrics.cache.labels(result, variant.name).inc()
         await self._draft(accepted, cached, ev.REPLY_SOURCE_CACHE, variant.name)
 
+    async def _answer_image(self, accepted: ev.InboundAccepted, variant: Variant, last_try: bool) -> None:
+        """An image (with or without a caption): the vision model sees it, or the user gets one notice."""
+        history = await self._history(accepted, variant.name, last_try)
+        deadline = AnswerDeadline(self._policy.answer_deadline_s)
+        assert self._vision is not None
+        try:
+            turn = await self._vision.for_image(accepted)
+        except VisionError as exc:
+            self._log.warning("image_unreadable", error=str(exc))
+            await self._draft(accepted, IMAGE_NOTICE, ev.REPLY_SOURCE_NOTICE, variant.name)
+            return
+        await self._ask_llm(accepted, Plan(Route.LLM), variant, history.turns, deadline, turn)
+
     async def _ask_llm(
         self,
         accepted: ev.InboundAccepted,
@@ -224,16 +251,21 @@ class Drafter:
         variant: Variant,
         history: list[HistoryTurn],
         deadline: AnswerDeadline,
+        turn: VisionTurn | None = None,
     ) -> str | None:
         """Publish the LLM's answer, or the apology; return the answer when it may be cached (not
-        the apology, nor an answer built from tool results: those are live data)."""
+        the apology, an answer about an image, nor one built from tool results: those are live data).
+        With `turn`, the user's message is its text and image parts, asked of the vision model."""
         assert self._backends is not None
         messages = build_messages(variant.system_prompt or "", history, accepted.message.text, plan.grounding)
         backend = self._backends[variant.name]
+        if turn is not None:
+            messages[-1]["content"] = turn.content()
+            backend = (self._vision.backend if self._vision is not None else None) or backend
         started = time.perf_counter()
         tool_calls = 0
         try:
-            if self._tool_loop is None:
+            if self._tool_loop is None or turn is not None:
                 completion = await backend.complete(messages, deadline)
             else:
                 caller = CallContext.of(accepted.meta, accepted.message.reply_to)
@@ -252,7 +284,7 @@ class Drafter:
             await self._draft(accepted, APOLOGY, ev.REPLY_SOURCE_NOTICE, variant.name, label="apology")
             return None
         await self._draft(accepted, completion.text, ev.REPLY_SOURCE_LLM, variant.name, completion)
-        return completion.text if tool_calls == 0 else None
+        return completion.text if tool_calls == 0 and turn is None else None
 
     async def _history(self, accepted: ev.InboundAccepted, variant: str, last_try: bool) -> History:
         request = ctx.GetHistoryRequest(

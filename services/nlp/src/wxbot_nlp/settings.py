@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from wxbot_common.settings import CommonSettings
+from wxbot_common.media.settings import MediaSettings
 from wxbot_nlp.resilience import MAX_BACKOFF_S
 from wxbot_nlp.skills.mcp_servers import McpServer, parse_servers
 from wxbot_nlp.variants import Variant, parse_variants
@@ -22,7 +22,7 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
-class NlpSettings(CommonSettings):
+class NlpSettings(MediaSettings):
     nlp_http_port: int = Field(8082, description="ops HTTP port: /healthz /readyz /metrics")
     llm_base_url: str = Field("", description="OpenAI-compatible endpoint ending in /v1; empty = no LLM")
     llm_api_key: str = Field("", description="bearer token for the LLM endpoint")
@@ -55,6 +55,11 @@ class NlpSettings(CommonSettings):
     nlp_history_budget: int = Field(0, ge=0, description="history tokens to ask context for; 0 = context's default")
     nlp_concurrency: int = Field(512, gt=0, description="messages drafted at once per replica")
     nlp_context_timeout_s: float = Field(45.0, gt=0, description="deadline of the GetHistory call")
+    image_followup_s: float = Field(
+        300.0,
+        ge=0,
+        description="a text question this soon after an image (same conversation) is asked with that image; 0 = off",
+    )
     skills_allow: str = Field("", description="skills offered: comma-separated globs on tool or service; empty = all")
     skills_deny: str = Field("", description="skills never offered (globs on tool or service name); wins over allow")
     skills_discovery_interval_s: float = Field(5.0, gt=0, le=6, description="how often skills are discovered")

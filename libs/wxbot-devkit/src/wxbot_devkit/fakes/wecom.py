@@ -27,7 +27,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
@@ -138,6 +138,9 @@ class FakeWeCom(FakeService):
         self.send_calls = 0
         self.token_rejections = 0  # calls refused for an unknown or expired access token
         self._outages: set[asyncio.Task[None]] = set()
+        self._cdn: dict[str, tuple[bytes, str]] = {}  # name -> (bytes, content type): PicUrl / AI-bot image URLs
+        self.cdn_requests: list[str] = []
+        self.media_get_calls = 0
 
     # -- knobs -------------------------------------------------------------------------------------
 
@@ -165,6 +168,13 @@ class FakeWeCom(FakeService):
     ) -> None:
         """Serve `data` under `media_id` (no checks); its type (image/voice/…) follows the content type."""
         self.media_library.add(media_id, data, content_type, filename, media_type)
+
+    def serve_file(self, name: str, data: bytes, content_type: str = "image/jpeg") -> str:
+        """Serve `data` at a URL of its own, as WeCom's picture CDN serves a message's `PicUrl` (or,
+        encrypted, an AI-bot image); returns the URL. Tests may serve anything: HTML, huge files."""
+        with self._lock:
+            self._cdn[name] = (data, content_type)
+        return f"{self.base_url}/_fake/cdn/{name}"
 
     def expire_media(self, *media_ids: str) -> None:
         """These media ids (every one when none are given) now answer 40007, as three days later."""
@@ -366,7 +376,18 @@ class FakeWeCom(FakeService):
             "created_at": str(int(stored.created_at)),
         }
 
+    async def _cdn_get(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        with self._lock:
+            self.cdn_requests.append(name)
+            found = self._cdn.get(name)
+        if found is None:
+            return PlainTextResponse("Not Found", status_code=404)
+        return Response(found[0], media_type=found[1])
+
     async def _media_get(self, request: Request) -> Response:
+        with self._lock:
+            self.media_get_calls += 1
         await self._delay()
         if errcode := self._check_token(request.query_params.get("access_token")):
             return JSONResponse(error_body(self._token_error(errcode)))
@@ -429,6 +450,7 @@ class FakeWeCom(FakeService):
         return [
             Route("/cgi-bin/media/upload", self._media_upload, methods=["POST"]),
             Route("/cgi-bin/media/get", self._media_get, methods=["GET"]),
+            Route("/_fake/cdn/{name}", self._cdn_get, methods=["GET"]),
             Route("/_fake/uploads", self._ctl_uploads, methods=["GET"]),
             Route("/_fake/media/{media_id}", self._ctl_add_media, methods=["POST"]),
             Route("/_fake/media/{media_id}", self._ctl_get_media, methods=["GET"]),
