@@ -432,7 +432,10 @@ BRIDGE_CASES = [
     BridgeCase("content missing", json.dumps({"sender": "a"}), error="'content'"),
     BridgeCase("content an object", frame(content={"text": "x"}), error="'content'"),
     BridgeCase("content blank", frame(content="   "), error="'content'"),
-    BridgeCase("msg_type image", frame(msg_type="image"), error="msg_type"),
+    BridgeCase("msg_type video", frame(msg_type="video"), error="msg_type"),
+    BridgeCase("image without a URL or bytes", frame(msg_type="image"), error="exactly one"),
+    BridgeCase("image URL not http", frame(msg_type="image", image_url="file:///etc/passwd"), error="http"),
+    BridgeCase("image bytes not base64", frame(msg_type="image", image_base64="%%%"), error="base64"),
     BridgeCase("msg_id a number", frame(msg_id=5), error="'msg_id'"),
     BridgeCase("lone surrogate in msg_id", frame(msg_id="m\ud800"), error="'msg_id'"),
 ]

@@ -369,3 +369,19 @@ def test_random_prefix_differs_per_call() -> None:
     first, second = crypto.encrypt(b"same"), crypto.encrypt(b"same")
     assert first != second
     assert crypto.decrypt(first) == crypto.decrypt(second) == b"same"
+
+
+def test_ai_bot_media_is_the_whole_file_under_the_callback_key_padded_to_32() -> None:
+    """The bytes behind an AI-bot image URL: AES-256-CBC, iv = key[:16], PKCS#7 over 32 bytes, no framing."""
+    crypto = CallbackCrypto(TOKEN, KEY, "")
+    image = b"\x89PNG\r\n\x1a\n" + bytes(range(200))
+    aes = decode_aes_key(KEY)
+    pad = 32 - len(image) % 32
+    enc = Cipher(algorithms.AES(aes), modes.CBC(aes[:16])).encryptor()
+    served = enc.update(image + bytes([pad]) * pad) + enc.finalize()  # built independently of encrypt_media
+    assert crypto.encrypt_media(image) == served
+    assert crypto.decrypt_media(served) == image
+    with pytest.raises(DecryptError, match="multiple of 16"):
+        crypto.decrypt_media(served[:-1])
+    with pytest.raises(DecryptError, match="padding"):
+        crypto.decrypt_media(b"<html>login</html>".ljust(32, b" "))  # a page instead of the file

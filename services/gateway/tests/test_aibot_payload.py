@@ -33,6 +33,20 @@ def test_text_voice_and_mixed_are_read_as_text() -> None:
     assert parse(message(msgtype="image", image={"url": "https://x"})).text == "[image]"
 
 
+def test_the_image_url_of_an_image_or_the_first_image_of_a_mixed_message() -> None:
+    assert parse(message(msgtype="image", image={"url": "https://cdn/a"})).image_url == "https://cdn/a"
+    items = [
+        {"msgtype": "text", "text": {"content": "which one?"}},
+        {"msgtype": "image", "image": {"url": "https://cdn/b"}},
+        {"msgtype": "image", "image": {"url": "https://cdn/c"}},
+    ]
+    mixed = parse(message(msgtype="mixed", mixed={"msg_item": items}))
+    assert (mixed.text, mixed.image_url) == ("which one?", "https://cdn/b")
+    assert parse(message(msgtype="text", text={"content": "hi"})).image_url == ""
+    with pytest.raises(MessageFormatError):
+        parse(message(msgtype="image", image={"url": ["not", "a", "string"]}))
+
+
 def test_group_chat_refresh_and_event() -> None:
     group = parse(message(msgtype="text", text={"content": "hi"}, chattype="group", chatid="CHAT"))
     assert group.chat == "CHAT"
