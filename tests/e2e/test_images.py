@@ -32,6 +32,7 @@ from wxbot_gateway.inbound import wecom_conversation_id
 from wxbot_nlp.drafting import APOLOGY, IMAGE_NOTICE
 from wxbot_nlp.vision import DESCRIBE_PROMPT
 from wxbot_proto.events.v1 import events_pb2 as ev
+from wxbot_safety.policy import WORD_NOTICE
 from wxbot_wecom.crypto import CallbackCrypto
 from wxbot_wecom.signature import plain_signature
 
@@ -62,7 +63,10 @@ def replies(request: ChatRequest) -> str:
 async def iw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[World, FakeOfficialAccount]]:
     oa = FakeOfficialAccount(APP_ID, "oa-secret")
     await oa.start()
+    lexicon = tmp_path_factory.mktemp("lexicon") / "terms.txt"
+    lexicon.write_text("禁语测试\n", encoding="utf-8")
     env = {
+        "SAFETY_WORDLIST_FILES": str(lexicon),
         "IMAGE_IN_DEADLINE_S": str(DEADLINE_S),
         "VOICE_DEADLINE_S": str(DEADLINE_S),
         "LLM_ANSWER_DEADLINE_S": str(ANSWER_DEADLINE_S),
@@ -154,6 +158,23 @@ async def test_an_image_message_makes_the_chat_model_receive_that_image(iw: tupl
     await send_text(world, user, "thanks")
     got = await world.wecom.wait_for_messages(user, 2, timeout=20)
     assert len(got) == 2 and "| thanks" in got[1].content  # the first question after an image carries it
+
+
+async def test_concurrent_retries_of_one_image_are_one_message(iw: tuple[World, FakeOfficialAccount]) -> None:
+    """WeCom retries while the first attempt is still fetching: both fetch, one event, one answer."""
+    world, _ = iw
+    user = "e2e-image-race"
+    image = png_bytes(30, 20, (1, 2, 3))
+    world.wecom.add_media("img-race", image, "image/png", "img.png", "image")
+    msg_id = 7_390_000_000_000_000_001
+    sent = await asyncio.gather(*(send_image(world, user, "img-race", msg_id=msg_id) for _ in range(4)))
+    assert [resp.status_code for resp, _ in sent] == [200] * 4
+    await world.wecom.wait_for_messages(user, 1, timeout=20)
+    await send_text(world, user, "one answer only?")
+    got = await world.wecom.wait_for_messages(user, 2, timeout=20)
+    assert len(got) == 2 and "| one answer only?" in got[1].content
+    assert len(await received(world, user)) == 2  # the image once, the question once
+    assert len([r for r in image_requests(world, image) if r.last_user_message == DESCRIBE_PROMPT]) == 1
 
 
 async def test_a_question_after_an_image_is_asked_with_that_image(iw: tuple[World, FakeOfficialAccount]) -> None:
@@ -250,6 +271,20 @@ async def test_a_vision_model_down_or_slow_gets_one_apology(iw: tuple[World, Fak
     await send_text(world, user, "still there?")
     got = await world.wecom.wait_for_messages(user, 2, timeout=20)
     assert len(got) == 2 and got[1].content.startswith(f"I see {digest(image)[:16]} | still there?")
+
+
+async def test_safety_checks_an_image_caption(iw: tuple[World, FakeOfficialAccount]) -> None:
+    """A blocked caption is refused like typed text: the model never sees the image."""
+    world, _ = iw
+    image = png_bytes(20, 20, (77, 77, 77))
+    frame = {
+        "sender": "bridge-image-blocked",
+        "msg_type": "image",
+        "content": "这是禁语测试",
+        "image_base64": base64.b64encode(image).decode(),
+    }
+    assert await bridge_exchange(world, frame) == WORD_NOTICE
+    assert image_requests(world, image) == []
 
 
 # -- Official Account ---------------------------------------------------------------------------------
@@ -372,6 +407,11 @@ async def test_a_bridge_image_frame_by_url_or_inline_reaches_the_model(
         frame["image_base64"] = base64.b64encode(image).decode()
     else:
         frame["image_url"] = world.wecom.serve_file("bridge.png", image, "image/png")
+    assert (await bridge_exchange(world, frame)).startswith(f"I see {digest(image)[:16]} | what is this?")
+
+
+async def bridge_exchange(world: World, frame: dict[str, str]) -> str:
+    """Send one frame on a new socket; the reply's content, after exactly one ack."""
     url = world.stack.gateway_url.replace("http://", "ws://") + "/ws/bridge"
     headers = {"Authorization": f"Bearer {BRIDGE_TOKEN}"}
     async with websockets.connect(url, additional_headers=headers, open_timeout=10) as ws:
@@ -382,4 +422,4 @@ async def test_a_bridge_image_frame_by_url_or_inline_reaches_the_model(
                 got = json.loads(await ws.recv())
                 kinds.append(got["type"])
     assert kinds == ["ack", "reply"]
-    assert got["content"].startswith(f"I see {digest(image)[:16]} | what is this?")
+    return str(got["content"])

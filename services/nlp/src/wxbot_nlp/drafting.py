@@ -22,7 +22,7 @@ RESET_DONE = "好的，我已清除我们之前的对话记忆。(Done: I have f
 NON_TEXT_NOTICE = "目前我只能阅读文字消息，请用文字描述您的问题。(I can only read text messages for now.)"
 VOICE_NOTICE = "抱歉，这条语音没能识别，请再说一次或改用文字。(Sorry, I could not make out that voice message.)"
 IMAGE_NOTICE = (
-    "抱歉，这张图片没能读取（支持 JPG、PNG、GIF、WebP、HEIC，10 MB 以内），请重新发送或改用文字描述。"
+    "抱歉，这张图片没能读取（可发送 JPG、PNG、GIF、WebP 或 HEIC），请重新发送或改用文字描述。"
     "(Sorry, I could not read that image.)"
 )
 HELP_TEXT = (
