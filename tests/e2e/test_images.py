@@ -252,6 +252,24 @@ async def test_a_bad_image_gets_one_notice_and_no_model_call(
     assert (await image_outcomes(world)).get(reason, 0.0) == before + 1
 
 
+async def test_a_slow_media_get_ends_at_the_deadline_with_one_notice(iw: tuple[World, FakeOfficialAccount]) -> None:
+    """The callback is answered within IMAGE_IN_DEADLINE_S (under WeCom's 5 s), so WeCom does not retry."""
+    world, _ = iw
+    user = "e2e-image-slow"
+    before = (await image_outcomes(world)).get("timeout", 0.0)
+    world.wecom.add_media("img-slow", png_bytes(16, 16), "image/png", "img.png", "image")
+    world.wecom.latency_s = DEADLINE_S + 1
+    try:
+        started = time.monotonic()
+        resp, _ = await send_image(world, user, "img-slow")
+        took = time.monotonic() - started
+    finally:
+        world.wecom.latency_s = 0.0
+    assert resp.status_code == 200 and DEADLINE_S <= took < 5.0
+    assert [m.content for m in await world.wecom.wait_for_messages(user, 1, timeout=20)] == [IMAGE_NOTICE]
+    assert (await image_outcomes(world)).get("timeout", 0.0) == before + 1
+
+
 @pytest.mark.parametrize("fault", ["down", "slow"])
 async def test_a_vision_model_down_or_slow_gets_one_apology(iw: tuple[World, FakeOfficialAccount], fault: str) -> None:
     world, _ = iw
