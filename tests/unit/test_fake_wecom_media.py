@@ -225,3 +225,18 @@ async def test_official_account_media(oa_server: FakeOfficialAccount, http: http
     assert [(m.msgtype, m.media_id) for m in sent] == [("image", answer["media_id"]), ("voice", voice["media_id"])]
     got = await media_get(http, oa_server, token, voice["media_id"])
     assert got.headers["content-type"] == "audio/amr" and sniff(got.content) == "amr"
+
+
+async def test_the_media_clock_ages_media_ids_and_upload_faults_come_first(http: httpx.AsyncClient) -> None:
+    async with FakeWeCom(CORP, SECRET) as fake:
+        token = await wecom_token(http, fake)
+        media_id = (await upload(http, fake, token, "image", png_bytes(), "a.png"))["media_id"]
+        fake.advance_media_clock(3 * 86400 - 60)
+        assert (await media_get(http, fake, token, media_id)).headers["content-type"] == "image/png"  # not yet
+        await http.post(f"{fake.base_url}/_fake/faults", json={"media_clock_s": 120, "upload_errcodes": [45009]})
+        assert (await media_get(http, fake, token, media_id)).json()["errcode"] == 40007  # three days old
+        assert (await send(http, fake, token, media_message("image", media_id)))["errcode"] == 40007
+        assert (await upload(http, fake, token, "image", png_bytes(), "a.png"))["errcode"] == 45009
+        fresh = (await upload(http, fake, token, "image", png_bytes(), "a.png"))["media_id"]
+        assert (await send(http, fake, token, media_message("image", fresh)))["errcode"] == 0
+        assert fake.stats()["upload_calls"] == 3

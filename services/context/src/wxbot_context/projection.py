@@ -47,6 +47,13 @@ def event_time(meta: ev.EventMeta) -> float:
     return meta.occurred_at.seconds + meta.occurred_at.nanos / 1e9 if meta.occurred_at.seconds else time.time()
 
 
+def images_sent(event: ev.ReplyApproved) -> str:
+    """What the history says of an image-only answer ("画一只猫"): the prompts, so the model knows
+    what it sent when asked to change it."""
+    prompts = [m.caption for m in event.media if m.caption]
+    return "".join(f"[image: {p}]" for p in prompts)
+
+
 def change_for(kind: EventKind, event: Message, origin_seq: int) -> Change | None:
     """What an event means for its conversation (pure; None = nothing to record)."""
     now = event_time(meta_of(event))
@@ -59,7 +66,7 @@ def change_for(kind: EventKind, event: Message, origin_seq: int) -> Change | Non
         assert isinstance(event, ev.ReplyApproved)
         if event.source in _NOT_DIALOGUE:
             return Change(Op.RESOLVE)
-        return Change(Op.ASSISTANT, StoredTurn("assistant", event.text, origin_seq, now))
+        return Change(Op.ASSISTANT, StoredTurn("assistant", event.text or images_sent(event), origin_seq, now))
     if kind in (EventKind.INBOUND_BLOCKED, EventKind.REPLY_BLOCKED):
         return Change(Op.RESOLVE)
     if kind is EventKind.RESET:

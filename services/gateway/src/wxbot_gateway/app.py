@@ -26,6 +26,7 @@ from wxbot_gateway.claims import SENDING_MARGIN_S, PartClaims
 from wxbot_gateway.dedupe import SeenMessages
 from wxbot_gateway.delivery import ReplyDelivery
 from wxbot_gateway.images import ImageIntake, ImageMetrics
+from wxbot_gateway.media_send import MediaMetrics, MediaSender
 from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.oa_api import official_account_client, official_account_sender
 from wxbot_gateway.oa_callback import oa_callback, oa_router
@@ -186,6 +187,9 @@ async def main() -> None:
             retry_base_s=settings.gateway_retry_base_s,
             retry_max_s=settings.gateway_retry_max_s,
             hold_s=settings.gateway_delivery_hold_s,
+            media=MediaSender(
+                MediaStore(runtime.js, max_bytes=settings.media_max_bytes), redis, MediaMetrics(runtime.registry)
+            ),
         )
         runtime.consume(GATEWAY_DELIVERY, delivery.handle)
     if settings.gateway_role == "delivery":  # sends replies; only the ops endpoints are served

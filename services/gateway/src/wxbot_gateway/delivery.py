@@ -38,6 +38,7 @@ from wxbot_common.nats.subjects import meta_of
 from wxbot_common.outbox import Outbox, SideWrite, Turn
 from wxbot_gateway.claims import PartClaims
 from wxbot_gateway.errors import DeliveryRefusedError, errcode_of
+from wxbot_gateway.media_send import MediaSender, MediaSkippedError, Part, reply_parts
 from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.senders import ReplySender
 from wxbot_proto.events.v1 import events_pb2 as ev
@@ -52,11 +53,11 @@ def retry_delay(attempt: int, base_s: float, cap_s: float = MAX_RETRY_DELAY_S) -
     return min(cap_s, exponential) * random.uniform(0.5, 1.5)
 
 
-def _reply_of(event: Message) -> tuple[ev.ReplyAddress, str]:
+def _reply_of(event: Message) -> tuple[ev.ReplyAddress, str, list[ev.MediaRef]]:
     if isinstance(event, ev.ReplyApproved):
-        return event.reply_to, event.text
+        return event.reply_to, event.text, list(event.media)
     if isinstance(event, ev.ReplyBlocked | ev.InboundBlocked):
-        return event.reply_to, event.notice
+        return event.reply_to, event.notice, []
     raise TypeError(f"cannot deliver {event.DESCRIPTOR.full_name}")
 
 
@@ -72,6 +73,7 @@ class ReplyDelivery:
         retry_base_s: float = 2.0,
         retry_max_s: float = 5.0,
         hold_s: float = 60.0,
+        media: MediaSender | None = None,
     ) -> None:
         """`max_deliver`: the delivery durable's; a send still failing on that delivery is recorded."""
         self._senders = senders
@@ -83,13 +85,14 @@ class ReplyDelivery:
         self._hold_s = hold_s
         self._publisher = publisher
         self._metrics = metrics
+        self._media = media
         self._log = get_logger("wxbot.gateway.delivery")
 
     async def handle(self, delivery: Delivery) -> None:
         event = delivery.event
         meta = meta_of(event)
-        address, text = _reply_of(event)
-        if not text:
+        address, text, media = _reply_of(event)
+        if not text and not media:
             return  # a notice-less block: the user is deliberately told nothing
         sender = self._senders.get(meta.channel)
         channel = ev.Channel.Name(meta.channel).removeprefix("CHANNEL_").lower()
@@ -102,7 +105,7 @@ class ReplyDelivery:
         attempt = 0
         while True:
             try:
-                await self._deliver(meta, sender, address, text, last, deadline)
+                await self._deliver(meta, sender, address, reply_parts(sender, text, media), last, deadline)
                 return
             except Retryable as exc:
                 attempt += 1
@@ -131,12 +134,11 @@ class ReplyDelivery:
         meta: ev.EventMeta,
         sender: ReplySender,
         address: ev.ReplyAddress,
-        text: str,
+        parts: list[Part],
         last: bool,
         deadline: float,
     ) -> None:
         conversation = meta.conversation_id
-        parts = sender.split(text)
         # Entering the outbox also claims the first part when the reply is first: one round trip.
         claim = self._claims.new_claim(self._claims.key(meta.event_id, 0))
         turn, claimed = await self._outbox.enter_claiming(conversation, meta.origin_sequence, meta.event_id, claim)
@@ -183,7 +185,7 @@ class ReplyDelivery:
         meta: ev.EventMeta,
         sender: ReplySender,
         address: ev.ReplyAddress,
-        parts: list[str],
+        parts: list[Part],
         first_token: str | None,
         leave: Callable[[SideWrite | None], Awaitable[None]],
     ) -> list[str]:
@@ -200,7 +202,7 @@ class ReplyDelivery:
                 msgids.append(await self._claims.sent_id(key))
                 continue
             try:
-                msgid = await sender.send_part(address, part)
+                msgid = await self._send_one(sender, address, part)
             except BaseException:
                 await self._claims.release(key, token)
                 raise
@@ -216,6 +218,18 @@ class ReplyDelivery:
             await self._claims.record(*final, write=leave)
         self._metrics.deliveries.labels(sender.name, "sent" if fresh else "already_sent", "0").inc()
         return msgids
+
+    async def _send_one(self, sender: ReplySender, address: ev.ReplyAddress, part: Part) -> str:
+        """A text part, or an image or voice (`media_send`); a media part that can never be sent is
+        recorded as done with no msgid (logged and counted there), so the reply goes on."""
+        if isinstance(part, str):
+            return await sender.send_part(address, part)
+        if self._media is None:
+            return ""
+        try:
+            return await self._media.send(sender, address, part)
+        except MediaSkippedError:
+            return ""
 
     async def _give_up(
         self, meta: ev.EventMeta, sender: ReplySender, address: ev.ReplyAddress, exc: BaseException, deliveries: int

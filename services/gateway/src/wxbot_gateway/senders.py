@@ -43,3 +43,15 @@ class WeComAppSender:
 
     async def send_part(self, address: ev.ReplyAddress, part: str) -> str:
         return await self._client.send_part(address.user_id, part, self._msgtype)
+
+    # A `media_send.MediaChannel`: images and voice go as uploads and media messages.
+
+    @property
+    def media_scope(self) -> str:
+        return self._client.scope
+
+    async def upload_media(self, media_type: str, data: bytes, filename: str, content_type: str) -> str:
+        return await self._client.upload_media(media_type, data, filename, content_type)
+
+    async def send_media(self, address: ev.ReplyAddress, msgtype: str, media_id: str) -> str:
+        return await self._client.send_media(address.user_id, msgtype, media_id)

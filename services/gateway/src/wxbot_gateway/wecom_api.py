@@ -1,4 +1,4 @@
-"""The WeCom server API the gateway calls: gettoken, message/send and media/get.
+"""The WeCom server API the gateway calls: gettoken, message/send, media/upload and media/get.
 
 The access token lives in Redis so every replica shares one token per app (and each replica
 keeps it in memory for up to `LOCAL_TOKEN_S`, so a send costs no Redis round trip). Refreshing is
@@ -16,10 +16,11 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from redis.asyncio import Redis
 
 from wxbot_common.errors import TransientError
@@ -127,6 +128,7 @@ class WeComClient:
         self._corp_id = corp_id
         self._secret = secret
         self._agent_id = int(agent_id) if agent_id.isdigit() else 0
+        self.scope = f"{flavour.name}:{corp_id}:{agent_id}"  # whose tokens and media ids these are
         self._key = f"wxbot:gateway:token:{corp_id}:{agent_id}"
         self._lock_key = f"{self._key}:lock"
         self._error_key = f"{self._key}:config-error"
@@ -241,6 +243,50 @@ class WeComClient:
         if self._flavour.with_agent:
             body["agentid"] = self._agent_id
         return await self._send(body)
+
+    async def send_media(self, user_id: str, msgtype: str, media_id: str) -> str:
+        """Send an uploaded image or voice (`msgtype` "image"/"voice") to one member; its msgid ("" on the OA)."""
+        body: dict[str, Any] = {"touser": user_id, "msgtype": msgtype, msgtype: {"media_id": media_id}}
+        if self._flavour.with_agent:
+            body["agentid"] = self._agent_id
+        return await self._send(body)
+
+    async def upload_media(self, media_type: str, data: bytes, filename: str, content_type: str) -> str:
+        """`media/upload?type=…` (multipart field `media`): the temporary media id (valid three days)."""
+        path = "/cgi-bin/media/upload"
+
+        def form() -> aiohttp.FormData:  # a FormData is consumed by one request: a new one per attempt
+            built = aiohttp.FormData()
+            built.add_field("media", data, filename=filename, content_type=content_type)
+            return built
+
+        data_json = await self._with_token(
+            path,
+            lambda token: self._call_json(
+                "POST", path, params={"access_token": token, "type": media_type}, data=form()
+            ),
+        )
+        media_id = data_json.get("media_id")
+        if not isinstance(media_id, str) or not media_id:
+            raise TransientError(f"WeCom {path} answered without a media_id")
+        return media_id
+
+    async def _with_token(self, path: str, call: Callable[[str], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """One JSON call under the shared token: a rejected token is dropped and the call made once
+        more; any other errcode is refused (give up or retry later, per `errcodes`)."""
+        for attempt in (1, 2):
+            token = await self.token()
+            data = await call(token)
+            errcode = int(data.get("errcode", 0))  # the OA's media/upload answers without errcode
+            if errcode == 0:
+                return data
+            if classify(self._flavour.name, errcode).outcome is Outcome.REFRESH_TOKEN:
+                await self._drop_token(token)
+                if attempt == 1:
+                    continue
+                raise RetryLaterError(errcode, f"{path}: token still rejected after a refresh (errcode {errcode})")
+            raise self._refused(path, errcode, str(data.get("errmsg", "")))
+        raise AssertionError("unreachable")
 
     async def _send(self, body: dict[str, Any]) -> str:
         path = self._flavour.send_path

@@ -6,6 +6,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from wxbot_common.http_client import TracedHttp, create_session
+from wxbot_common.media.errors import FfmpegUnavailableError
+from wxbot_common.media.ffmpeg import Ffmpeg
+from wxbot_common.media.generation import ImageGenerator
+from wxbot_common.media.speech import Speaker
 from wxbot_common.media.store import MediaStore
 from wxbot_common.nats.topology import NLP_DRAFTER
 from wxbot_common.redis_client import create_redis
@@ -14,6 +18,7 @@ from wxbot_common.runtime import ServiceRuntime
 from wxbot_nlp.answer_cache import AnswerCache
 from wxbot_nlp.handlers import Drafter, DraftingPolicy, NlpMetrics
 from wxbot_nlp.kb import KnowledgeBase, load_faqs
+from wxbot_nlp.media_out import Drawer, DrawTool, MediaOut, MediaOutMetrics, Voicer, VoiceReply
 from wxbot_nlp.openai_compatible import OpenAICompatibleBackend
 from wxbot_nlp.resilience import CircuitBreaker, ResilientBackend
 from wxbot_nlp.settings import NlpSettings
@@ -126,6 +131,49 @@ def build_vision(
     return Vision(store, pending, VisionMetrics(runtime.registry), backend)
 
 
+def build_media_out(settings: NlpSettings, runtime: ServiceRuntime, http: TracedHttp) -> MediaOut:
+    """Drawings when an image endpoint is configured (IMAGE_BASE_URL or LLM_BASE_URL), voice when
+    VOICE_REPLY asks for it and a TTS endpoint is; both need ffmpeg. /readyz says which (`media`)."""
+    wants_voice = settings.voice_reply is not VoiceReply.NEVER and settings.tts.configured
+    if not settings.image.configured and not wants_voice:
+        runtime.readiness.set("media", True, "off: no IMAGE_BASE_URL/LLM_BASE_URL, VOICE_REPLY=never")
+        return MediaOut()
+    try:
+        ffmpeg = Ffmpeg.locate(timeout_s=max(settings.image_deadline_s, settings.tts_deadline_s))
+    except FfmpegUnavailableError as exc:
+        runtime.readiness.set("media", True, f"off: {exc}")
+        return MediaOut()
+    store = MediaStore(runtime.js, max_bytes=settings.media_max_bytes)
+    metrics = MediaOutMetrics(runtime.registry)
+    drawer = (
+        Drawer(
+            ImageGenerator(http, settings.image, settings.image_size, settings.image_max_bytes),
+            ffmpeg,
+            store,
+            metrics,
+            settings.image_deadline_s,
+        )
+        if settings.image.configured
+        else None
+    )
+    voicer = (
+        Voicer(
+            Speaker(http, settings.tts, settings.tts_voice),
+            ffmpeg,
+            store,
+            metrics,
+            settings.voice_reply,
+            settings.tts_deadline_s,
+        )
+        if wants_voice
+        else None
+    )
+    drawing = f"images by {settings.image.model}" if drawer else "no images"
+    speaking = f"voice {settings.voice_reply.value} by {settings.tts.model}" if voicer else "no voice"
+    runtime.readiness.set("media", True, f"on: {drawing}, {speaking}")
+    return MediaOut(drawer, voicer)
+
+
 async def main() -> None:
     settings = NlpSettings()
     runtime = ServiceRuntime("nlp", settings)
@@ -174,6 +222,11 @@ async def main() -> None:
         if settings.nlp_cache_ttl_s > 0
         else None
     )
+    # Media endpoints answer in seconds to a minute: their own session, its timeout the longest deadline.
+    media_http = TracedHttp(create_session(16, max(settings.image_deadline_s, settings.tts_deadline_s)))
+    runtime.on_shutdown(media_http.close)
+    media = build_media_out(settings, runtime, media_http)
+    local_tools = [DrawTool(media.drawer)] if settings.image_tool and media.drawer is not None else []
     drafter = Drafter(
         runtime.publisher,
         ctx_grpc.ContextServiceStub(channel),
@@ -190,9 +243,10 @@ async def main() -> None:
             settings.llm_answer_deadline_s,
         ),
         metrics,
-        ToolLoop(skills, caller, settings.skills_max_rounds, settings.skills_call_timeout_s),
+        ToolLoop(skills, caller, settings.skills_max_rounds, settings.skills_call_timeout_s, local_tools),
         SkillCommands(skills, caller, min(settings.skills_call_timeout_s, settings.llm_answer_deadline_s)),
         build_vision(settings, redis, runtime, http, metrics) if backends else None,
+        media=media,
     )
     runtime.consume(NLP_DRAFTER, drafter.handle, settings.nlp_concurrency)
     await runtime.serve_http(None, settings.nlp_http_port)

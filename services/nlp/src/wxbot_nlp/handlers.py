@@ -17,7 +17,7 @@ publishing, before acknowledging — is acknowledged without asking the LLM agai
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -47,8 +47,10 @@ from wxbot_nlp.drafting import (
     non_text_notice,
     plan_answer,
 )
+from wxbot_nlp.drawing import DRAW_APOLOGY, DRAW_TOO_LARGE, DRAW_USAGE, drawing_request
 from wxbot_nlp.kb import KnowledgeBase
 from wxbot_nlp.llm import Completion, LlmRejectedError, LlmUnavailableError
+from wxbot_nlp.media_out import MediaOut
 from wxbot_nlp.resilience import AnswerDeadline, ResilientBackend
 from wxbot_nlp.skills.commands import SkillCommands
 from wxbot_nlp.tool_loop import ToolLoop
@@ -67,6 +69,11 @@ _SOURCE = {
     Route.NO_LLM: ev.REPLY_SOURCE_NOTICE,
     Route.KNOWLEDGE: ev.REPLY_SOURCE_KNOWLEDGE_BASE,
 }
+# Answers that are also spoken under VOICE_REPLY (not notices and apologies: a TTS endpoint down
+# with the LLM would only delay them).
+_SPOKEN = frozenset(
+    {ev.REPLY_SOURCE_LLM, ev.REPLY_SOURCE_CACHE, ev.REPLY_SOURCE_KNOWLEDGE_BASE, ev.REPLY_SOURCE_COMMAND}
+)
 
 
 class NlpMetrics:
@@ -139,6 +146,7 @@ class Drafter:
         tool_loop: ToolLoop | None = None,
         commands: SkillCommands | None = None,
         vision: Vision | None = None,
+        media: MediaOut | None = None,
     ) -> None:
         self._publisher = publisher
         self._context = context
@@ -151,6 +159,7 @@ class Drafter:
         self._tool_loop = tool_loop
         self._commands = commands
         self._vision = vision
+        self._media = media or MediaOut()
         self._log = get_logger("wxbot.nlp")
         self._tracer = trace.get_tracer("wxbot.nlp")
 
@@ -171,6 +180,9 @@ class Drafter:
         variant = assign(self._variants, user_hash(f"{accepted.meta.channel}:{address.corp_id}:{address.user_id}"))
         if self._vision is not None and self._backends is not None and has_image(message):
             await self._answer_image(accepted, variant, delivery.num_delivered >= self._policy.max_deliver)
+            return
+        if is_text and self._media.drawer is not None and (request := drawing_request(message.text)) is not None:
+            await self._draw(accepted, request.prompt, variant.name)
             return
         if is_text and self._commands is not None and command_of(message.text) is None:
             reply = await self._commands.run(message.text, CallContext.of(accepted.meta, address))
@@ -264,13 +276,14 @@ class Drafter:
             backend = (self._vision.backend if self._vision is not None else None) or backend
         started = time.perf_counter()
         tool_calls = 0
+        made: list[ev.MediaRef] = []  # images the model drew with the draw_image tool
         try:
             if self._tool_loop is None or turn is not None:
                 completion = await backend.complete(messages, deadline)
             else:
                 caller = CallContext.of(accepted.meta, accepted.message.reply_to)
                 answered = await self._tool_loop.complete(backend, messages, deadline, caller)
-                completion, tool_calls = answered.completion, answered.tool_calls
+                completion, tool_calls, made = answered.completion, answered.tool_calls, answered.media
         except (LlmUnavailableError, LlmRejectedError) as exc:
             self._metrics.llm_latency.labels(backend.model, "error", variant.name).observe(
                 time.perf_counter() - started
@@ -279,11 +292,11 @@ class Drafter:
             await self._draft(accepted, APOLOGY, ev.REPLY_SOURCE_NOTICE, variant.name, label="apology")
             return None
         self._record(completion, time.perf_counter() - started, variant.name)
-        if not completion.text:
+        if not completion.text and not made:
             self._metrics.errors.labels("empty", variant.name).inc()
             await self._draft(accepted, APOLOGY, ev.REPLY_SOURCE_NOTICE, variant.name, label="apology")
             return None
-        await self._draft(accepted, completion.text, ev.REPLY_SOURCE_LLM, variant.name, completion)
+        await self._draft(accepted, completion.text, ev.REPLY_SOURCE_LLM, variant.name, completion, media=made)
         return completion.text if tool_calls == 0 and turn is None else None
 
     async def _history(self, accepted: ev.InboundAccepted, variant: str, last_try: bool) -> History:
@@ -317,6 +330,20 @@ class Drafter:
         derive_meta(reset.meta, accepted.meta, "nlp", "reset")
         await self._publisher.publish(reset)
 
+    async def _draw(self, accepted: ev.InboundAccepted, prompt: str, variant: str) -> None:
+        """ "画一只猫" or `/draw …` (safety checked the message, so the prompt, before nlp saw it):
+        the image alone, or one notice saying why there is none."""
+        assert self._media.drawer is not None
+        if not prompt:
+            await self._draft(accepted, DRAW_USAGE, ev.REPLY_SOURCE_NOTICE, variant, label="draw_usage")
+            return
+        drawn = await self._media.drawer.draw(prompt)
+        if drawn.media is None:
+            notice = DRAW_TOO_LARGE if drawn.reason == "too_large" else DRAW_APOLOGY
+            await self._draft(accepted, notice, ev.REPLY_SOURCE_NOTICE, variant, label="apology")
+            return
+        await self._draft(accepted, "", ev.REPLY_SOURCE_COMMAND, variant, label="image", media=[drawn.media])
+
     async def _draft(
         self,
         accepted: ev.InboundAccepted,
@@ -325,8 +352,14 @@ class Drafter:
         variant: str,
         completion: Completion | None = None,
         label: str | None = None,
+        media: Sequence[ev.MediaRef] = (),
     ) -> None:
+        """Publish the reply; its media in order: images first made, then the text spoken (VOICE_REPLY)."""
         drafted = ev.ReplyDrafted(reply_to=accepted.message.reply_to, text=text, source=source, variant=variant)
+        drafted.media.extend(media)
+        voicer = self._media.voicer
+        if voicer is not None and text and source in _SPOKEN and voicer.wanted(accepted.message):
+            drafted.media.extend(await voicer.speak(text))
         if completion is not None:
             drafted.model = completion.model
             drafted.prompt_tokens = completion.prompt_tokens

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from wxbot_common.media.settings import MediaSettings
+from wxbot_nlp.media_out import VoiceReply
 from wxbot_nlp.resilience import MAX_BACKOFF_S
 from wxbot_nlp.skills.mcp_servers import McpServer, parse_servers
 from wxbot_nlp.variants import Variant, parse_variants
@@ -66,6 +67,18 @@ class NlpSettings(MediaSettings):
     skills_call_timeout_s: float = Field(10.0, gt=0, description="the longest one tool call may take")
     skills_max_rounds: int = Field(4, ge=0, description="rounds of tool calls before the model must answer")
     skills_result_max_chars: int = Field(8000, gt=0, description="a tool result longer than this is cut for the model")
+    image_tool: bool = Field(
+        False, description="offer image generation to the model as the tool draw_image (a tool on every request)"
+    )
+    image_size: str = Field("1024x1024", description="size asked of the image endpoint")
+    image_deadline_s: float = Field(60.0, gt=0, description="one drawing: generation, download, conversion, store")
+    image_max_bytes: int = Field(
+        20 * 1024 * 1024, gt=0, description="a generated image larger than this (or its URL's file) is refused"
+    )
+    voice_reply: VoiceReply = Field(
+        VoiceReply.NEVER, description="speak answers too: never, when_spoken (to voice messages) or always"
+    )
+    tts_deadline_s: float = Field(15.0, gt=0, description="speech and its conversion; past it the text goes alone")
     skills_mcp_servers: str = Field(
         "", description="MCP servers whose tools are skills: name=url pairs (streamable HTTP), comma-separated"
     )

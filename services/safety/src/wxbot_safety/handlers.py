@@ -26,11 +26,13 @@ from wxbot_proto.events.v1 import events_pb2 as ev
 from wxbot_safety.injection import InjectionDetector
 from wxbot_safety.lexicon import Lexicon
 from wxbot_safety.policy import (
+    OUTPUT_NOTICE,
     InjectionAction,
     Limits,
     OutputAction,
     RateFacts,
     Verdict,
+    approved_media,
     check_inbound,
     check_outbound,
     unavailable_verdict,
@@ -152,18 +154,21 @@ class SafetyStages:
         assert isinstance(drafted, ev.ReplyDrafted)
         with self._metrics.latency.labels("outbound").time():
             verdict = check_outbound(drafted.text, self.lexicon, self._output_action)
-        if verdict.blocked:
-            blocked = ev.ReplyBlocked(reply_to=drafted.reply_to, reason="sensitive_output", notice=verdict.notice)
+            media = approved_media(drafted.media, verdict.masked, self.lexicon)
+        if verdict.blocked or media is None:
+            reason = "sensitive_output" if verdict.blocked else "sensitive_image_prompt"
+            notice = verdict.notice or OUTPUT_NOTICE
+            blocked = ev.ReplyBlocked(reply_to=drafted.reply_to, reason=reason, notice=notice)
             derive_meta(blocked.meta, drafted.meta, "safety", "reply_blocked")
-            await self._publish_for_delivery(blocked, blocked.meta, bool(verdict.notice))
-            self._log.info("reply_blocked", reason="sensitive_output", user=user_hash(drafted.reply_to.user_id))
-            self._metrics.decisions.labels("outbound", "blocked", "sensitive_output").inc()
+            await self._publish_for_delivery(blocked, blocked.meta, bool(notice))
+            self._log.info("reply_blocked", reason=reason, user=user_hash(drafted.reply_to.user_id))
+            self._metrics.decisions.labels("outbound", "blocked", reason).inc()
             return
         approved = ev.ReplyApproved(
-            reply_to=drafted.reply_to, text=verdict.text, source=drafted.source, masked=verdict.masked
+            reply_to=drafted.reply_to, text=verdict.text, source=drafted.source, masked=verdict.masked, media=media
         )
         derive_meta(approved.meta, drafted.meta, "safety", "approved")
-        await self._publish_for_delivery(approved, approved.meta, bool(approved.text))
+        await self._publish_for_delivery(approved, approved.meta, bool(approved.text or approved.media))
         self._metrics.decisions.labels("outbound", "approved", "masked" if verdict.masked else "ok").inc()
 
     async def _publish_for_delivery(self, event: Message, meta: ev.EventMeta, has_text: bool) -> None:

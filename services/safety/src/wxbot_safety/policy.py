@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from wxbot_proto.events.v1 import events_pb2 as ev
 from wxbot_safety.injection import InjectionDetector
 from wxbot_safety.lexicon import Lexicon
 
@@ -98,3 +100,17 @@ def check_outbound(text: str, lexicon: Lexicon, action: OutputAction = "mask") -
     if count and action == "notice":
         return OutboundVerdict(text="", masked=False, blocked=True, notice=OUTPUT_NOTICE)
     return OutboundVerdict(masked, count > 0)
+
+
+def approved_media(media: Iterable[ev.MediaRef], text_masked: bool, lexicon: Lexicon) -> list[ev.MediaRef] | None:
+    """The media a reply may carry, copied from the draft: None (block the reply) when an image's
+    prompt (`caption`) holds a listed term — the model drew it, so the picture is not sent; the
+    voice parts are dropped when the text was masked (they speak the unmasked words)."""
+    kept: list[ev.MediaRef] = []
+    for ref in media:
+        if ref.caption and lexicon.find(ref.caption):
+            return None
+        if text_masked and ref.content_type.startswith("audio/"):
+            continue
+        kept.append(ref)
+    return kept

@@ -445,7 +445,9 @@ class MediaEndpoints:
             image = self._files.get(request.path_params["name"])
         if image is None:
             return PlainTextResponse("not found", status_code=404)
-        return Response(image, media_type=mime_type(image))
+        # What a misbehaving image host answers (a login page, an error) goes out as what it is.
+        html = image.lstrip()[:1].startswith(b"<")
+        return Response(image, media_type="text/html; charset=utf-8" if html else mime_type(image))
 
     async def _ctl_requests(self, request: Request) -> Response:
         return JSONResponse(

@@ -126,6 +126,16 @@ class MediaLibrary:
         self._lock = threading.Lock()
         self._media: dict[str, StoredMedia] = {}
         self._uploads: list[StoredMedia] = []
+        self.clock_offset_s = 0.0  # `advance`: the fake's clock runs ahead of the wall clock
+
+    def now(self) -> float:
+        """The fake's time (`time.time()` plus every `advance`)."""
+        return time.time() + self.clock_offset_s
+
+    def advance(self, seconds: float) -> None:
+        """Move the fake's clock forward: `advance(3 * 86400)` and every media id so far has expired."""
+        with self._lock:
+            self.clock_offset_s += seconds
 
     def add(
         self,
@@ -143,7 +153,7 @@ class MediaLibrary:
             data,
             content_type,
             filename or f"{media_id}.{'jpg' if extension == 'jpeg' else extension}",
-            time.time(),
+            self.now(),
         )
         with self._lock:
             self._media[media_id] = stored
@@ -175,7 +185,7 @@ class MediaLibrary:
         """Store an upload that passed `check`."""
         kind = sniff(data)
         content_type = MIME_TYPES[kind] if kind else "application/octet-stream"
-        stored = StoredMedia(new_media_id(), media_type, data, content_type, filename, time.time(), uploaded=True)
+        stored = StoredMedia(new_media_id(), media_type, data, content_type, filename, self.now(), uploaded=True)
         with self._lock:
             self._media[stored.media_id] = stored
             self._uploads.append(stored)
@@ -185,7 +195,7 @@ class MediaLibrary:
         """The file behind a media id; None when unknown, expired, or (given) of another type."""
         with self._lock:
             stored = self._media.get(media_id)
-        if stored is None or stored.expired or time.time() - stored.created_at > self.ttl_s:
+        if stored is None or stored.expired or self.now() - stored.created_at > self.ttl_s:
             return None
         if media_type is not None and stored.media_type != media_type:
             return None

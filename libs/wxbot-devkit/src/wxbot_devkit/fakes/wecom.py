@@ -135,6 +135,8 @@ class FakeWeCom(FakeService):
         self._messages: deque[SentMessage] = deque(maxlen=record_limit)
         self._send_faults: deque[int] = deque()
         self._gettoken_faults: deque[int] = deque()
+        self._upload_faults: deque[int] = deque()
+        self.upload_calls = 0
         self.gettoken_calls = 0
         self.send_calls = 0
         self.token_rejections = 0  # calls refused for an unknown or expired access token
@@ -149,6 +151,11 @@ class FakeWeCom(FakeService):
         """The next len(errcodes) send calls answer these errcodes, in order (e.g. 42001, 45009, -1)."""
         with self._lock:
             self._send_faults.extend(errcodes)
+
+    def fail_next_uploads(self, *errcodes: int) -> None:
+        """The next len(errcodes) media/upload calls answer these errcodes, in order (e.g. -1, 45009)."""
+        with self._lock:
+            self._upload_faults.extend(errcodes)
 
     def fail_next_gettokens(self, *errcodes: int) -> None:
         with self._lock:
@@ -181,13 +188,18 @@ class FakeWeCom(FakeService):
         """These media ids (every one when none are given) now answer 40007, as three days later."""
         self.media_library.expire(*media_ids)
 
+    def advance_media_clock(self, seconds: float) -> None:
+        """Media ids age `seconds` at once (three days: every media id so far answers 40007)."""
+        self.media_library.advance(seconds)
+
     def reset(self) -> None:
         """Forget messages, counters and pending faults; issued tokens and media stay valid."""
         with self._lock:
             self._messages.clear()
             self._send_faults.clear()
             self._gettoken_faults.clear()
-            self.gettoken_calls = self.send_calls = self.token_rejections = 0
+            self._upload_faults.clear()
+            self.gettoken_calls = self.send_calls = self.token_rejections = self.upload_calls = 0
             self.latency_s = self._default_latency_s
         self.media_library.forget_uploads()
 
@@ -240,6 +252,7 @@ class FakeWeCom(FakeService):
                 "token_rejections": self.token_rejections,
                 "messages": len(self._messages),
                 "uploads": len(self.media_library.uploads),
+                "upload_calls": self.upload_calls,
                 "pending_send_errcodes": list(self._send_faults),
                 "latency_s": self.latency_s,
                 "offline": self.offline,
@@ -348,7 +361,11 @@ class FakeWeCom(FakeService):
         return errcode
 
     async def _media_upload(self, request: Request) -> Response:
+        with self._lock:
+            self.upload_calls += 1
         await self._delay()
+        if (fault := self._pop(self._upload_faults)) is not None:
+            return JSONResponse(error_body(fault))
         if errcode := self._check_token(request.query_params.get("access_token")):
             return JSONResponse(error_body(self._token_error(errcode)))
         media_type = request.query_params.get("type", "")
@@ -408,6 +425,7 @@ class FakeWeCom(FakeService):
         spec = json.loads(await request.body() or b"{}")
         self.fail_next_sends(*(int(c) for c in spec.get("send_errcodes", [])))
         self.fail_next_gettokens(*(int(c) for c in spec.get("gettoken_errcodes", [])))
+        self.fail_next_uploads(*(int(c) for c in spec.get("upload_errcodes", [])))
         if "latency_s" in spec:
             self.latency_s = float(spec["latency_s"])
         if spec.get("invalidate_tokens"):
@@ -418,6 +436,8 @@ class FakeWeCom(FakeService):
                 self.expire_media()
             elif isinstance(expire, list):
                 self.expire_media(*(str(m) for m in expire))
+        if "media_clock_s" in spec:  # media ids age this much at once
+            self.advance_media_clock(float(spec["media_clock_s"]))
         if "offline_s" in spec:  # after this answer is sent: the outage closes this connection too
             outage = asyncio.create_task(self.refuse_connections(float(spec["offline_s"])))
             self._outages.add(outage)
