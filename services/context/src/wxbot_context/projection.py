@@ -64,7 +64,7 @@ def change_for(kind: EventKind, event: Message, origin_seq: int) -> Change | Non
         return Change(Op.USER, StoredTurn("user", event.message.text, origin_seq, now))
     if kind is EventKind.APPROVED:
         assert isinstance(event, ev.ReplyApproved)
-        if event.source in _NOT_DIALOGUE:
+        if event.source in _NOT_DIALOGUE and not event.media:  # a drawing (/draw) is part of it
             return Change(Op.RESOLVE)
         return Change(Op.ASSISTANT, StoredTurn("assistant", event.text or images_sent(event), origin_seq, now))
     if kind in (EventKind.INBOUND_BLOCKED, EventKind.REPLY_BLOCKED):
