@@ -7,16 +7,20 @@ and Official Account APIs with their strict media/upload."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 
 from tests.e2e.harness import CONFIG, World, llm_reply, logged, running_world, send_text, send_voice
 from tests.e2e.test_oa import APP_ID, APP_SECRET, TOKEN, inner_text, plain_params, post
+from tests.e2e.test_ws_bridge import frames_until
 from wxbot_common.media.ffmpeg import Ffmpeg
 from wxbot_common.nats.subjects import EventKind
 from wxbot_devkit.fakes.llm import ChatRequest, ToolCall
@@ -24,6 +28,7 @@ from wxbot_devkit.fakes.media_files import amr_bytes, amr_duration_s, png_bytes,
 from wxbot_devkit.fakes.wechat_oa import FakeOfficialAccount
 from wxbot_devkit.otlp_sink import SpanRecord
 from wxbot_gateway.inbound import wecom_conversation_id
+from wxbot_gateway.media_send import NO_MEDIA_NOTICE
 from wxbot_nlp.drawing import DRAW_APOLOGY, DRAW_TOO_LARGE, DRAW_USAGE
 from wxbot_proto.events.v1 import events_pb2 as ev
 from wxbot_safety.policy import OUTPUT_NOTICE, WORD_NOTICE
@@ -33,6 +38,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 IMAGE_DEADLINE_S = 3.0
 IMAGE_MAX_BYTES = 4_000_000
 WECOM_IMAGE_LIMIT = 2 * 1024 * 1024
+BRIDGE_TOKEN = "media-bridge-token"
 TOOL_ANSWER = "这是你要的图。(Here is your picture.)"
 
 
@@ -357,7 +363,8 @@ async def test_media_steps_are_counted(mo: tuple[World, FakeOfficialAccount]) ->
 
 @pytest.fixture(scope="module")
 async def always(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    env = {"VOICE_REPLY": "always", "IMAGE_MODEL": "gpt-image-1"}  # gpt-image answers b64_json
+    # gpt-image answers b64_json; the bridge is a channel without media messages.
+    env = {"VOICE_REPLY": "always", "IMAGE_MODEL": "gpt-image-1", "GATEWAY_BRIDGE_TOKEN": BRIDGE_TOKEN}
     async with running_world(Path(tmp_path_factory.mktemp("voice-always")), env) as world:
         yield world
 
@@ -375,3 +382,16 @@ async def test_voice_always_speaks_typed_answers_and_b64_images_are_taken(always
     assert got[2].msgtype == "image"  # an image reply has no text: nothing to speak
     assert always.llm.media.image_requests[-1].response_format == "b64_json"
     assert next(u for u in always.wecom.uploads if u.media_id == got[2].media_id).data == image
+
+
+async def test_a_channel_without_media_messages_gets_a_notice_instead_of_an_image(always: World) -> None:
+    """The bridge sends text frames only: an image-only answer becomes one plain notice, a spoken
+    answer its text alone (docs/media.md: what each channel gets)."""
+    url = always.stack.gateway_url.replace("http://", "ws://") + "/ws/bridge"
+    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {BRIDGE_TOKEN}"}) as ws:
+        await ws.send(json.dumps({"sender": "bridge-drawer", "content": "画一只猫", "msg_id": "m1"}))
+        reply = await asyncio.wait_for(frames_until(ws, "reply"), 30)
+        assert reply["content"] == NO_MEDIA_NOTICE
+        await ws.send(json.dumps({"sender": "bridge-drawer", "content": "hello", "msg_id": "m2"}))
+        reply = await asyncio.wait_for(frames_until(ws, "reply"), 30)
+        assert reply["content"].startswith("LLM says: hello")

@@ -2,6 +2,7 @@
 
 import pytest
 
+from wxbot_proto.events.v1 import events_pb2 as ev
 from wxbot_safety.injection import InjectionDetector
 from wxbot_safety.lexicon import Lexicon, Simplifier, normalise
 from wxbot_safety.policy import (
@@ -14,6 +15,7 @@ from wxbot_safety.policy import (
     Limits,
     RateFacts,
     Verdict,
+    approved_media,
     check_inbound,
     check_outbound,
 )
@@ -144,3 +146,12 @@ def test_outbound_is_masked_or_replaced_by_a_notice() -> None:
     replaced = check_outbound("You can buy 冰毒 there.", LEX, "notice")
     assert replaced.blocked and replaced.notice == OUTPUT_NOTICE
     assert not check_outbound("all fine", LEX, "notice").blocked
+
+
+def test_media_is_copied_unless_a_prompt_is_listed_and_voice_goes_with_a_masked_text() -> None:
+    image = ev.MediaRef(name="a", content_type="image/png", caption="一只猫")
+    voice = ev.MediaRef(name="b", content_type="audio/amr")
+    assert approved_media([image, voice], False, LEX) == [image, voice]
+    assert approved_media([image, voice], True, LEX) == [image]  # the voice speaks the unmasked words
+    listed = ev.MediaRef(name="c", content_type="image/png", caption="一幅禁語測試的画")  # traditional too
+    assert approved_media([image, listed], False, LEX) is None

@@ -15,6 +15,8 @@ JetStream (nak with backoff from `retry_base_s`), so an outage has `max_deliver`
 the backoffs between) to end. If the durable's last allowed delivery fails too, the failure is
 recorded as ReplyFailed(retryable=true) with the last errcode and logged as an error — a reply is
 never dropped without a record.
+
+Parts: the text's, then the reply's images and voice (`media_send`), each claimed and recorded alike.
 """
 
 from __future__ import annotations

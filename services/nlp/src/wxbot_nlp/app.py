@@ -135,8 +135,9 @@ def build_media_out(settings: NlpSettings, runtime: ServiceRuntime, http: Traced
     """Drawings when an image endpoint is configured (IMAGE_BASE_URL or LLM_BASE_URL), voice when
     VOICE_REPLY asks for it and a TTS endpoint is; both need ffmpeg. /readyz says which (`media`)."""
     wants_voice = settings.voice_reply is not VoiceReply.NEVER and settings.tts.configured
-    if not settings.image.configured and not wants_voice:
-        runtime.readiness.set("media", True, "off: no IMAGE_BASE_URL/LLM_BASE_URL, VOICE_REPLY=never")
+    draws = settings.image.configured and bool(settings.image.model)  # IMAGE_MODEL= (empty) turns drawing off
+    if not draws and not wants_voice:
+        runtime.readiness.set("media", True, "off: no image endpoint or IMAGE_MODEL, VOICE_REPLY=never")
         return MediaOut()
     try:
         ffmpeg = Ffmpeg.locate(timeout_s=max(settings.image_deadline_s, settings.tts_deadline_s))
@@ -153,7 +154,7 @@ def build_media_out(settings: NlpSettings, runtime: ServiceRuntime, http: Traced
             metrics,
             settings.image_deadline_s,
         )
-        if settings.image.configured
+        if draws
         else None
     )
     voicer = (

@@ -4,8 +4,9 @@ plus fault knobs.
 Behaviour follows wecom-protocol.md §3: HTTP 200 with an `errcode` always, tokens per secret, 2048-byte
 content limit. Media follow wecom-media-oauth-cards.md §1: uploads checked against WeCom's type and
 size limits (media_library.py), media ids that expire after three days (`expire_media` ends them
-now), `media/get` answering the bytes or the JSON 40007 error, and picture URLs as WeCom's CDN serves
-them (`serve_file`: a message's `PicUrl`, an AI-bot image's encrypted file). Faults are scriptable from Python or,
+now, `advance_media_clock` ages them all), `media/get` answering the bytes or the JSON 40007 error,
+scripted upload errcodes (`fail_next_uploads`), and picture URLs as WeCom's CDN serves them
+(`serve_file`: a message's `PicUrl`, an AI-bot image's encrypted file). Faults are scriptable from Python or,
 for a separate process, under `/_fake/...`: errcodes for the next calls, latency, revoked tokens,
 and an outage in which the API host refuses connections (`refuse_connections(seconds)`: the
 listening socket is really closed, then reopened on the same port)."""
