@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 import websockets
 
 from tests.e2e.harness import CONFIG, World, llm_reply, logged, running_world, send_text, send_voice
-from tests.e2e.test_oa import APP_ID, APP_SECRET, TOKEN, inner_text, plain_params, post
+from tests.e2e.test_oa import APP_ID, APP_SECRET, GH_ID, TOKEN, inner_text, plain_params, post
 from tests.e2e.test_ws_bridge import frames_until
 from wxbot_common.media.ffmpeg import Ffmpeg
 from wxbot_common.nats.subjects import EventKind
@@ -331,6 +332,25 @@ async def test_a_voice_message_is_answered_in_text_then_voice(mo: tuple[World, F
     # Typed text is not spoken under when_spoken.
     assert await settled(world, user, 2) == ["text", "voice"]
     assert len(world.llm.media.speeches) == spoken + 1
+
+
+async def test_an_official_account_voice_message_is_answered_in_text_then_voice(
+    mo: tuple[World, FakeOfficialAccount],
+) -> None:
+    world, api = mo
+    openid = "oVOICEOUTUSER0000000000000"
+    inner = (
+        f"<xml><ToUserName><![CDATA[{GH_ID}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
+        f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[voice]]></MsgType>"
+        "<MediaId><![CDATA[oa-voice]]></MediaId><Format><![CDATA[amr]]></Format>"
+        "<Recognition><![CDATA[公众号语音]]></Recognition><MsgId>26000000000000002</MsgId></xml>"
+    )
+    resp = await post(world, plain_params(), inner)
+    assert resp.status_code == 200
+    got = await api.wait_for_messages(openid, 2, timeout=30)
+    assert [m.msgtype for m in got] == ["text", "voice"] and got[0].content == "LLM says: 公众号语音 (saw 2 messages)"
+    uploaded = next(u for u in api.uploads if u.media_id == got[1].media_id)
+    assert uploaded.media_type == "voice" and sniff(uploaded.data) == "amr"
 
 
 async def test_tts_down_still_sends_the_text(mo: tuple[World, FakeOfficialAccount]) -> None:

@@ -41,6 +41,8 @@ class PartClaims:
     def __init__(self, redis: Redis, sending_ttl_s: float) -> None:
         self._redis = redis
         self._sending_ttl_s = sending_ttl_s
+        # The longest a claimed part may take to send; past it the claim could lapse under the send.
+        self.send_budget_s = max(0.1, sending_ttl_s - SENDING_MARGIN_S)
         self._release = redis.register_script(_RELEASE)
         self._log = get_logger("wxbot.gateway.claims")
 

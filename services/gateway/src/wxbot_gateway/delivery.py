@@ -229,7 +229,9 @@ class ReplyDelivery:
         if self._media is None:
             return ""
         try:
-            return await self._media.send(sender, address, part)
+            # Reading the store, uploading and sending together within the part's claim, so that no
+            # other delivery can take the part while this one still sends it (a timeout is retried).
+            return await asyncio.wait_for(self._media.send(sender, address, part), self._claims.send_budget_s)
         except MediaSkippedError:
             return ""
 
