@@ -29,7 +29,7 @@ from wxbot_devkit.fakes.media_files import amr_bytes, amr_duration_s, png_bytes,
 from wxbot_devkit.fakes.wechat_oa import FakeOfficialAccount
 from wxbot_devkit.otlp_sink import SpanRecord
 from wxbot_gateway.inbound import wecom_conversation_id
-from wxbot_gateway.media_send import NO_MEDIA_NOTICE
+from wxbot_gateway.media_send import MEDIA_FAILED_NOTICE, NO_MEDIA_NOTICE
 from wxbot_nlp.drawing import DRAW_APOLOGY, DRAW_TOO_LARGE, DRAW_USAGE
 from wxbot_proto.events.v1 import events_pb2 as ev
 from wxbot_safety.policy import OUTPUT_NOTICE, WORD_NOTICE
@@ -276,6 +276,28 @@ async def test_upload_errors_are_retried_and_a_redelivery_sends_the_image_once(
     assert [m.msgtype for m in got[1:]] == ["text", "image"]
     assert await settled(world, user, 3) == ["image", "text", "image"]
     assert len([u for u in world.wecom.uploads if u.sha256 == digest]) == 1
+
+
+async def test_an_image_wecom_refuses_becomes_one_notice_and_text_still_goes(
+    mo: tuple[World, FakeOfficialAccount],
+) -> None:
+    """A content errcode on upload (40009: image too large for WeCom) is not retried: an image alone
+    is replaced by one notice; beside text, it is left out."""
+    world, _ = mo
+    user = "e2e-draw-refused"
+    unique_image(world, 11)
+    calls = world.wecom.upload_calls
+    world.wecom.fail_next_uploads(40009)
+    await send_text(world, user, "画一只被拒绝的猫")
+    [notice] = await world.wecom.wait_for_messages(user, 1, timeout=30)
+    assert notice.content == MEDIA_FAILED_NOTICE and world.wecom.upload_calls == calls + 1
+
+    unique_image(world, 12)
+    world.wecom.fail_next_uploads(40009)
+    await send_text(world, user, "tool-draw a refused cat")
+    got = await world.wecom.wait_for_messages(user, 2, timeout=30)
+    assert got[1].content == TOOL_ANSWER
+    assert await settled(world, user, 2) == ["text", "text"]
 
 
 async def test_a_media_id_older_than_three_days_is_uploaded_again(mo: tuple[World, FakeOfficialAccount]) -> None:

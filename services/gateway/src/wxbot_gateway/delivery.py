@@ -40,7 +40,7 @@ from wxbot_common.nats.subjects import meta_of
 from wxbot_common.outbox import Outbox, SideWrite, Turn
 from wxbot_gateway.claims import PartClaims
 from wxbot_gateway.errors import DeliveryRefusedError, errcode_of
-from wxbot_gateway.media_send import MediaSender, MediaSkippedError, Part, reply_parts
+from wxbot_gateway.media_send import MEDIA_FAILED_NOTICE, MediaSender, MediaSkippedError, Part, reply_parts
 from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.senders import ReplySender
 from wxbot_proto.events.v1 import events_pb2 as ev
@@ -204,7 +204,7 @@ class ReplyDelivery:
                 msgids.append(await self._claims.sent_id(key))
                 continue
             try:
-                msgid = await self._send_one(sender, address, part)
+                msgid = await self._send_one(sender, address, part, alone=len(parts) == 1)
             except BaseException:
                 await self._claims.release(key, token)
                 raise
@@ -221,19 +221,20 @@ class ReplyDelivery:
         self._metrics.deliveries.labels(sender.name, "sent" if fresh else "already_sent", "0").inc()
         return msgids
 
-    async def _send_one(self, sender: ReplySender, address: ev.ReplyAddress, part: Part) -> str:
-        """A text part, or an image or voice (`media_send`); a media part that can never be sent is
-        recorded as done with no msgid (logged and counted there), so the reply goes on."""
+    async def _send_one(self, sender: ReplySender, address: ev.ReplyAddress, part: Part, alone: bool) -> str:
+        """A text part, or an image or voice (`media_send`). A media part that can never be sent is
+        recorded as done (logged and counted there), so the reply goes on; when it was the whole
+        reply (an image alone) the user gets `MEDIA_FAILED_NOTICE` in its place, not silence."""
         if isinstance(part, str):
             return await sender.send_part(address, part)
-        if self._media is None:
-            return ""
         try:
+            if self._media is None:
+                raise MediaSkippedError("unsupported", "no media sender in this gateway")
             # Reading the store, uploading and sending together within the part's claim, so that no
             # other delivery can take the part while this one still sends it (a timeout is retried).
             return await asyncio.wait_for(self._media.send(sender, address, part), self._claims.send_budget_s)
         except MediaSkippedError:
-            return ""
+            return await sender.send_part(address, MEDIA_FAILED_NOTICE) if alone else ""
 
     async def _give_up(
         self, meta: ev.EventMeta, sender: ReplySender, address: ev.ReplyAddress, exc: BaseException, deliveries: int

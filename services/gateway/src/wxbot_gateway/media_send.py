@@ -11,8 +11,10 @@ uploaded once more.
 What cannot be sent is skipped with a log line and a metric, never retried forever and never a
 second reply: a file gone from the store (expired), a channel without media messages (the AI bot,
 the bridge: they get the text; an image-only reply gets `NO_MEDIA_NOTICE`), an upload or send
-WeCom refuses for its content (40004/40006/40009…). Uploads that fail for now (busy, rate limits,
-unreachable) raise as text sends do and are retried per `errcodes`.
+WeCom refuses for its content (40004/40006/40009…). A reply that was an image alone gets
+`MEDIA_FAILED_NOTICE` in its place (delivery sends it under the image's claim: still one reply).
+Uploads that fail for now (busy, rate limits, unreachable) raise as text sends do and are retried
+per `errcodes`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from wxbot_proto.events.v1 import events_pb2 as ev
 
 INVALID_MEDIA_ID = 40007
 REUSE_S = int(2.5 * 86400)
+MEDIA_FAILED_NOTICE = "抱歉，图片或语音没能发送。(Sorry, the image or voice message could not be sent.)"
 NO_MEDIA_NOTICE = "（图片或语音无法在此渠道发送。）(Images and voice cannot be sent on this channel.)"
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "audio/amr": "amr"}
 
