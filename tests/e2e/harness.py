@@ -51,6 +51,7 @@ def wecom_env(wecom: FakeWeCom, llm: FakeLLM) -> dict[str, str]:
         "SAFETY_RATE_PER_MINUTE": "1000",
         "OTEL_BSP_SCHEDULE_DELAY": "200",
         "TRACE_REDIS": "true",  # opt-in Redis spans, so the trace tests see that path too
+        "IMAGE_IN_ALLOW_PRIVATE": "true",  # the fakes serve picture URLs on loopback
     }
 
 

@@ -35,6 +35,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.e2e.harness import CONFIG, VECTORS, World, running_world
 from wxbot_common.nats.subjects import EVENTS_STREAM
 from wxbot_devkit.fakes.wechat_oa import FakeOfficialAccount
+from wxbot_nlp.drafting import IMAGE_NOTICE
 from wxbot_wecom.crypto import CallbackCrypto, decode_aes_key
 from wxbot_wecom.messages import build_envelope_xml, build_inner_text_xml
 from wxbot_wecom.signature import plain_signature
@@ -489,6 +490,7 @@ async def hostile(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Hos
         "AIBOT_ENCODING_AES_KEY": AES_KEY,
         "GATEWAY_BRIDGE_TOKEN": BRIDGE_TOKEN,
         "GATEWAY_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "IMAGE_IN_ALLOW_PRIVATE": "false",  # as deployed: URLs in messages may only reach public addresses
     }
     try:
         async with running_world(tmp_path_factory.mktemp("hostile"), env) as world:
@@ -592,6 +594,38 @@ async def test_hostile_input_is_refused_quickly_publishes_nothing_and_the_gatewa
     assert await hostile.last_seq() == before, "a hostile request published an event"
     assert hostile.sends() == sends
     await assert_healthy(hostile.url)
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["the fake's own loopback URL", "http://169.254.169.254/latest/meta-data/", "http://[::ffff:127.0.0.1]:1/x.png"],
+)
+async def test_an_image_url_to_a_private_address_is_never_fetched_and_gets_one_notice(
+    hostile: Hostile, where: str
+) -> None:
+    """SSRF: a bridge frame's image URL pointing inside (loopback, cloud metadata, IPv4-mapped IPv6) is
+    refused before any connection; the user gets the image notice, once."""
+    world = hostile.world
+    url = world.wecom.serve_file("internal.png", b"\x89PNG\r\n\x1a\n" + bytes(64), "image/png")
+    if not where.startswith("the fake"):
+        url = where
+    fetched = len(world.wecom.cdn_requests)
+    headers = {"Authorization": f"Bearer {BRIDGE_TOKEN}"}
+    sender = f"bridge-ssrf-{len(where)}"
+    async with websockets.connect(ws_url(hostile.url), additional_headers=headers, open_timeout=DEADLINE_S) as ws:
+        await ws.send(frame(sender=sender, msg_type="image", image_url=url, content=""))
+        kinds: list[str] = []
+        replies: list[str] = []
+        async with asyncio.timeout(20):
+            while not replies:
+                got = json.loads(await ws.recv())
+                kinds.append(got["type"])
+                if got["type"] == "reply":
+                    replies.append(got["content"])
+    assert kinds == ["ack", "reply"]
+    assert replies == [IMAGE_NOTICE]
+    assert len(world.wecom.cdn_requests) == fetched, "the gateway fetched a private address"
+    assert not [r for r in world.llm.requests if r.images()], "an image reached the model"
 
 
 async def test_a_flood_of_bad_signatures_is_refused_and_a_valid_message_is_answered_right_after(

@@ -42,6 +42,7 @@ async def _serve(args: argparse.Namespace, run_dir: Path) -> None:
         await weather.start()
         fakes = [llm, wecom, weather]
         env.update({**DEMO_WECOM, "WECOM_API_BASE": wecom.base_url, "LLM_BASE_URL": f"{llm.base_url}/v1"})
+        env["IMAGE_IN_ALLOW_PRIVATE"] = "true"  # the fake WeCom's picture URLs are on loopback
         # The weather skill (services/skills) asks the fake Open-Meteo: both APIs on one server.
         env.update({"WEATHER_GEOCODING_URL": weather.base_url, "WEATHER_FORECAST_URL": weather.base_url})
     stop = asyncio.Event()

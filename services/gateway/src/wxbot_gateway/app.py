@@ -117,6 +117,7 @@ def media_steps(
             ImageMetrics(runtime.registry),
             deadline_s=settings.image_in_deadline_s,
             max_bytes=settings.image_in_max_bytes,
+            allow_private=settings.image_in_allow_private,
         )
         runtime.readiness.set("images", True, f"on: model {settings.vision.model}")
     else:

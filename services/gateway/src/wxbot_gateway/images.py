@@ -76,10 +76,12 @@ class ImageIntake:
         *,
         deadline_s: float,
         max_bytes: int,
+        allow_private: bool = False,
     ) -> None:
         self._http = http
         self._store = store
         self._ffmpeg = ffmpeg
+        self._allow_private = allow_private  # URLs from messages are untrusted: public addresses only
         self._metrics = metrics
         self._deadline_s = deadline_s
         self.max_bytes = max_bytes
@@ -158,7 +160,7 @@ class ImageIntake:
                     self._log.info("image_media_get_failed_trying_pic_url", error=str(exc))
             if not pic_url:
                 raise DownloadError("image message without MediaId or PicUrl")
-            return (await download(self._http, pic_url, limit)).data
+            return (await download(self._http, pic_url, limit, allow_private=self._allow_private)).data
 
         return fetch
 
@@ -167,7 +169,8 @@ class ImageIntake:
 
         async def fetch(limit: int) -> bytes:
             # AES-CBC adds at most one 32-byte block of padding to the file.
-            data = (await download(self._http, url, limit + 32 if crypto else limit)).data
+            size = limit + 32 if crypto else limit
+            data = (await download(self._http, url, size, allow_private=self._allow_private)).data
             return crypto.decrypt_media(data) if crypto is not None else data
 
         return fetch

@@ -85,6 +85,11 @@ class GatewaySettings(MediaSettings):
         gt=0,
         description="larger inbound images are not downloaded (refused by Content-Length, else counted): a notice",
     )
+    image_in_allow_private: bool = Field(
+        False,
+        description="fetch image URLs that resolve to loopback/private/link-local addresses (a bridge on your LAN, "
+        "tests); off, such URLs are refused (SSRF) and the user gets the image notice",
+    )
     aibot_token: str = Field("", description="WeCom AI bot callback Token")
     aibot_encoding_aes_key: str = Field("", description="WeCom AI bot callback EncodingAESKey")
 

@@ -16,7 +16,8 @@ import json
 from typing import Any
 
 from wxbot_common.http_client import HttpError, TracedHttp
-from wxbot_common.media.errors import MediaError
+from wxbot_common.media.download import DownloadError, download
+from wxbot_common.media.errors import MediaError, MediaTooLargeError
 from wxbot_common.media.settings import MediaEndpoint
 from wxbot_common.media.sniff import sniff_image
 
@@ -79,20 +80,13 @@ class ImageGenerator:
         return data
 
     async def _download(self, url: str) -> bytes:
+        # The result URL comes from the operator's own endpoint (maybe a model server on the LAN): trusted.
         try:
-            async with self._http.request("GET", url) as resp:
-                if resp.status != 200:
-                    raise ImageGenerationError("unavailable", f"image url answered HTTP {resp.status}")
-                if (resp.content_length or 0) > self._max_bytes:
-                    raise ImageGenerationError("too_large", f"image url declares {resp.content_length} bytes")
-                buffer = bytearray()
-                async for chunk in resp.content.iter_any():
-                    buffer += chunk
-                    if len(buffer) > self._max_bytes:
-                        raise ImageGenerationError("too_large", f"image url sent over {self._max_bytes} bytes")
-                return bytes(buffer)
-        except HttpError as exc:
-            raise ImageGenerationError("unavailable", f"image url unreachable: {exc!r}") from exc
+            return (await download(self._http, url, self._max_bytes, allow_private=True)).data
+        except MediaTooLargeError as exc:
+            raise ImageGenerationError("too_large", f"image url: {exc}") from exc
+        except DownloadError as exc:
+            raise ImageGenerationError("unavailable", f"image url: {exc}") from exc
 
 
 def _first_item(raw: bytes) -> dict[str, Any]:
