@@ -101,6 +101,9 @@ def _banner(stack: Stack, with_fakes: bool, fakes: list[object]) -> str:
     lines += ["", f"  WeCom                {wecom}", f"  LLM                  {llm}"]
     lines += [f"  Weather (skill)      {weather}"]
     lines += ["", "  Send a message:      .venv/bin/python -m wxbot_devkit.say 'hello'"]
+    if "analytics" in stack.service_urls():
+        lines += [f"  Analytics report:    {stack.service_urls()['analytics'][0]}/v1/report?since=24h"]
+        lines += ["                       .venv/bin/python -m wxbot_analytics report --since 24h"]
     lines += [f"  {note}" for note in stack.notes]
     wait = stack.config.backoff
     lines += ["", f"A process that dies is restarted after {wait.initial_s:g} s ({wait.max_s:g} s in a crash loop)."]

@@ -1,4 +1,4 @@
-"""The whole wxbot on one machine: NATS, Redis, topology, the five services as separate processes.
+"""The whole wxbot on one machine: NATS, Redis, topology, the six services as separate processes.
 
 `Stack` is used by `make run` (through `main`), by the end-to-end tests and by the benchmark;
 with `StackConfig(supervise=True)` (as `make run`) a process that dies is restarted, and
@@ -19,13 +19,15 @@ from urllib.parse import urlsplit
 from wxbot_devkit.launch import Child, NatsServer, RedisServer, free_port, port_is_free
 from wxbot_devkit.supervisor import Backoff, Supervisable, Supervisor
 
-SERVICES = ("context", "safety", "nlp", "gateway", "skills")  # start order: context serves the others
+# Start order: context serves the others; analytics (a read model of the log) comes last.
+SERVICES = ("context", "safety", "nlp", "gateway", "skills", "analytics")
 DEFAULT_PORTS = {
     "gateway": 8080,
     "safety": 8081,
     "nlp": 8082,
     "context": 8083,
     "skills": 8084,
+    "analytics": 8085,
     "grpc": 50051,
     "nats": 4222,
     "redis": 6379,
@@ -36,6 +38,7 @@ HTTP_PORT_VAR = {
     "nlp": "NLP_HTTP_PORT",
     "context": "CONTEXT_HTTP_PORT",
     "skills": "SKILLS_HTTP_PORT",
+    "analytics": "ANALYTICS_PORT",
 }
 
 

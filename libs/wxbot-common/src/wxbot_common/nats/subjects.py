@@ -37,6 +37,7 @@ class EventKind(enum.Enum):
     FAILED = ("reply", "failed", ev.ReplyFailed)
     RESET = ("conversation", "reset", ev.ConversationReset)
     CHANNEL_EVENT = ("channel", "event", ev.ChannelEventReceived)
+    FEEDBACK = ("feedback", "given", ev.FeedbackGiven)
 
     def __init__(self, entity: str, event: str, message_type: type[Message]) -> None:
         self.entity = entity

@@ -56,6 +56,7 @@ class ConsumerSpec:
     max_ack_pending: int = 2000
     description: str = ""
     heartbeat: bool = True  # send in_progress() while a handler runs longer than a few seconds
+    from_start: bool = False  # a new durable reads the whole log (a projection), not only new events
 
     @property
     def filter_subjects(self) -> list[str]:
@@ -66,7 +67,7 @@ class ConsumerSpec:
         return ConsumerConfig(
             durable_name=self.durable,
             description=self.description or None,
-            deliver_policy=DeliverPolicy.NEW,
+            deliver_policy=DeliverPolicy.ALL if self.from_start else DeliverPolicy.NEW,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait_s,
             max_deliver=self.max_deliver,
@@ -94,7 +95,15 @@ GATEWAY_DELIVERY = ConsumerSpec(
     (EventKind.APPROVED, EventKind.REPLY_BLOCKED, EventKind.INBOUND_BLOCKED),
     description="gateway: deliver approved replies and notices",
 )
-ALL_CONSUMERS = (SAFETY_INBOUND, SAFETY_OUTBOUND, NLP_DRAFTER, GATEWAY_DELIVERY)
+ANALYTICS_PROJECTION = ConsumerSpec(
+    "analytics-projection",
+    tuple(EventKind),
+    max_ack_pending=10_000,
+    from_start=True,
+    heartbeat=False,
+    description="analytics: every event of the log into the ClickHouse read model",
+)
+ALL_CONSUMERS = (SAFETY_INBOUND, SAFETY_OUTBOUND, NLP_DRAFTER, GATEWAY_DELIVERY, ANALYTICS_PROJECTION)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""wxbot analytics: a ClickHouse projection of the event log and the reports read from it."""
