@@ -12,7 +12,7 @@ PACKAGES := libs/wxbot-proto libs/wxbot-common libs/wxbot-wecom libs/wxbot-devki
 PROTOS := $(shell find proto -name '*.proto')
 PYSRC  := libs/wxbot-common/src libs/wxbot-common/tests libs/wxbot-wecom/src libs/wxbot-devkit/src libs/wxbot-skill/src libs/wxbot-skill/tests services/*/src tests bench examples
 
-.PHONY: all install proto run demo test lint typecheck check bench profile chaos soak clean manifests
+.PHONY: all install proto run demo test lint typecheck check bench bench-analytics profile chaos soak clean manifests
 
 all: install
 
@@ -72,6 +72,12 @@ bench: install $(PROTO_OUT)/wxbot_proto/py.typed
 	@set -e; for s in $(BENCH_SCENARIOS); do \
 	  $(PY) -m bench --scenario $$s --json $(BENCH_OUT)/$$s.json $(BENCH_ARGS); echo; \
 	done
+
+# The analytics projection at 2,000 events/s and after a burst, and the reports over a million
+# events (docs/analytics.md). BENCH_ANALYTICS_ARGS adds knobs, e.g. "--rate 4000 --events 200000".
+BENCH_ANALYTICS_ARGS ?=
+bench-analytics: install $(PROTO_OUT)/wxbot_proto/py.typed
+	$(PY) -m bench.analytics --json $(BENCH_OUT)/analytics.json $(BENCH_ANALYTICS_ARGS)
 
 # One scenario with a py-spy profile of every service process (speedscope files + top functions).
 PROFILE_SCENARIO ?= burst

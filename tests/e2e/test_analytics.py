@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -55,7 +54,7 @@ def api(world: World) -> str:
 async def all_logged(world: World, kind: EventKind) -> list[Any]:
     """Every event of one kind in the log (decoded), oldest first."""
     nc = await nats.connect(world.stack.nats.url)
-    found = []
+    found: list[Any] = []
     try:
         js = nc.jetstream()
         seq = 1

@@ -1,7 +1,7 @@
 """`python -m wxbot_analytics`: run the analytics service.
 
-Also: `rebuild` (replay the log into an empty read model), `report` (print a report),
-`bench` (projection throughput and report speed on synthetic events).
+Also: `rebuild` (replay the log into an empty read model) and `report` (print a report);
+the benchmark is `make bench-analytics` (bench/analytics.py).
 """
 
 import sys
@@ -19,10 +19,6 @@ def run() -> None:
         from wxbot_analytics.cli import main as report
 
         report(rest)
-    elif command == ["bench"]:
-        from wxbot_analytics.bench import main as bench
-
-        bench(rest)
     else:
         from wxbot_analytics.app import main
 

@@ -22,6 +22,9 @@ RANGE = "at >= {since:DateTime64(3, 'UTC')} AND at < {until:DateTime64(3, 'UTC')
 RANGE_PLUS = (
     "at >= {since:DateTime64(3, 'UTC')} AND at < {until:DateTime64(3, 'UTC')} + toIntervalSecond({window:UInt32})"
 )
+# Copies of one event share its time, hence its month partition: FINAL need not merge across
+# partitions, and a partition already merged into one part is read without merging at all.
+FINAL_SETTINGS = "\nSETTINGS do_not_merge_across_partitions_select_final = 1"
 ANSWER_SOURCES = "('llm', 'cache', 'knowledge_base')"  # drafted replies that answer a question
 STAGES = {
     "inbound_check": ("received", "accepted"),  # safety on the way in
@@ -59,7 +62,7 @@ class Reports:
         self._events = f"{store.database}.events FINAL"
 
     def _rows(self, sql: str, q: ReportQuery, **extra: object) -> list[Row]:
-        return self._store.rows(sql, {**q.params, "window": self._rules.window_s, **extra})
+        return self._store.rows(sql + FINAL_SETTINGS, {**q.params, "window": self._rules.window_s, **extra})
 
     # -- sections --------------------------------------------------------------------------
     def summary(self, q: ReportQuery) -> dict[str, Any]:
@@ -195,98 +198,73 @@ class Reports:
 
     # -- A/B ------------------------------------------------------------------------------
     def _answers_sql(self) -> str:
-        return f"""SELECT correlation_id, conversation, at, variant, model, tokens_in, tokens_out
+        return f"""SELECT correlation_id, conversation, at, variant
             FROM {self._events} WHERE kind = 'drafted' AND source IN {ANSWER_SOURCES} AND {RANGE}"""
 
-    def _feedback_sql(self) -> str:
-        """Every verdict on an answer: explicit (a button; a user's last click on an answer counts) and
-        implicit (a message saying "wrong" within the window after the answer before it)."""
-        return f"""
-            SELECT correlation_id, argMax(rating, at) AS verdict, 'explicit' AS source_kind
-            FROM {self._events} WHERE kind = 'feedback' AND rating != 0 AND {RANGE_PLUS}
-            GROUP BY correlation_id, user
-            UNION ALL
-            SELECT a.correlation_id AS correlation_id, toInt8(-1) AS verdict, 'implicit' AS source_kind
-            FROM (SELECT conversation, at FROM {self._events}
-                  WHERE kind = 'received' AND implicit_negative = 1 AND {RANGE_PLUS}) AS m
-            ASOF INNER JOIN ({self._answers_sql()}) AS a ON m.conversation = a.conversation AND m.at > a.at
-            WHERE dateDiff('millisecond', a.at, m.at) <= {{window:UInt32}} * 1000"""
-
     def variants(self, q: ReportQuery) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        usage = self._rows(
-            f"""SELECT variant, model, count() AS answers, sum(tokens_in) AS tokens_in, sum(tokens_out) AS tokens_out
-            FROM ({self._answers_sql()}) GROUP BY variant, model""",
-            q,
-        )
-        latency = self._rows(
-            f"""SELECT a.variant AS variant,
-                quantileExactIf(0.5)(c.sent - c.received, c.sent >= c.received AND c.sent > 0) AS p50,
-                quantileExactIf(0.95)(c.sent - c.received, c.sent >= c.received AND c.sent > 0) AS p95,
-                countIf(c.sent >= c.received AND c.sent > 0) AS n
-            FROM ({self._answers_sql()}) AS a INNER JOIN ({self._chains_sql()}) AS c USING (correlation_id)
-            GROUP BY variant""",
-            q,
-        )
-        feedback = self._rows(
-            f"""SELECT a.variant AS variant, countIf(f.verdict > 0) AS positive, countIf(f.verdict < 0) AS negative,
-                countIf(f.source_kind = 'explicit') AS explicit, countIf(f.source_kind = 'implicit') AS implicit
-            FROM ({self._feedback_sql()}) AS f INNER JOIN ({self._answers_sql()}) AS a USING (correlation_id)
+        """Per variant, in two passes: one over each answer's chain (tokens, end-to-end latency, the
+        latest button pressed on it), one attributing what users did next (a message saying "wrong",
+        a reset, any follow-up) to the answer before it in the conversation (ASOF join)."""
+        chains = self._rows(
+            f"""SELECT variant, count() AS answers,
+                sumMap([model], [t_in]) AS tokens_in_by_model, sumMap([model], [t_out]) AS tokens_out_by_model,
+                countIf(sent >= received AND received > 0) AS delivered,
+                quantileExactIf(0.5)(sent - received, sent >= received AND received > 0) AS p50,
+                quantileExactIf(0.95)(sent - received, sent >= received AND received > 0) AS p95,
+                countIf(verdict > 0) AS positive, countIf(verdict < 0) AS negative
+            FROM (SELECT correlation_id,
+                    anyIf(variant, kind = 'drafted') AS variant, anyIf(model, kind = 'drafted') AS model,
+                    sumIf(tokens_in, kind = 'drafted') AS t_in, sumIf(tokens_out, kind = 'drafted') AS t_out,
+                    toUnixTimestamp64Milli(minIf(at, kind = 'received')) AS received,
+                    toUnixTimestamp64Milli(minIf(at, kind = 'sent')) AS sent,
+                    argMaxIf(rating, at, kind = 'feedback' AND rating != 0) AS verdict,
+                    countIf(kind = 'drafted' AND source IN {ANSWER_SOURCES} AND {RANGE}) AS answered
+                FROM {self._events}
+                WHERE kind IN ('received', 'drafted', 'sent', 'feedback') AND {RANGE_PLUS}
+                GROUP BY correlation_id HAVING answered > 0)
             GROUP BY variant""",
             q,
         )
         after = self._rows(
             f"""SELECT a.variant AS variant,
+                countIf(m.kind = 'received' AND m.implicit_negative = 1) AS implicit_negative,
                 uniqExactIf(a.correlation_id, m.kind = 'reset') AS resets,
                 uniqExactIf(a.correlation_id, m.kind = 'received') AS follow_ups
-            FROM (SELECT conversation, at, kind FROM {self._events}
+            FROM (SELECT conversation, at, kind, implicit_negative FROM {self._events}
                   WHERE kind IN ('reset', 'received') AND {RANGE_PLUS}) AS m
             ASOF INNER JOIN ({self._answers_sql()}) AS a ON m.conversation = a.conversation AND m.at > a.at
             WHERE dateDiff('millisecond', a.at, m.at) <= {{window:UInt32}} * 1000
             GROUP BY variant""",
             q,
         )
-        by_name: dict[str, dict[str, Any]] = {}
-        for r in usage:
-            v = by_name.setdefault(
-                r["variant"] or "unlabelled",
-                {"answers": 0, "tokens_in": 0, "tokens_out": 0, "cost": 0.0, "priced": True},
-            )
-            t_in, t_out = _int(r["tokens_in"]), _int(r["tokens_out"])
-            v["answers"] += _int(r["answers"])
-            v["tokens_in"] += t_in
-            v["tokens_out"] += t_out
-            cost = self._cost(r["model"], t_in, t_out) if r["model"] else 0.0
-            if cost is None:
-                v["priced"] = False
-            else:
-                v["cost"] += cost
-        lat = {r["variant"] or "unlabelled": r for r in latency}
-        fb = {r["variant"] or "unlabelled": r for r in feedback}
         aft = {r["variant"] or "unlabelled": r for r in after}
-        out = []
-        for name in sorted(by_name):
-            v = by_name[name]
-            answers = v["answers"]
-            pos = _int(fb.get(name, {}).get("positive"))
-            neg = _int(fb.get(name, {}).get("negative"))
+        out: list[dict[str, Any]] = []
+        for r in sorted(chains, key=lambda r: str(r["variant"])):
+            name = r["variant"] or "unlabelled"
+            answers = _int(r["answers"])
+            t_in = dict(zip(*r["tokens_in_by_model"], strict=True))
+            t_out = dict(zip(*r["tokens_out_by_model"], strict=True))
+            costs = [self._cost(m, _int(t_in.get(m)), _int(t_out.get(m))) if m else 0.0 for m in t_in]
+            implicit = _int(aft.get(name, {}).get("implicit_negative"))
+            pos, neg = _int(r["positive"]), _int(r["negative"]) + implicit
             rated = pos + neg
             ci = wilson(pos, rated)
-            n_lat = _int(lat.get(name, {}).get("n"))
+            delivered = _int(r["delivered"])
             resets = _int(aft.get(name, {}).get("resets"))
             follow_ups = _int(aft.get(name, {}).get("follow_ups"))
             out.append(
                 {
                     "name": name,
                     "answers": answers,
-                    "tokens_in": v["tokens_in"],
-                    "tokens_out": v["tokens_out"],
-                    "cost": round(v["cost"], 6) if v["priced"] else None,
-                    "latency_p50_ms": _int(lat[name]["p50"]) if n_lat else None,
-                    "latency_p95_ms": _int(lat[name]["p95"]) if n_lat else None,
+                    "tokens_in": sum(_int(v) for v in t_in.values()),
+                    "tokens_out": sum(_int(v) for v in t_out.values()),
+                    "cost": None if any(c is None for c in costs) else round(sum(c or 0.0 for c in costs), 6),
+                    "latency_p50_ms": _int(r["p50"]) if delivered else None,
+                    "latency_p95_ms": _int(r["p95"]) if delivered else None,
                     "feedback_positive": pos,
                     "feedback_negative": neg,
-                    "feedback_explicit": _int(fb.get(name, {}).get("explicit")),
-                    "feedback_implicit": _int(fb.get(name, {}).get("implicit")),
+                    "feedback_explicit": _int(r["positive"]) + _int(r["negative"]),
+                    "feedback_implicit": implicit,
                     "feedback_rate": round(rated / answers, 4) if answers else None,
                     "positive_share": round(pos / rated, 4) if rated else None,
                     "positive_share_ci95": [round(x, 4) for x in ci] if ci else None,
