@@ -1,13 +1,14 @@
 # One image recipe for every wxbot service; the build argument SERVICE names it. From the repository root:
 #   docker build --build-arg SERVICE=nlp -t ghcr.io/wxbot/nlp:0.1.0 .
-# (gateway, safety, nlp, context, skills). Stage 1 generates the protobuf code (as `make proto` does) and
+# (gateway, safety, nlp, context, skills, analytics). Stage 1 generates the protobuf code (as `make proto` does) and
 # installs the pinned packages into a virtual environment; stage 2 copies only that environment into a
-# slim, non-root image. Only the service's own extras are installed (ffmpeg for gateway and nlp).
+# slim, non-root image. Only the service's own extras are installed (ffmpeg for gateway and nlp; analytics
+# without chDB: it talks to a ClickHouse server).
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ARG SERVICE
-RUN test -n "${SERVICE}" || (echo "--build-arg SERVICE=<gateway|safety|nlp|context|skills> is required" >&2; exit 1)
+RUN test -n "${SERVICE}" || (echo "--build-arg SERVICE=<gateway|safety|nlp|context|skills|analytics> is required" >&2; exit 1)
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/wxbot

@@ -58,5 +58,5 @@ async def main() -> None:
             *ops_routes(runtime.readiness, runtime.registry),
         ]
     )
-    await runtime.serve_http(app, settings.analytics_port, host=settings.analytics_host)
+    await runtime.serve_http(app, settings.analytics_port, host=settings.bind_host)
     await runtime.run_until_stopped()

@@ -89,7 +89,11 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     settings = AnalyticsSettings()
     params = {"since": args.since, **({"until": args.until} if args.until else {})}
-    url = args.url or settings.analytics_url or f"http://{settings.analytics_host}:{settings.analytics_port}"
+    url = (
+        args.url
+        or settings.analytics_url
+        or f"http://{settings.bind_host.replace('0.0.0.0', '127.0.0.1')}:{settings.analytics_port}"
+    )
     try:
         report = fetch_report(url, params)
         if report is None:

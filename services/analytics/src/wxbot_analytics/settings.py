@@ -42,7 +42,9 @@ def parse_prices(raw: str) -> dict[str, Price]:
 
 
 class AnalyticsSettings(CommonSettings):
-    analytics_host: str = Field("127.0.0.1", description="bind address of the report API (and /healthz, /metrics)")
+    analytics_host: str = Field(
+        "", description="bind address of the report API (and /healthz, /metrics); default HTTP_HOST"
+    )
     analytics_port: int = Field(8085, description="port of the report API (and /healthz /readyz /metrics)")
     analytics_url: str = Field(
         "", description="where `report` finds the API; default http://ANALYTICS_HOST:ANALYTICS_PORT"
@@ -83,6 +85,10 @@ class AnalyticsSettings(CommonSettings):
     def _check_prices(cls, value: str) -> str:
         parse_prices(value)  # raises ValueError naming ANALYTICS_PRICES
         return value
+
+    @property
+    def bind_host(self) -> str:
+        return self.analytics_host or self.http_host
 
     @property
     def prices(self) -> dict[str, Price]:
