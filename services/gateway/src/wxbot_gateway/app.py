@@ -25,6 +25,7 @@ from wxbot_gateway.channel_media import ChannelMedia
 from wxbot_gateway.claims import SENDING_MARGIN_S, PartClaims
 from wxbot_gateway.dedupe import SeenMessages
 from wxbot_gateway.delivery import ReplyDelivery
+from wxbot_gateway.feedback import FeedbackCards
 from wxbot_gateway.images import ImageIntake, ImageMetrics
 from wxbot_gateway.media_send import MediaMetrics, MediaSender
 from wxbot_gateway.metrics import GatewayMetrics
@@ -47,6 +48,7 @@ def build_http_app(
     hub: BridgeHub,
     streams: StreamStore,
     media: MediaSteps | None = None,
+    feedback: FeedbackCards | None = None,
 ) -> ASGIApp:
     """The message callbacks (`POST /wecom/callback`, `POST /wechat/callback`) are served in front
     of FastAPI, with a SERVER span of their own; every other route goes through FastAPI."""
@@ -59,7 +61,7 @@ def build_http_app(
     app.router.routes.extend(ops_routes(runtime.readiness, runtime.registry))
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"])
     fast = [
-        wecom_callback(settings, runtime.publisher, seen, metrics, media.wecom),
+        wecom_callback(settings, runtime.publisher, seen, metrics, media.wecom, feedback),
         oa_callback(settings, runtime.publisher, seen, metrics, media.oa),
     ]
     return FastRoutes(app, fast, runtime.tracer)
@@ -174,6 +176,17 @@ async def main() -> None:
     if hub.enabled:
         await hub.start()
         senders[ev.CHANNEL_WEBSOCKET] = BridgeSender(hub)
+    seen = SeenMessages(redis, settings.gateway_dedup_ttl_s)
+    feedback = FeedbackCards(
+        wecom,
+        redis,
+        runtime.publisher,
+        seen,
+        runtime.registry,
+        settings.feedback,
+        settings.feedback_sample_rate,
+        settings.feedback_ttl_s,
+    )
     if settings.gateway_role != "ingress":
         outbox = Outbox(redis, runtime.nc, resolver=ReplyLog(runtime.js).is_done)
         await outbox.start()
@@ -191,15 +204,15 @@ async def main() -> None:
             media=MediaSender(
                 MediaStore(runtime.js, max_bytes=settings.media_max_bytes), redis, MediaMetrics(runtime.registry)
             ),
+            after_sent=feedback.offer,
         )
         runtime.consume(GATEWAY_DELIVERY, delivery.handle)
     if settings.gateway_role == "delivery":  # sends replies; only the ops endpoints are served
         await runtime.serve_http(None, settings.gateway_port, settings.gateway_host)
     else:
-        seen = SeenMessages(redis, settings.gateway_dedup_ttl_s)
         runtime.on_shutdown(seen.flush)  # before Redis closes (hooks run in reverse order)
         media = media_steps(settings, runtime, wecom, oa)
-        app = build_http_app(settings, runtime, seen, metrics, hub, streams, media)
+        app = build_http_app(settings, runtime, seen, metrics, hub, streams, media, feedback)
         await runtime.serve_http(
             app,
             settings.gateway_port,

@@ -24,6 +24,7 @@ from wxbot_common.nats.publisher import EventPublisher
 from wxbot_gateway.callback_input import XML_TYPES, RefusedError, checked_body
 from wxbot_gateway.channel_media import ChannelMedia
 from wxbot_gateway.dedupe import SeenMessages
+from wxbot_gateway.feedback import FeedbackCards
 from wxbot_gateway.inbound import channel_event_from_wecom, received_from_wecom
 from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.settings import GatewaySettings
@@ -72,6 +73,7 @@ def wecom_callback(
     seen: SeenMessages,
     metrics: GatewayMetrics,
     media: ChannelMedia | None = None,
+    feedback: FeedbackCards | None = None,
 ) -> FastRoute:
     """`POST /wecom/callback`: one message or event; answers 200 with an empty body once it is published."""
     log = get_logger("wxbot.gateway.callback")
@@ -104,6 +106,10 @@ def wecom_callback(
             return reject(403, "unknown_agent")
         if message.to_user_name != settings.wecom_corp_id:
             return reject(403, "wrong_receiver")
+        if feedback is not None and message.msg_type == "event" and message.event == "template_card_event":
+            status, reason = await feedback.on_click(message)  # a 👍/👎 on an answer (feedback.py)
+            metrics.callbacks.labels(CHANNEL, "feedback" if status == 200 else reason).inc()
+            return status, reason
         # Events (enter_agent, subscribe, click…) need no answer: they are logged, never sent to the LLM.
         event: Message = (
             channel_event_from_wecom(message, settings.wecom_corp_id, settings.wecom_agent_id)

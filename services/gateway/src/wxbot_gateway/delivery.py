@@ -76,8 +76,11 @@ class ReplyDelivery:
         retry_max_s: float = 5.0,
         hold_s: float = 60.0,
         media: MediaSender | None = None,
+        after_sent: Callable[[ev.ReplyApproved], Awaitable[None]] | None = None,
     ) -> None:
-        """`max_deliver`: the delivery durable's; a send still failing on that delivery is recorded."""
+        """`max_deliver`: the delivery durable's; a send still failing on that delivery is recorded;
+        `after_sent`: called once an approved reply is delivered (the feedback card)."""
+        self._after_sent = after_sent
         self._senders = senders
         self._claims = claims
         self._outbox = outbox
@@ -107,7 +110,9 @@ class ReplyDelivery:
         attempt = 0
         while True:
             try:
-                await self._deliver(meta, sender, address, reply_parts(sender, text, media), last, deadline)
+                delivered = await self._deliver(meta, sender, address, reply_parts(sender, text, media), last, deadline)
+                if delivered and self._after_sent is not None and isinstance(event, ev.ReplyApproved):
+                    await self._after_sent(event)
                 return
             except Retryable as exc:
                 attempt += 1
@@ -139,7 +144,8 @@ class ReplyDelivery:
         parts: list[Part],
         last: bool,
         deadline: float,
-    ) -> None:
+    ) -> bool:
+        """Send the reply's parts in its conversation's turn; whether the user has it."""
         conversation = meta.conversation_id
         # Entering the outbox also claims the first part when the reply is first: one round trip.
         claim = self._claims.new_claim(self._claims.key(meta.event_id, 0))
@@ -147,7 +153,7 @@ class ReplyDelivery:
         if turn is Turn.DONE:  # sent or given up by an earlier delivery (its acknowledgement was lost)
             self._metrics.deliveries.labels(sender.name, "already_sent", "0").inc()
             await self._published_sent(meta, len(parts))
-            return
+            return True
         waited = turn is Turn.FIRST or await self._outbox.wait_turn(
             conversation, meta.event_id, deadline - time.monotonic()
         )
@@ -166,8 +172,9 @@ class ReplyDelivery:
             self._log.warning("delivery_refused", errcode=exc.errcode, error=str(exc), user=user_hash(address.user_id))
             await self._failed(meta, exc.errcode, str(exc), retryable=False)
             await leave()
-            return
+            return False
         await self._publish_sent(meta, msgids)
+        return True
 
     async def _publish_sent(self, meta: ev.EventMeta, msgids: list[str]) -> None:
         sent = ev.ReplySent(parts=len(msgids), provider_msg_ids=msgids)

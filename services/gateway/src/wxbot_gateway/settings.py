@@ -39,6 +39,13 @@ class GatewaySettings(MediaSettings):
     wecom_reply_format: Literal["text", "markdown"] = Field(
         "text", description="message type of replies in the self-built app: text or markdown"
     )
+    feedback: Literal["off", "sampled", "always"] = Field(
+        "off", description="a 👍/👎 card under LLM answers in the WeCom app: never, for a sample, or always"
+    )
+    feedback_sample_rate: float = Field(0.1, ge=0, le=1, description="share of LLM answers asked with FEEDBACK=sampled")
+    feedback_ttl_s: int = Field(
+        72 * 3600, gt=0, description="how long a card's buttons count (WeCom's response codes last 72 hours)"
+    )
     gateway_dedup_ttl_s: int = Field(
         86400, description="how long a callback's MsgId is remembered, so a late retry is not a new message"
     )

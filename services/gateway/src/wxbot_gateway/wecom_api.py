@@ -289,13 +289,31 @@ class WeComClient:
         raise AssertionError("unreachable")
 
     async def _send(self, body: dict[str, Any]) -> str:
-        path = self._flavour.send_path
+        return str((await self._post(self._flavour.send_path, body)).get("msgid", ""))
+
+    async def send_card(self, user_id: str, card: dict[str, Any]) -> str:
+        """Send an interactive template card; the response code its first update may use."""
+        body = {"touser": user_id, "msgtype": "template_card", "agentid": self._agent_id, "template_card": card}
+        return str((await self._post(self._flavour.send_path, body)).get("response_code", ""))
+
+    async def update_card_button(self, user_id: str, response_code: str, replace_name: str) -> None:
+        """Turn the clicked card's buttons into one disabled button saying `replace_name` (single-use code)."""
+        body = {
+            "userids": [user_id],
+            "agentid": self._agent_id,
+            "response_code": response_code,
+            "button": {"replace_name": replace_name},
+        }
+        await self._post("/cgi-bin/message/update_template_card", body)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST `body` to a token-authenticated API; its answer (errcode 0), else the classified error."""
         for attempt in (1, 2):
             token = await self.token()
             data = await self._call_json("POST", path, params={"access_token": token}, json=body)
             errcode = int(data.get("errcode", 0))
             if errcode == 0:
-                return str(data.get("msgid", ""))
+                return data
             if classify(self._flavour.name, errcode).outcome is Outcome.REFRESH_TOKEN:
                 await self._drop_token(token)
                 if attempt == 1:

@@ -36,11 +36,12 @@ from starlette.types import ASGIApp
 from wxbot_devkit.fakes.media_library import MEDIA_TTL_S, WECOM_UPLOADS, MediaLibrary, StoredMedia, UploadPolicy
 from wxbot_devkit.fakes.server import FakeService, base_arg_parser, serve_forever
 from wxbot_devkit.fakes.waiting import wait_until
+from wxbot_devkit.fakes.wecom_cards import CardDesk
 
 MAX_CONTENT_BYTES = 2048
 TEXT_MSGTYPES = frozenset({"text", "markdown"})
 MEDIA_MSGTYPES = frozenset({"image", "voice", "video", "file"})  # each names its media by media_id
-SUPPORTED_MSGTYPES = TEXT_MSGTYPES | MEDIA_MSGTYPES
+SUPPORTED_MSGTYPES = TEXT_MSGTYPES | MEDIA_MSGTYPES | {"template_card"}
 
 ERRMSGS: Mapping[int, str] = MappingProxyType(
     {
@@ -67,6 +68,8 @@ ERRMSGS: Mapping[int, str] = MappingProxyType(
         45007: "voice play time out of limit",
         45009: "api freq out of limit",
         45033: "api concurrent out of limit",
+        40058: "invalid parameter",
+        42014: "taskid has existed or empty or exceed max len",
         47001: "data format error",
         48002: "api forbidden",
         60020: "not allow to access from your ip",
@@ -145,6 +148,7 @@ class FakeWeCom(FakeService):
         self._cdn: dict[str, tuple[bytes, str]] = {}  # name -> (bytes, content type): PicUrl / AI-bot image URLs
         self.cdn_requests: list[str] = []
         self.media_get_calls = 0
+        self.cards = CardDesk()  # template cards sent (not among `messages`), clicks, card updates
 
     # -- knobs -------------------------------------------------------------------------------------
 
@@ -203,6 +207,7 @@ class FakeWeCom(FakeService):
             self.gettoken_calls = self.send_calls = self.token_rejections = self.upload_calls = 0
             self.latency_s = self._default_latency_s
         self.media_library.forget_uploads()
+        self.cards.reset()
 
     # -- inspection --------------------------------------------------------------------------------
 
@@ -315,6 +320,8 @@ class FakeWeCom(FakeService):
         if msgtype not in SUPPORTED_MSGTYPES:
             return 40008, None
         section = body.get(msgtype)
+        if msgtype == "template_card":
+            return self.cards.check(touser, section), None
         if msgtype in MEDIA_MSGTYPES:
             errcode, media_id = self._check_media_section(msgtype, section)
             if errcode:
@@ -349,6 +356,10 @@ class FakeWeCom(FakeService):
         except ValueError:
             return JSONResponse(error_body(47001))
         errcode, message = self._validate_send(body)
+        if errcode == 0 and message is None:  # a template card: kept apart from the text messages
+            response_code = self.cards.accept(body["touser"], body["template_card"])
+            msgid = secrets.token_hex(16)
+            return JSONResponse({"errcode": 0, "errmsg": "ok", "msgid": msgid, "response_code": response_code})
         if message is None:
             return JSONResponse(error_body(errcode))
         with self._lock:
@@ -356,6 +367,17 @@ class FakeWeCom(FakeService):
         if self.on_message is not None:
             self.on_message(message)
         return JSONResponse({"errcode": 0, "errmsg": "ok", "invaliduser": "", "msgid": message.msgid})
+
+    async def _update_card(self, request: Request) -> Response:
+        await self._delay()
+        if errcode := self._check_token(request.query_params.get("access_token")):
+            return JSONResponse(error_body(errcode))
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return JSONResponse(error_body(47001))
+        errcode = self.cards.update(body)
+        return JSONResponse(error_body(errcode) if errcode else {"errcode": 0, "errmsg": "ok", "invaliduser": []})
 
     def _token_error(self, errcode: int) -> int:
         """The errcode a bad token gets on this API (the OA says 40001 where WeCom says 42001)."""
@@ -483,6 +505,7 @@ class FakeWeCom(FakeService):
             routes=[
                 Route("/cgi-bin/gettoken", self._gettoken, methods=["GET"]),
                 Route("/cgi-bin/message/send", self._send, methods=["POST"]),
+                Route("/cgi-bin/message/update_template_card", self._update_card, methods=["POST"]),
                 *self._media_routes(),
                 Route("/_fake/messages", self._ctl_messages, methods=["GET"]),
                 Route("/_fake/faults", self._ctl_faults, methods=["POST"]),
