@@ -19,7 +19,7 @@ import nats
 import pytest
 from nats.js.errors import NotFoundError
 
-from tests.e2e.harness import World, running_world, send_text
+from tests.e2e.harness import CONFIG, World, _crypto, running_world, send_text
 from wxbot_common.ids import derived_event_id, now_timestamp
 from wxbot_common.nats.subjects import EVENTS_STREAM, HEADER_MSG_ID, EventKind
 from wxbot_common.nats.topology import ANALYTICS_PROJECTION
@@ -41,6 +41,7 @@ async def aw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
         "ANALYTICS_BATCH_LINGER_S": "0.02",
         "ANALYTICS_MIN_FEEDBACK": "2",
         "ANALYTICS_PRICES": json.dumps({"fake-model": {"input": 1.0, "output": 4.0}}),
+        "FEEDBACK": "always",
     }
     async with running_world(tmp_path_factory.mktemp("analytics"), env) as world:
         world.llm.latency_s = LLM_LATENCY_S
@@ -297,3 +298,57 @@ async def test_lag_is_exported_as_a_metric(aw: World) -> None:
         text = (await client.get(f"{api(aw)}/metrics")).text
     assert "wxbot_analytics_lag_events" in text
     assert 'wxbot_consumer_pending{durable="analytics-projection"}' in text
+
+
+async def post_click(world: World, user: str, task_id: str, key: str, code: str, signature: str | None = None) -> int:
+    """A template_card_event callback as WeCom sends it when `user` presses a button (no MsgId)."""
+    inner = (
+        f"<xml><ToUserName><![CDATA[{CONFIG['corpid']}]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>"
+        f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+        f"<Event><![CDATA[template_card_event]]></Event><EventKey><![CDATA[{key}]]></EventKey>"
+        f"<TaskId><![CDATA[{task_id}]]></TaskId><CardType><![CDATA[button_interaction]]></CardType>"
+        f"<ResponseCode><![CDATA[{code}]]></ResponseCode><AgentID>{CONFIG['agentid']}</AgentID></xml>"
+    )
+    params, body = _crypto().build_callback(inner, str(int(time.time())), "4242", CONFIG["corpid"], CONFIG["agentid"])
+    if signature is not None:
+        params["msg_signature"] = signature
+    async with httpx.AsyncClient(base_url=world.stack.gateway_url, timeout=10) as client:
+        resp = await client.post("/wecom/callback", params=params, content=body.encode())
+    return resp.status_code
+
+
+async def test_a_thumbs_up_click_counts_once_however_often_wecom_retries_it(aw: World) -> None:
+    user = "analytics-clicker"
+    await send_text(aw, user, "is this helpful?")
+    await aw.wecom.wait_for_messages(user, 1, timeout=30)
+    deadline = time.monotonic() + 10
+    while not (cards := [c for c in aw.wecom.cards.cards.values() if c.touser == user]):
+        assert time.monotonic() < deadline, "no feedback card was sent under the answer"
+        await asyncio.sleep(0.1)
+    (card,) = cards
+    (variant,) = [d.variant for d in await all_logged(aw, EventKind.DRAFTED) if d.reply_to.user_id == user]
+    before = {v["name"]: v for v in (await report(aw))["variants"]}[variant]
+
+    up = f"fb:up:{card.task_id}"
+    code = aw.wecom.cards.click(user, card.task_id, up)
+    for _ in range(3):  # WeCom retries a callback it got no timely answer for: same content each time
+        assert await post_click(aw, user, card.task_id, up, code) == 200
+    again = aw.wecom.cards.click(user, card.task_id, up)  # the user presses the same button once more
+    assert await post_click(aw, user, card.task_id, up, again) == 200
+    # Forged (bad signature), for an unknown task, by another user: refused or ignored, nothing recorded.
+    assert await post_click(aw, user, card.task_id, up, code, signature="0" * 40) == 403
+    assert await post_click(aw, user, "fb-unknown", "fb:up:fb-unknown", code) == 200
+    assert await post_click(aw, "someone-else", card.task_id, up, code) == 200
+
+    deadline = time.monotonic() + 20
+    while True:
+        now = {v["name"]: v for v in (await report(aw))["variants"]}[variant]
+        if now["feedback_positive"] > before["feedback_positive"] or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    feedback = await all_logged(aw, EventKind.FEEDBACK)
+    assert len([f for f in feedback if f.task_id == card.task_id]) == 1  # one event in the log
+    assert now["feedback_positive"] == before["feedback_positive"] + 1  # and once in the report
+    assert now["feedback_negative"] == before["feedback_negative"]
+    assert [u["replace_name"] for u in aw.wecom.cards.updates if u["task_id"] == card.task_id] == ["已反馈 👍"]
+    assert card.replaced_with == "已反馈 👍"
