@@ -26,6 +26,7 @@ from wxbot_gateway.settings import GatewaySettings
 from wxbot_nlp.settings import NlpSettings
 from wxbot_safety.settings import SafetySettings
 from wxbot_skills.reminders.book import DUE_ACK_WAIT_S
+from wxbot_analytics.settings import AnalyticsSettings
 from wxbot_skills.settings import SkillsSettings
 
 pytestmark = pytest.mark.timeout(180)
@@ -89,6 +90,7 @@ def every_option_on() -> dict[str, Any]:
             "alertmanagerConfig": {"enabled": True, "webhookUrl": "https://alerts.example.com/hook"},
         },
         "modelServer": {"enabled": True, "model": {"url": "https://models.example.com/m.gguf"}},
+        "analytics": {"enabled": True},
     }
 
 
@@ -280,6 +282,26 @@ def test_network_flows_are_exactly_the_pipelines(rendered: dict[str, list[Doc]])
     skill_in = policies["wxbot-skill-role"]["spec"]["ingress"]
     assert [selects(peer, "nlp") for rule in skill_in for peer in rule["from"]] == [True]
     assert policies["wxbot-nats"]["spec"]["egress"] == [] and policies["wxbot-redis"]["spec"]["egress"] == []
+
+
+def test_analytics_is_off_by_default_and_reaches_only_nats_the_collector_and_clickhouse(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    assert all(component(d) != "analytics" for profile in PROFILES for d in rendered[profile])
+    docs = manifests.render(every_option_on())
+    deployment = named(docs, "Deployment", "wxbot-analytics")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["ANALYTICS_PORT"] == "8085" and container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert set(env) <= {name.upper() for name in AnalyticsSettings.model_fields} | {
+        "OTEL_SERVICE_NAME",
+        "POD_NAME",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    }
+    policy = {p["metadata"]["name"]: p for p in of_kind(docs, "NetworkPolicy")}["wxbot-analytics"]
+    outside = [ports for peer, ports in egress_peers(policy) if "ipBlock" in peer]
+    assert outside == [[8123, 8443]]  # the ClickHouse server, nothing else outside the cluster
 
 
 def test_external_nats_and_redis_need_their_url_and_are_reached_by_address() -> None:
