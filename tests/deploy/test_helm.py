@@ -19,6 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from wxbot_analytics.settings import AnalyticsSettings
 from wxbot_common.nats.topology import NLP_DRAFTER
 from wxbot_context.settings import ContextSettings
 from wxbot_devkit import manifests
@@ -26,7 +27,6 @@ from wxbot_gateway.settings import GatewaySettings
 from wxbot_nlp.settings import NlpSettings
 from wxbot_safety.settings import SafetySettings
 from wxbot_skills.reminders.book import DUE_ACK_WAIT_S
-from wxbot_analytics.settings import AnalyticsSettings
 from wxbot_skills.settings import SkillsSettings
 
 pytestmark = pytest.mark.timeout(180)
