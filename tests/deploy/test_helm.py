@@ -62,7 +62,7 @@ def named(docs: list[Doc], kind: str, name: str) -> Doc:
 
 
 def component(doc: Doc) -> str:
-    return str(doc["metadata"]["labels"]["app.kubernetes.io/name"])
+    return str(doc["metadata"].get("labels", {}).get("app.kubernetes.io/name", ""))
 
 
 def service_deployments(docs: list[Doc]) -> list[Doc]:
@@ -81,7 +81,7 @@ def every_option_on() -> dict[str, Any]:
     """Values that switch on every optional part, so the policies see all of it."""
     return {
         "namespace": {"create": True},
-        "secrets": {"values": {"WECOM_SECRET": "s", "LLM_API_KEY": "k"}},
+        "secrets": {"values": {"WECOM_SECRET": "s", "LLM_API_KEY": "k", "CLICKHOUSE_PASSWORD": "c1ickhouse-pass"}},
         "jaeger": {"enabled": True},
         "ingress": {"enabled": True, "callbackHost": "bot.example.com", "tls": {"secretName": "bot-tls"}},
         "monitoring": {
@@ -91,6 +91,7 @@ def every_option_on() -> dict[str, Any]:
         },
         "modelServer": {"enabled": True, "model": {"url": "https://models.example.com/m.gguf"}},
         "analytics": {"enabled": True},
+        "clickhouse": {"enabled": True},
     }
 
 
@@ -288,7 +289,9 @@ def test_analytics_is_off_by_default_and_reaches_only_nats_the_collector_and_cli
     rendered: dict[str, list[Doc]],
 ) -> None:
     assert all(component(d) != "analytics" for profile in PROFILES for d in rendered[profile])
-    docs = manifests.render(every_option_on())
+    external = every_option_on() | {"clickhouse": {"enabled": False}}
+    docs = manifests.render(external)
+    assert not [d for d in docs if component(d) == "clickhouse"]
     deployment = named(docs, "Deployment", "wxbot-analytics")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
@@ -302,6 +305,29 @@ def test_analytics_is_off_by_default_and_reaches_only_nats_the_collector_and_cli
     policy = {p["metadata"]["name"]: p for p in of_kind(docs, "NetworkPolicy")}["wxbot-analytics"]
     outside = [ports for peer, ports in egress_peers(policy) if "ipBlock" in peer]
     assert outside == [[8123, 8443]]  # the ClickHouse server, nothing else outside the cluster
+
+
+def test_the_bundled_clickhouse_serves_analytics_only_and_needs_a_url_safe_password() -> None:
+    docs = manifests.render(every_option_on())
+    clickhouse = named(docs, "StatefulSet", "wxbot-clickhouse")
+    pod = clickhouse["spec"]["template"]["spec"]
+    password = next(e for e in pod["containers"][0]["env"] if e["name"] == "CLICKHOUSE_PASSWORD")
+    assert password["valueFrom"]["secretKeyRef"] == {"name": "wxbot-secrets", "key": "CLICKHOUSE_PASSWORD"}
+    analytics = named(docs, "Deployment", "wxbot-analytics")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in analytics["env"]}
+    names = [e["name"] for e in analytics["env"]]
+    assert names.index("CLICKHOUSE_PASSWORD") < names.index("ANALYTICS_CLICKHOUSE_URL")  # $(…) needs it first
+    assert env["ANALYTICS_CLICKHOUSE_URL"]["value"] == "http://wxbot:$(CLICKHOUSE_PASSWORD)@wxbot-clickhouse:8123/wxbot"
+    policies = {p["metadata"]["name"]: p for p in of_kind(docs, "NetworkPolicy")}
+    egress = egress_peers(policies["wxbot-analytics"])
+    assert any(selects(peer, "clickhouse") and ports == [8123] for peer, ports in egress)
+    assert not [ports for peer, ports in egress if "ipBlock" in peer]
+    ingress = policies["wxbot-clickhouse"]["spec"]
+    assert ingress["egress"] == [] and selects(ingress["ingress"][0]["from"][0], "analytics")
+    with pytest.raises(helm_python.HelmError, match="CLICKHOUSE_PASSWORD"):
+        manifests.render({"analytics": {"enabled": True}, "clickhouse": {"enabled": True}})
+    with pytest.raises(helm_python.HelmValuesError, match="CLICKHOUSE_PASSWORD"):
+        manifests.render({"secrets": {"values": {"CLICKHOUSE_PASSWORD": "p@ss/word#1234"}}})
 
 
 def test_external_nats_and_redis_need_their_url_and_are_reached_by_address() -> None:
