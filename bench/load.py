@@ -55,7 +55,9 @@ IDLE_WINDOW_S = 1.0
 WARMUP_TIMEOUT_S = 30.0
 MAX_DRAIN_S = 60.0
 PIPELINE = ("gateway", "safety", "nlp", "context")  # the path of a message: the order of the report
-REPORT_ORDER = (*PIPELINE, "skills")  # then the built-in skills (idle unless the model calls them)
+# Then the built-in skills (idle unless the model calls them) and the analytics read model (it reads
+# every event but is not on a reply's path: its CPU is reported apart from the services').
+REPORT_ORDER = (*PIPELINE, "skills", "analytics")
 SINK_TOTALS = re.compile(r"received (\d+) spans of (\d+) traces")
 
 
@@ -411,7 +413,7 @@ async def run(args: argparse.Namespace) -> Results:
             async with Stack(config) as stack:
                 for r in sorted(stack.replicas, key=lambda r: (REPORT_ORDER.index(r.service), r.index)):
                     name = f"{r.service}-{r.index + 1}" if r.role == "all" else r.child.name
-                    meter.add(name, "service", r.child.pid)
+                    meter.add(name, "readmodel" if r.service == "analytics" else "service", r.child.pid)
                 meter.add("nats-server", "infra", stack.nats.child.pid)
                 meter.add("redis-server", "infra", stack.redis.child.pid)
                 if sink is not None:

@@ -15,7 +15,7 @@ from typing import Literal
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-Role = Literal["service", "infra", "bench", "sink", "profiler"]
+Role = Literal["service", "readmodel", "infra", "bench", "sink", "profiler"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,8 @@ from bench.stats import overhead_s, summary_ms
 
 SERVICE_ROLES = ("service",)
 SYSTEM_ROLES = ("service", "infra")  # what a deployment runs: the services, NATS and Redis
-MEASURED_ROLES = ("service", "infra", "bench", "sink")  # everything on the box, bar the profilers
+READMODEL_ROLES = ("readmodel",)  # analytics: reads every event, off a reply's path, optional in a deployment
+MEASURED_ROLES = ("service", "readmodel", "infra", "bench", "sink")  # everything on the box, bar the profilers
 
 
 def machine() -> str:
@@ -243,10 +244,12 @@ class Results:
             return f"  {label:<32}{num(total, 10)}{num(per, 10, 2)} {share}"
 
         services = [p for p in self.processes if p.role == "service"]
+        readmodels = [p for p in self.processes if p.role == "readmodel"]
         others = [p for p in self.processes if p.role in ("infra", "sink", "bench")]
         tools = [p for p in self.processes if p.role == "profiler"]
         lines += [proc_row(p) for p in services]
         lines.append(sum_row(f"= wxbot services ({len(services)})", SERVICE_ROLES))
+        lines += [proc_row(p) for p in readmodels]  # analytics: apart from the reply path's sum
         lines += [proc_row(p) for p in others]
         lines.append(sum_row("= everything measured", MEASURED_ROLES))
         if self.box_busy_ms is not None and self.box_capacity_ms:
@@ -298,6 +301,7 @@ class Results:
         per_role = {
             "services": self.cpu_per_reply(SERVICE_ROLES),
             "services_nats_redis": self.cpu_per_reply(SYSTEM_ROLES),
+            "analytics": self.cpu_per_reply(READMODEL_ROLES),
             "everything": self.cpu_per_reply(MEASURED_ROLES),
         }
         return {
