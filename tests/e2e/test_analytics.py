@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 import nats
 import pytest
+import websockets
 from nats.js.errors import NotFoundError
 
 from tests.e2e.harness import CONFIG, World, _crypto, running_world, send_text
-from wxbot_common.ids import derived_event_id, now_timestamp
+from wxbot_common.ids import derived_event_id, inbound_event_id, now_timestamp
 from wxbot_common.nats.subjects import EVENTS_STREAM, HEADER_MSG_ID, EventKind
 from wxbot_common.nats.topology import ANALYTICS_PROJECTION
 from wxbot_proto.events.v1 import events_pb2 as ev
@@ -30,6 +31,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 VARIANTS = json.dumps([{"name": "A", "weight": 1}, {"name": "B", "weight": 1}])
 USERS = [f"analytics-user-{i}" for i in range(6)]
 LLM_LATENCY_S = 0.3
+BRIDGE_TOKEN = "analytics-bridge-token"
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +44,7 @@ async def aw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
         "ANALYTICS_MIN_FEEDBACK": "2",
         "ANALYTICS_PRICES": json.dumps({"fake-model": {"input": 1.0, "output": 4.0}}),
         "FEEDBACK": "always",
+        "GATEWAY_BRIDGE_TOKEN": BRIDGE_TOKEN,
     }
     async with running_world(tmp_path_factory.mktemp("analytics"), env) as world:
         world.llm.latency_s = LLM_LATENCY_S
@@ -352,3 +355,57 @@ async def test_a_thumbs_up_click_counts_once_however_often_wecom_retries_it(aw: 
     assert now["feedback_negative"] == before["feedback_negative"]
     assert [u["replace_name"] for u in aw.wecom.cards.updates if u["task_id"] == card.task_id] == ["已反馈 👍"]
     assert card.replaced_with == "已反馈 👍"
+
+
+async def bridge_frames(world: World, *frames: dict[str, str], wait_reply: bool = False) -> list[dict[str, Any]]:
+    """Send frames on one socket; the frame answering each (and, with `wait_reply`, the bot's reply too)."""
+    url = world.stack.gateway_url.replace("http://", "ws://") + "/ws/bridge"
+    headers = {"Authorization": f"Bearer {BRIDGE_TOKEN}"}
+    got: list[dict[str, Any]] = []
+    async with websockets.connect(url, additional_headers=headers, open_timeout=10) as ws:
+        for frame in frames:
+            await ws.send(json.dumps(frame))
+            async with asyncio.timeout(20):
+                got.append(json.loads(await ws.recv()))
+                if wait_reply:
+                    got.append(json.loads(await ws.recv()))
+    return got
+
+
+async def test_a_bridge_feedback_frame_rates_the_answer_once_and_unknown_messages_are_refused(aw: World) -> None:
+    user = "bridge-rater"
+    ack, reply = await bridge_frames(
+        aw, {"sender": user, "content": "rate this answer", "msg_id": "m-1"}, wait_reply=True
+    )
+    assert (ack["type"], reply["type"]) == ("ack", "reply")
+    (variant,) = [d.variant for d in await all_logged(aw, EventKind.DRAFTED) if d.reply_to.user_id == user]
+    before = {v["name"]: v for v in (await report(aw))["variants"]}[variant]
+    down = {"sender": user, "msg_type": "feedback", "msg_id": "m-1", "rating": "down"}
+    deadline = time.monotonic() + 10
+    while (answer := (await bridge_frames(aw, down))[0])["type"] == "error":  # remembered just after delivery
+        assert "no answer to rate" in answer["error"] and time.monotonic() < deadline, answer
+        await asyncio.sleep(0.1)
+    assert answer == {"type": "ack", "msg_id": "m-1", "feedback": "recorded"}
+    again, unknown, foreign, bad = await bridge_frames(
+        aw,
+        down,
+        down | {"msg_id": "m-never-sent"},
+        down | {"sender": "someone-else"},
+        down | {"rating": "meh"},
+    )
+    assert again == {"type": "ack", "msg_id": "m-1", "feedback": "duplicate"}
+    assert unknown["type"] == foreign["type"] == bad["type"] == "error"
+    assert "no answer to rate" in unknown["error"] and "no answer to rate" in foreign["error"]
+    assert "'rating' must be 'up' or 'down'" in bad["error"]
+
+    correlation = inbound_event_id("bridge", user, "m-1")
+    deadline = time.monotonic() + 20
+    while (now := {v["name"]: v for v in (await report(aw))["variants"]}[variant])["feedback_negative"] == before[
+        "feedback_negative"
+    ]:
+        assert time.monotonic() < deadline, "the bridge's rating never reached the report"
+        await asyncio.sleep(0.2)
+    assert now["feedback_negative"] == before["feedback_negative"] + 1
+    assert now["feedback_positive"] == before["feedback_positive"]
+    logged = [f for f in await all_logged(aw, EventKind.FEEDBACK) if f.meta.correlation_id == correlation]
+    assert len(logged) == 1 and logged[0].rating == ev.FEEDBACK_RATING_NEGATIVE

@@ -55,7 +55,7 @@ def build_http_app(
     app = FastAPI(title="wxbot gateway", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(wecom_router(settings, metrics))
     media = media or MediaSteps()
-    app.include_router(bridge_router(hub, runtime.publisher, metrics, media.images))
+    app.include_router(bridge_router(hub, runtime.publisher, metrics, media.images, feedback))
     app.include_router(oa_router(settings, metrics))
     app.include_router(aibot_router(settings, runtime.publisher, seen, streams, metrics, media.images))
     app.router.routes.extend(ops_routes(runtime.readiness, runtime.registry))

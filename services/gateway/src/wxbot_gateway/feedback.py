@@ -12,6 +12,11 @@ gateway's seen-records). Only the first publish updates the card (`update_templa
 response code is single-use). A click for an unknown or expired task, by another user, or with a
 key that is not one of the card's is ignored: answered 200 (WeCom would only retry), counted in
 `wxbot_gateway_feedback_total{outcome}`, nothing published.
+
+Bridge clients draw their own buttons: with FEEDBACK on, every LLM answer delivered on the bridge is
+remembered for FEEDBACK_TTL_S under the message it answered, and a feedback frame naming that
+message's `msg_id` becomes one `FeedbackGiven` (the same rating again is the same event); a frame
+for a message that got no answer, another sender's, or one older than that is refused.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ from wxbot_wecom.messages import InboundMessage
 TASK_PREFIX = "fb-"
 KEYS = {"up": ev.FEEDBACK_RATING_POSITIVE, "down": ev.FEEDBACK_RATING_NEGATIVE}
 THANKS = {"up": "已反馈 👍", "down": "已反馈 👎"}
+
+
+class FeedbackRefusedError(ValueError):
+    """A bridge feedback frame that names no answer this sender may rate (unknown, foreign, expired)."""
 
 
 def task_id_of(reply_event_id: str) -> str:
@@ -96,9 +105,16 @@ class FeedbackCards:
     def _task_key(task_id: str) -> str:
         return f"wxbot:gateway:feedback:{task_id}"
 
+    @staticmethod
+    def _bridge_key(correlation_id: str) -> str:
+        return f"wxbot:gateway:feedback:bridge:{correlation_id}"
+
     # -- after an answer was sent ----------------------------------------------------------------
     async def offer(self, approved: ev.ReplyApproved) -> None:
         """Send the card under an answer just delivered, once; never raises (a card is optional)."""
+        if approved.meta.channel == ev.CHANNEL_WEBSOCKET:
+            await self._remember_bridge_answer(approved)
+            return
         if (
             self._mode == "off"
             or self._client is None
@@ -128,6 +144,60 @@ class FeedbackCards:
             self._log.warning("feedback_card_failed", error=repr(exc), user=user_hash(approved.reply_to.user_id))
             return
         self._outcomes.labels("card_sent").inc()
+
+    async def _remember_bridge_answer(self, approved: ev.ReplyApproved) -> None:
+        """The bridge's client may rate this answer by the msg_id of the message it answered."""
+        if self._mode == "off" or approved.source != ev.REPLY_SOURCE_LLM:
+            return
+        record = json.dumps(
+            {
+                "reply": approved.meta.event_id,
+                "conversation": approved.meta.conversation_id,
+                "origin_sequence": approved.meta.origin_sequence,
+                "user": approved.reply_to.user_id,
+            }
+        )
+        try:
+            await self._redis.set(self._bridge_key(approved.meta.correlation_id), record, ex=self._ttl_s)
+        except RedisError as exc:  # the answer is delivered; only its rating is lost
+            self._log.warning("feedback_unavailable", error=repr(exc))
+            return
+        self._outcomes.labels("bridge_offered").inc()
+
+    async def from_bridge(self, sender: str, msg_id: str, correlation: str, rating: str) -> bool:
+        """A bridge feedback frame on the answer to `msg_id` (whose inbound event id is `correlation`):
+        True when recorded, False when it was recorded before.
+        `FeedbackRefusedError` when there is nothing this sender may rate; `TransientError` when
+        Redis or NATS is down (the client resends)."""
+        if self._mode == "off":
+            self._outcomes.labels("off").inc()
+            raise FeedbackRefusedError("feedback is off (FEEDBACK=off)")
+        try:
+            raw = await self._redis.get(self._bridge_key(correlation))
+        except RedisError as exc:
+            raise TransientError(f"feedback store unavailable: {exc!r}") from exc
+        answer = json.loads(raw) if raw is not None else None
+        if answer is None or answer["user"] != sender:
+            self._outcomes.labels("unknown_task").inc()
+            raise FeedbackRefusedError(
+                f"no answer to rate for msg_id {msg_id!r}: not answered by the bot, or older than the feedback window"
+            )
+        event = ev.FeedbackGiven(reply_event_id=answer["reply"], rating=KEYS[rating], kind=ev.FEEDBACK_KIND_EXPLICIT)
+        event.reply_to.user_id = sender
+        meta = event.meta
+        meta.event_id = feedback_event_id(sender, f"bridge:{correlation}", rating)
+        meta.conversation_id = answer["conversation"]
+        meta.causation_id = answer["reply"]
+        meta.correlation_id = correlation
+        meta.channel = ev.CHANNEL_WEBSOCKET
+        meta.origin_sequence = int(answer["origin_sequence"])
+        meta.occurred_at.CopyFrom(now_timestamp())
+        ack = await self._publisher.publish(event)
+        if ack is None or ack.duplicate:
+            self._outcomes.labels("duplicate").inc()
+            return False
+        self._outcomes.labels(f"recorded_{rating}").inc()
+        return True
 
     # -- a click -----------------------------------------------------------------------------------
     async def on_click(self, message: InboundMessage) -> tuple[int, str]:

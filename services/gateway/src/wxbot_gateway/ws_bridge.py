@@ -4,6 +4,8 @@ Frames in: JSON `{"sender": "...", "content": "...", "msg_type": "text"}` (optio
 a resend idempotent), or an image: `{"sender", "msg_type": "image", "image_url": "https://…"}` or
 `"image_base64": "…"` instead of the URL, `content` an optional caption (docs/channels.md). The
 image is fetched, converted and stored (images.py) before the message is published and acked.
+Feedback on an answer: `{"sender", "msg_type": "feedback", "msg_id": <the answered message's>,
+"rating": "up"|"down"}` → `{"type": "ack", "msg_id", "feedback": "recorded"|"duplicate"}` (feedback.py).
 Frames out: `{"type": "ack", "msg_id"}` when the message is in the log,
 `{"type": "reply", "to": sender, "content"}` for the bot's answer, `{"type": "error", "error"}`
 for a bad frame, binary frames included (the socket stays open); a frame over GATEWAY_MAX_BODY_BYTES
@@ -39,6 +41,7 @@ from wxbot_common.media.vision import IMAGE_TEXT
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_gateway.conversation import conversation_id
 from wxbot_gateway.errors import DeliveryRefusedError
+from wxbot_gateway.feedback import FeedbackCards, FeedbackRefusedError
 from wxbot_gateway.images import ImageIntake
 from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.untrusted_json import UntrustedJsonError, encodable, load
@@ -61,6 +64,7 @@ class Frame(NamedTuple):
     msg_id: str | None
     image_url: str = ""
     image_data: bytes = b""
+    rating: str = ""  # a feedback frame's "up" or "down"
 
     @property
     def is_image(self) -> bool:
@@ -87,6 +91,18 @@ def _image_of(frame: dict[str, object]) -> tuple[str, bytes]:
     return "", data
 
 
+def _feedback_of(frame: dict[str, object], sender: object) -> Frame:
+    """A rating of the answer to the sender's message `msg_id`."""
+    msg_id, rating = frame.get("msg_id"), frame.get("rating")
+    if not isinstance(sender, str) or not sender.strip() or len(sender) > 128 or not encodable(sender):
+        raise FrameError("'sender' must be a non-empty string of at most 128 characters")
+    if not (isinstance(msg_id, str) and 0 < len(msg_id) <= 128 and encodable(msg_id)):
+        raise FrameError("a feedback frame needs the 'msg_id' of the answered message (at most 128 characters)")
+    if rating not in ("up", "down"):
+        raise FrameError("'rating' must be 'up' or 'down'")
+    return Frame(sender.strip(), "", msg_id, rating=str(rating))
+
+
 def parse_frame(raw: str) -> Frame:
     """The sender, text or caption, msg_id and image of a client frame, or FrameError saying what is wrong (pure)."""
     try:
@@ -96,8 +112,10 @@ def parse_frame(raw: str) -> Frame:
     if not isinstance(frame, dict):
         raise FrameError("frame must be a JSON object")
     sender, msg_type = frame.get("sender"), frame.get("msg_type", "text")
-    if msg_type not in ("text", "image"):
-        raise FrameError("msg_type must be 'text' or 'image'")
+    if msg_type not in ("text", "image", "feedback"):
+        raise FrameError("msg_type must be 'text', 'image' or 'feedback'")
+    if msg_type == "feedback":
+        return _feedback_of(frame, sender)
     content = frame.get("content", "" if msg_type == "image" else None)
     if not isinstance(sender, str) or not sender.strip() or len(sender) > 128:
         raise FrameError("'sender' must be a non-empty string of at most 128 characters")
@@ -206,7 +224,11 @@ def received_from_bridge(frame: Frame, msg_id: str, session: str) -> ev.MessageR
 
 
 def bridge_router(
-    hub: BridgeHub, publisher: EventPublisher, metrics: GatewayMetrics, images: ImageIntake | None = None
+    hub: BridgeHub,
+    publisher: EventPublisher,
+    metrics: GatewayMetrics,
+    images: ImageIntake | None = None,
+    feedback: FeedbackCards | None = None,
 ) -> APIRouter:
     router = APIRouter()
     log = get_logger("wxbot.gateway.bridge")
@@ -233,6 +255,9 @@ def bridge_router(
                     metrics.callbacks.labels(CHANNEL, "bad_frame").inc()
                     await websocket.send_json({"type": "error", "error": str(exc)})
                     continue
+                if parsed.rating:
+                    await websocket.send_json(await _rate(feedback, parsed))
+                    continue
                 msg_id = parsed.msg_id or uuid.uuid4().hex
                 event = received_from_bridge(parsed, msg_id, session)
                 if images is not None and parsed.is_image:  # without image in, nlp answers the text-only notice
@@ -254,3 +279,18 @@ def bridge_router(
             hub.unregister(socket_id)
 
     return router
+
+
+async def _rate(feedback: FeedbackCards | None, frame: Frame) -> dict[str, str]:
+    """The answer to a feedback frame: an ack saying whether it was new, or an error frame."""
+    assert frame.msg_id is not None
+    if feedback is None:
+        return {"type": "error", "error": "feedback is not taken here"}
+    try:
+        correlation = inbound_event_id(CHANNEL, frame.sender, frame.msg_id)  # the answered message's event id
+        recorded = await feedback.from_bridge(frame.sender, frame.msg_id, correlation, frame.rating)
+    except FeedbackRefusedError as exc:
+        return {"type": "error", "error": str(exc)}
+    except TransientError:
+        return {"type": "error", "error": "temporarily unavailable, resend"}
+    return {"type": "ack", "msg_id": frame.msg_id, "feedback": "recorded" if recorded else "duplicate"}
