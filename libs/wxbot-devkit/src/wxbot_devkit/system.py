@@ -21,6 +21,7 @@ from wxbot_devkit.supervisor import Backoff, Supervisable, Supervisor
 
 # Start order: context serves the others; analytics (a read model of the log) comes last.
 SERVICES = ("context", "safety", "nlp", "gateway", "skills", "analytics")
+OPTIONAL = ("skills", "analytics")  # off a reply's path: `replicas={"analytics": 0}` leaves one out
 DEFAULT_PORTS = {
     "gateway": 8080,
     "safety": 8081,
@@ -187,7 +188,7 @@ class Stack:
         await asyncio.gather(self.nats.start(), self.redis.start())
         base = {**self.env, "NATS_URL": self.nats.url, "REDIS_URL": self.redis.url}
         await self._ensure_topology(base)
-        count = {s: max(1, self.config.replicas.get(s, 1)) for s in SERVICES}
+        count = {s: max(0 if s in OPTIONAL else 1, self.config.replicas.get(s, 1)) for s in SERVICES}
         self.grpc_ports = [
             self._port("grpc", "CONTEXT_GRPC_PORT") if i == 0 else free_port() for i in range(count["context"])
         ]
