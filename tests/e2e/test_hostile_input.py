@@ -30,11 +30,13 @@ import pytest
 import websockets
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from nats.aio.client import Client as Nats
+from nats.js.errors import NotFoundError
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.e2e.harness import CONFIG, VECTORS, World, running_world
-from wxbot_common.nats.subjects import EVENTS_STREAM
+from wxbot_common.nats.subjects import EVENTS_STREAM, EventKind
 from wxbot_devkit.fakes.wechat_oa import FakeOfficialAccount
+from wxbot_gateway.conversation import conversation_id
 from wxbot_nlp.drafting import IMAGE_NOTICE
 from wxbot_wecom.crypto import CallbackCrypto, decode_aes_key
 from wxbot_wecom.messages import build_envelope_xml, build_inner_text_xml
@@ -626,6 +628,17 @@ async def test_an_image_url_to_a_private_address_is_never_fetched_and_gets_one_n
     assert replies == [IMAGE_NOTICE]
     assert len(world.wecom.cdn_requests) == fetched, "the gateway fetched a private address"
     assert not [r for r in world.llm.requests if r.images()], "an image reached the model"
+    # The gateway records the delivery (ReplySent) just after writing the reply: wait for it, so the
+    # tests after this one see a quiet log.
+    sent = EventKind.SENT.subject(conversation_id("bridge", "ws", sender))
+    deadline = time.monotonic() + DEADLINE_S * 5
+    while True:
+        try:
+            await hostile.nc.jetstream().get_last_msg(EVENTS_STREAM, sent)
+            break
+        except NotFoundError:
+            assert time.monotonic() < deadline, "the reply's delivery was never recorded"
+            await asyncio.sleep(0.05)
 
 
 async def test_a_flood_of_bad_signatures_is_refused_and_a_valid_message_is_answered_right_after(
