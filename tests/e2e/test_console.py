@@ -16,7 +16,6 @@ import pytest
 
 from tests.e2e.console_helpers import (
     ADMIN,
-    CONSOLE_ENV,
     LOCAL_TOKEN,
     NOT_ADMIN,
     confirm_as,
@@ -26,28 +25,11 @@ from tests.e2e.console_helpers import (
     make_dead_letter,
     start_login,
 )
-from tests.e2e.harness import CONFIG, World, logged, running_world, send_text
+from tests.e2e.harness import CONFIG, World, logged, send_text
 from wxbot_common.nats.subjects import EventKind
 from wxbot_proto.events.v1 import events_pb2 as ev
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-@pytest.fixture(scope="module")
-async def console_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    run_dir = tmp_path_factory.mktemp("console")
-    lexicon = run_dir / "lexicon.txt"
-    lexicon.write_text("违禁词甲\n")
-    kb = run_dir / "faq.yaml"
-    kb.write_text("- q: 营业时间\n  a: 每天九点到五点\n")
-    env = {
-        **CONSOLE_ENV,
-        "SAFETY_WORDLIST_FILES": str(lexicon),
-        "NLP_KB_FILES": str(kb),
-        "SAFETY_LEXICON_RELOAD_S": "0.5",
-    }
-    async with running_world(run_dir, env=env, console=True) as world:
-        yield world
 
 
 @pytest.fixture
