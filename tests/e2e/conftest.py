@@ -35,6 +35,7 @@ async def console_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
         "SAFETY_WORDLIST_FILES": str(lexicon),
         "NLP_KB_FILES": str(kb),
         "SAFETY_LEXICON_RELOAD_S": "0.5",
+        "NLP_KB_RELOAD_S": "0.5",
     }
     async with running_world(run_dir, env=env, console=True) as world:
         yield world

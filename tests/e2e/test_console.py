@@ -8,7 +8,6 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import aiohttp
 import httpx
@@ -215,32 +214,48 @@ async def test_replaying_a_dead_letter_answers_it_and_records_who(console_world:
     }
 
 
-async def test_reset_a_users_conversation_and_edit_the_lexicon(console_world: World, tmp_path: Path) -> None:
+async def test_reset_a_users_conversation(console_world: World) -> None:
     url = console_url(console_world)
     target = f"wecom:{CONFIG['corpid']}:user:reset-me"
     async with admin_client(console_world) as admin:
         csrf = csrf_of((await admin.get(f"{url}/operations")).text)
-        assert (
-            await admin.post(f"{url}/operations/reset", data={"conversation_id": target, "csrf": csrf})
-        ).status_code == 303
-        bad = await admin.post(f"{url}/operations/files/kb/0", data={"csrf": csrf, "content": "- q: only a question\n"})
-        assert bad.status_code == 400 and "needs both" in bad.text
-        saved = await admin.post(
-            f"{url}/operations/files/lexicon/0", data={"csrf": csrf, "content": "违禁词甲\n新禁词乙\n"}
-        )
-        assert saved.status_code == 303
+        bad = await admin.post(f"{url}/operations/reset", data={"conversation_id": "no-colon", "csrf": csrf})
+        assert bad.status_code == 400
+        done = await admin.post(f"{url}/operations/reset", data={"conversation_id": target, "csrf": csrf})
+        assert done.status_code == 303
         config = (await admin.get(f"{url}/config")).text
         assert "WECOM_SECRET" in config and "e2e-secret" not in config and "(set, hidden)" in config
     assert len(await logged(console_world, EventKind.RESET, target)) == 1
-    # Safety's hot reload picks the new term up: a message with it is blocked.
+    actions = await _operator_actions(console_world)
+    assert (ADMIN, "conversation.reset", target) in {(a.operator, a.action, a.target) for a in actions}
+
+
+async def test_edited_lexicon_and_knowledge_base_are_validated_and_applied(console_world: World) -> None:
+    url = console_url(console_world)
+    async with admin_client(console_world) as admin:
+        csrf = csrf_of((await admin.get(f"{url}/operations")).text)
+        kb_url, lexicon_url = f"{url}/operations/files/kb/0", f"{url}/operations/files/lexicon/0"
+        bad = await admin.post(kb_url, data={"csrf": csrf, "content": "- q: only a question\n"})
+        assert bad.status_code == 400 and "needs both" in bad.text
+        assert "营业时间" in (await admin.get(kb_url)).text  # unchanged
+        faq = "- q: 控制台在哪里\n  a: 控制台的地址是 make run 打印的 Console 一行。\n"
+        assert (await admin.post(kb_url, data={"csrf": csrf, "content": faq})).status_code == 303
+        lexicon = "违禁词甲\n新禁词乙\n"
+        assert (await admin.post(lexicon_url, data={"csrf": csrf, "content": lexicon})).status_code == 303
+    # Each service's own hot reload picks its file up: the new term is blocked, the new FAQ answers.
+    await _until_answer(console_world, "lexicon-user", "这里有新禁词乙", "不允许")
+    await _until_answer(console_world, "kb-user", "控制台在哪里", "make run 打印的 Console")
+
+
+async def _until_answer(world: World, user: str, text: str, expected: str) -> None:
     deadline = time.monotonic() + 20
     while True:
-        before = len(console_world.wecom.messages_for("lexicon-user"))
-        await send_text(console_world, "lexicon-user", "这里有新禁词乙")
-        sent = await console_world.wecom.wait_for_messages("lexicon-user", before + 1, timeout=15)
-        if "不允许" in sent[-1].content:
-            break
-        assert time.monotonic() < deadline, f"the new term was not applied: {sent[-1].content}"
+        before = len(world.wecom.messages_for(user))
+        await send_text(world, user, text)
+        sent = await world.wecom.wait_for_messages(user, before + 1, timeout=15)
+        if expected in sent[-1].content:
+            return
+        assert time.monotonic() < deadline, f"not applied: {sent[-1].content}"
 
 
 async def _operator_actions(world: World) -> list[ev.OperatorAction]:
