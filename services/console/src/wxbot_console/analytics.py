@@ -1,5 +1,7 @@
 """The analytics service's JSON API, when ANALYTICS_URL is set (docs/analytics.md): the dashboard
-shows its report as it comes; without it the page says that analytics is not configured."""
+draws its full report (`GET /v1/report`: usage, latency per stage, tokens and cost per model,
+answer sources, safety blocks, the A/B variants and their verdict); without it the page says
+that analytics is not configured."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from typing import Any
 
 from wxbot_common.http_client import HttpError, TracedHttp
 
-REPORT_PATHS = ("/api/summary", "/api/ab")
+REPORT_PATH = "/v1/report"
 
 
 class AnalyticsClient:
@@ -20,14 +22,17 @@ class AnalyticsClient:
         return bool(self.base_url)
 
     async def report(self) -> dict[str, Any] | None:
-        """Each report path's JSON (or why it could not be read); None when not configured."""
+        """The report (default range: the analytics service's), `{"error": why}` when it cannot be
+        read; None when not configured."""
         if not self.configured:
             return None
-        out: dict[str, Any] = {}
-        for path in REPORT_PATHS:
-            try:
-                async with self._http.request("GET", f"{self.base_url}{path}", timeout_s=5) as resp:
-                    out[path] = await resp.json(content_type=None) if resp.status == 200 else {"status": resp.status}
-            except (*HttpError, ValueError) as exc:
-                out[path] = {"error": f"unreachable ({type(exc).__name__})"}
-        return out
+        try:
+            async with self._http.request("GET", f"{self.base_url}{REPORT_PATH}", timeout_s=5) as resp:
+                body = await resp.json(content_type=None)
+                status = resp.status
+        except (*HttpError, ValueError) as exc:
+            return {"error": f"analytics unreachable ({type(exc).__name__})"}
+        if status != 200 or not isinstance(body, dict):
+            reason = body.get("error") if isinstance(body, dict) else None
+            return {"error": f"analytics answered HTTP {status}: {reason or 'no report'}"}
+        return body

@@ -47,6 +47,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "analytics": ("分析", "Analytics"),
     "analytics_off": ("分析服务未配置（ANALYTICS_URL）。", "analytics not configured (ANALYTICS_URL)."),
     "ab": ("A/B 报告", "A/B report"),
+    "summary": ("概况", "Summary"),
+    "models": ("模型用量与费用", "Models: tokens and cost"),
     "service": ("服务", "Service"),
     "state": ("状态", "State"),
     "ready": ("就绪", "ready"),

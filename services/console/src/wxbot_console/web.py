@@ -182,7 +182,10 @@ def console_routes(console: Console) -> list[BaseRoute]:
         if session is None:
             return RedirectResponse("/login", status_code=303)
         t = translator(language(request))
-        labels = {k: t[k] for k in ("ready", "not_ready", "no_data")}
+        labels = {
+            k: t[k]
+            for k in ("ready", "not_ready", "no_data", "ab", "summary", "latency", "models", "sources", "safety")
+        }
         return render(
             request, "dashboard.html", "dashboard", session, analytics=console.analytics.configured, labels=labels
         )

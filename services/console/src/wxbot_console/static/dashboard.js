@@ -9,6 +9,7 @@
 
   function lineChart(id, times, named) {
     const el = document.getElementById("chart-" + id);
+    if (!el) return;
     const names = Object.keys(named);
     if (!times.length || !names.length) { el.textContent = el.dataset.empty; delete charts[id]; return; }
     const data = [times].concat(names.map(function (n) { return named[n]; }));
@@ -63,13 +64,47 @@
     });
   }
 
+  function table(parent, caption, head, rows) {
+    const t = document.createElement("table");
+    const c = t.createCaption();
+    c.textContent = caption;
+    const hr = t.createTHead().insertRow();
+    head.forEach(function (h) { const th = document.createElement("th"); th.scope = "col"; th.textContent = h; hr.appendChild(th); });
+    const body = t.createTBody();
+    rows.forEach(function (r) { const tr = body.insertRow(); r.forEach(function (v) { tr.insertCell().textContent = v === null || v === undefined ? "—" : String(v); }); });
+    parent.appendChild(t);
+  }
+
   function analytics(report) {
     const box = document.getElementById("analytics");
     if (!report) return;
     box.textContent = "";
-    const pre = document.createElement("pre");
-    pre.textContent = JSON.stringify(report, null, 2);
-    box.appendChild(pre);
+    delete charts["analytics-usage"];
+    if (report.error) { const p = document.createElement("p"); p.setAttribute("role", "alert"); p.textContent = report.error; box.appendChild(p); return; }
+    const verdict = document.createElement("p");
+    verdict.id = "ab-verdict";
+    verdict.textContent = labels.ab + ": " + (report.verdict || "—");
+    box.appendChild(verdict);
+    table(box, labels.summary, ["messages", "replies", "active_users", "tokens_in", "tokens_out", "cost", "failed_replies"],
+      [[report.messages, report.replies, report.active_users, report.tokens_in, report.tokens_out,
+        report.cost === null ? null : report.cost + " " + (report.currency || ""), report.failed_replies]]);
+    const usage = (report.usage && (report.usage.hour || report.usage.day)) || [];
+    const chart = document.createElement("div");
+    chart.id = "chart-analytics-usage";
+    chart.className = "plot";
+    chart.dataset.empty = labels.no_data;
+    box.appendChild(chart);
+    lineChart("analytics-usage", usage.map(function (u) { return Date.parse(u.bucket) / 1000; }),
+      { messages: usage.map(function (u) { return u.messages; }), active_users: usage.map(function (u) { return u.active_users; }) });
+    const lat = report.latency_ms || {};
+    table(box, labels.latency, ["stage", "p50 ms", "p95 ms", "n"], Object.keys(lat).map(function (k) { return [k, lat[k].p50_ms, lat[k].p95_ms, lat[k].count]; }));
+    table(box, labels.models, ["model", "replies", "tokens_in", "tokens_out", "cost"], (report.models || []).map(function (m) { return [m.model, m.replies, m.tokens_in, m.tokens_out, m.cost]; }));
+    const sources = (report.sources && report.sources.replies) || {};
+    table(box, labels.sources, ["source", "replies"], Object.keys(sources).map(function (k) { return [k, sources[k]]; }));
+    table(box, labels.safety, ["stage", "reason", "blocks"], (report.safety_blocks || []).map(function (b) { return [b.stage, b.reason, b.blocks]; }));
+    table(box, labels.ab, ["variant", "answers", "positive_share", "reset_rate", "p50 ms", "cost"], (report.variants || []).map(function (v) {
+      return [v.name, v.answers, v.positive_share, v.reset_rate, v.latency_p50_ms, v.cost];
+    }));
   }
 
   async function refresh() {
