@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import secrets
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -35,7 +37,9 @@ async def _serve(args: argparse.Namespace, run_dir: Path) -> None:
         from wxbot_devkit.fakes.weather import FakeOpenMeteo
         from wxbot_devkit.fakes.wecom import FakeWeCom
 
-        wecom = FakeWeCom(DEMO_WECOM["WECOM_CORP_ID"], DEMO_WECOM["WECOM_SECRET"])
+        wecom = FakeWeCom(
+            DEMO_WECOM["WECOM_CORP_ID"], DEMO_WECOM["WECOM_SECRET"], agent_id=int(DEMO_WECOM["WECOM_AGENT_ID"])
+        )
         llm = FakeLLM(latency_s=args.fake_llm_latency)
         weather = FakeOpenMeteo()
         await wecom.start()
@@ -48,8 +52,7 @@ async def _serve(args: argparse.Namespace, run_dir: Path) -> None:
         env.update({"WEATHER_GEOCODING_URL": weather.base_url, "WEATHER_FORECAST_URL": weather.base_url})
         # The console's login goes through the fake WeCom's web login page (members 张三, 李四, 王五).
         env.update({"WECOM_LOGIN_BASE": wecom.base_url, "CONSOLE_ADMINS": env.get("CONSOLE_ADMINS") or DEMO_ADMIN})
-    if not all(env.get(v) for v in CONSOLE_LOGIN_NEEDED):
-        env["CONSOLE_LOCAL_LOGIN_TOKEN"] = secrets.token_urlsafe(24)  # printed in the banner, works once
+    env.update(local_login_env({**os.environ, **env}))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -72,6 +75,13 @@ async def _serve(args: argparse.Namespace, run_dir: Path) -> None:
 
 DEMO_ADMIN = "zhangsan"
 CONSOLE_LOGIN_NEEDED = ("WECOM_CORP_ID", "WECOM_AGENT_ID", "WECOM_SECRET")
+
+
+def local_login_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Without a WeCom app to log in with, a one-time local login link (printed in the banner)."""
+    if all(env.get(v) for v in CONSOLE_LOGIN_NEEDED):
+        return {}
+    return {"CONSOLE_LOCAL_LOGIN_TOKEN": secrets.token_urlsafe(24)}
 
 
 def _console_lines(stack: Stack, env: dict[str, str]) -> list[str]:
