@@ -140,6 +140,17 @@ async def test_without_a_session_or_csrf_token_nothing_changes(console_world: Wo
     assert await logged(console_world, EventKind.RESET, target) == []
 
 
+async def test_logout_ends_the_session_on_the_server(console_world: World) -> None:
+    url = console_url(console_world)
+    async with admin_client(console_world) as admin:
+        cookie = admin.cookies.get("wxbot_console")
+        assert cookie
+        resp = await admin.post(f"{url}/logout", data={"csrf": csrf_of((await admin.get(f"{url}/")).text)})
+        assert resp.status_code == 303 and resp.headers["location"] == "/login"
+    async with httpx.AsyncClient(timeout=10, cookies={"wxbot_console": cookie}) as replayed:
+        assert (await replayed.get(f"{url}/")).headers["location"] == "/login"  # the old cookie is worth nothing
+
+
 async def test_oversized_bodies_are_refused(console_world: World) -> None:
     url = console_url(console_world)
     async with admin_client(console_world) as admin:
@@ -168,6 +179,12 @@ async def test_playground_chats_through_the_pipeline_and_reset_works(console_wor
         assert await _next_reply(ws) == "LLM says: <script>alert(1)</script> (saw 2 messages)"
         await ws.send_json({"content": ""})
         assert (await _next_frame(ws, "error"))["error"] == "the message is empty"
+        await ws.send_json({"content": "长" * 3000})
+        assert "longer than 8192 bytes" in (await _next_frame(ws, "error"))["error"]
+        await ws.send_str("x" * 300_000)  # over CONSOLE_MAX_UPLOAD_BYTES: the socket is closed
+        closing = await ws.receive(timeout=10)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+        assert ws.close_code == 1009
     conversation = f"bridge:ws:user:console-{ADMIN}"
     assert len(await logged(console_world, EventKind.RESET, conversation)) == 1
 

@@ -59,7 +59,10 @@ async def main() -> None:
     runtime.background(sampler.run(), "metrics-sampler")
     app_routes = console_app(console, ops_routes(runtime.readiness, runtime.registry))
     await runtime.serve_http(
-        Guard(app_routes, settings.console_max_upload_bytes), settings.console_port, settings.console_host
+        Guard(app_routes, settings.console_max_upload_bytes),
+        settings.console_port,
+        settings.console_host,
+        ws_max_bytes=settings.console_max_upload_bytes,  # a bigger playground frame closes its socket (1009)
     )
     runtime.log.info(
         "console_ready",
