@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
+from wxbot_common.errors import TransientError
 from wxbot_common.ids import now_timestamp
 from wxbot_common.logs import get_logger
 from wxbot_common.nats.publisher import EventPublisher
@@ -49,7 +50,10 @@ class AuditLog:
         event.meta.conversation_id = f"console:operator:{operator}"
         event.meta.correlation_id = event.meta.event_id
         event.meta.occurred_at.CopyFrom(now_timestamp())
-        await self._publisher.publish(event)
+        try:
+            await self._publisher.publish(event)
+        except TransientError as exc:  # the action is done; the log line above still records it
+            self._log.error("admin_action_not_in_event_log", operator=operator, action=action, error=str(exc))
 
     async def recent(self, limit: int = 50) -> list[Recorded]:
         """The last `limit` actions, newest first."""
