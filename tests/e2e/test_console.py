@@ -4,6 +4,7 @@ refused, and what the operations change (the browser itself is in test_console_b
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from tests.e2e.console_helpers import (
 )
 from tests.e2e.harness import CONFIG, World, logged, send_text
 from wxbot_common.nats.subjects import EventKind
+from wxbot_devkit.fakes.media_files import png_bytes
 from wxbot_proto.events.v1 import events_pb2 as ev
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -179,6 +181,14 @@ async def test_playground_chats_through_the_pipeline_and_reset_works(console_wor
         assert await _next_reply(ws) == "LLM says: <script>alert(1)</script> (saw 2 messages)"
         await ws.send_json({"content": ""})
         assert (await _next_frame(ws, "error"))["error"] == "the message is empty"
+        picture = base64.b64encode(png_bytes(24, 24, (200, 30, 30))).decode()
+        await ws.send_json({"content": "what colour is this?", "image_base64": picture, "msg_id": "pg-4"})
+        assert (await _next_reply(ws)).startswith("LLM says: what colour is this?")
+        assert model_saw_image(console_world, "what colour is this?")
+        await ws.send_json({"content": "huge", "image_base64": base64.b64encode(b"x" * 60_000).decode()})
+        assert "at most 46080 fit in one message" in (await _next_frame(ws, "error"))["error"]
+        await ws.send_json({"content": "bad", "image_base64": "%%%"})
+        assert (await _next_frame(ws, "error"))["error"] == "the image is not valid base64"
         await ws.send_json({"content": "长" * 3000})
         assert "longer than 8192 bytes" in (await _next_frame(ws, "error"))["error"]
         await ws.send_str("x" * 300_000)  # over CONSOLE_MAX_UPLOAD_BYTES: the socket is closed
@@ -273,6 +283,11 @@ async def _until_answer(world: World, user: str, text: str, expected: str) -> No
         if expected in sent[-1].content:
             return
         assert time.monotonic() < deadline, f"not applied: {sent[-1].content}"
+
+
+def model_saw_image(world: World, caption: str) -> bool:
+    """The model was asked `caption` with an image (an image_url part) beside it."""
+    return any(r.image_urls and caption in r.last_user_message for r in world.llm.requests)
 
 
 async def _operator_actions(world: World) -> list[ev.OperatorAction]:

@@ -15,6 +15,7 @@ import pytest
 
 from tests.e2e.console_helpers import ADMIN, console_url, make_dead_letter
 from tests.e2e.harness import World
+from wxbot_devkit.fakes.media_files import png_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -103,6 +104,24 @@ async def test_playground_message_gets_the_reply_and_script_stays_text(console_w
     assert await page.locator("#chat li.you").last.text_content() == f"You: {hostile}"
     assert await page.locator("#chat img, #chat script").count() == 0
     assert await page.evaluate("window.__pwned") is None
+
+
+async def test_an_uploaded_image_is_shown_and_answered(console_world: World, page: Page, tmp_path: Path) -> None:
+    picture = tmp_path / "red.png"
+    picture.write_bytes(png_bytes(32, 32, (220, 20, 20)))
+    await log_in_as(page, console_world, f"张三 ({ADMIN})")
+    await page.goto(f"{console_url(console_world)}/playground")
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    await page.locator("#text").fill("which colour?")
+    await page.locator("#image").set_input_files(str(picture))
+    await page.get_by_role("button", name="Send").click()
+    await expect(page.locator("#chat li.you img")).to_have_attribute("alt", "which colour?")
+    await expect(page.locator("#chat li.bot").last).to_contain_text("LLM says: which colour?")
+    big = tmp_path / "big.png"
+    big.write_bytes(png_bytes(32, 32, (1, 2, 3)) + b"\0" * 50_000)
+    await page.locator("#image").set_input_files(str(big))
+    await page.get_by_role("button", name="Send").click()
+    await expect(page.locator("#chat li.error").last).to_contain_text("too large")
 
 
 async def test_replay_a_dead_letter(console_world: World, page: Page) -> None:

@@ -55,6 +55,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "not_ready": ("未就绪", "not ready"),
     "no_data": ("暂无数据", "no data yet"),
     "send": ("发送", "Send"),
+    "image": ("图片（可选，文字作为说明）", "Image (optional; the text is its caption)"),
+    "image_too_big": ("图片太大，最多可发送", "The image is too large; the most one message takes is"),
     "message": ("消息", "Message"),
     "you": ("我", "You"),
     "bot": ("机器人", "Bot"),

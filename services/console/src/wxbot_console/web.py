@@ -32,7 +32,7 @@ from wxbot_console.config_view import active_settings
 from wxbot_console.deadletters import DeadLetters, NoSuchDeadLetterError
 from wxbot_console.editable_files import EditableFiles, InvalidFileError
 from wxbot_console.i18n import LANG_COOKIE, LANGS, language, translator
-from wxbot_console.playground import Playground
+from wxbot_console.playground import MAX_IMAGE_BYTES, Playground
 from wxbot_console.sampler import MetricsSampler
 from wxbot_console.security import same_origin, visitor
 from wxbot_console.sessions import SESSION_COOKIE, STATE_COOKIE, STATE_TTL_S, Session, SessionStore
@@ -205,7 +205,7 @@ def console_routes(console: Console) -> list[BaseRoute]:
         session = await admin(request)
         if session is None:
             return RedirectResponse("/login", status_code=303)
-        return render(request, "playground.html", "playground", session)
+        return render(request, "playground.html", "playground", session, max_image_bytes=MAX_IMAGE_BYTES)
 
     async def playground_socket(websocket: WebSocket) -> None:
         session = await console.sessions.load(websocket.cookies.get(SESSION_COOKIE))

@@ -6,16 +6,23 @@
   const form = document.getElementById("send");
   const text = document.getElementById("text");
   const status = document.getElementById("status");
+  const picker = document.getElementById("image");
   let socket = null;
   let backoff = 500;
 
-  function add(kind, who, content) {
+  function add(kind, who, content, imageUrl) {
     const item = document.createElement("li");
     item.className = kind;
     const label = document.createElement("span");
     label.className = "visually-hidden";
     label.textContent = who ? who + ": " : "";
     item.appendChild(label);
+    if (imageUrl) {
+      const picture = document.createElement("img");
+      picture.src = imageUrl;  // the user's own file, as a data: URL
+      picture.alt = content || "image";
+      item.appendChild(picture);
+    }
     item.appendChild(document.createTextNode(content));
     chat.appendChild(item);
     item.scrollIntoView({ block: "end" });
@@ -42,14 +49,32 @@
     });
   }
 
-  form.addEventListener("submit", function (event) {
+  function readImage(file) {
+    return new Promise(function (resolve, reject) {
+      const reader = new FileReader();
+      reader.onload = function () { resolve(String(reader.result)); };
+      reader.onerror = function () { reject(reader.error); };
+      reader.readAsDataURL(file);
+    });
+  }
+
+  form.addEventListener("submit", async function (event) {
     event.preventDefault();
     const content = text.value.trim();
-    if (!content || !socket || socket.readyState !== WebSocket.OPEN) return;
-    const msgId = (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random());
-    socket.send(JSON.stringify({ content: content, msg_id: msgId }));
-    add("you", chat.dataset.you, content);
+    const file = picker.files && picker.files[0];
+    if ((!content && !file) || !socket || socket.readyState !== WebSocket.OPEN) return;
+    const frame = { content: content, msg_id: (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()) };
+    let dataUrl = "";
+    if (file) {
+      const most = Number(picker.dataset.maxBytes);
+      if (file.size > most) { add("error", "", picker.dataset.tooBig + " " + Math.floor(most / 1024) + " KiB"); return; }
+      dataUrl = await readImage(file);
+      frame.image_base64 = dataUrl.slice(dataUrl.indexOf(",") + 1);
+    }
+    socket.send(JSON.stringify(frame));
+    add("you", chat.dataset.you, content, dataUrl);
     text.value = "";
+    picker.value = "";
     text.focus();
   });
   text.addEventListener("keydown", function (event) {
