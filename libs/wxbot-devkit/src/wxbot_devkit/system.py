@@ -248,6 +248,9 @@ class Stack:
         """Where the console finds the services it watches and the gateway it chats through."""
         urls = [f"{r.child.name}=http://127.0.0.1:{r.http_port}" for r in self.replicas]
         env = {"CONSOLE_SERVICES": ",".join(urls), "GATEWAY_URL": self.gateway_url}
+        analytics = [r for r in self.replicas if r.service == "analytics"]
+        if analytics and not self.env.get("ANALYTICS_URL"):  # the dashboard draws its report
+            env["ANALYTICS_URL"] = f"http://127.0.0.1:{analytics[0].http_port}"
         if not self.env.get("CONSOLE_PUBLIC_URL"):
             host = self.env.get("CONSOLE_HOST", "127.0.0.1")
             env["CONSOLE_PUBLIC_URL"] = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
