@@ -8,7 +8,7 @@ ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ARG SERVICE
-RUN test -n "${SERVICE}" || (echo "--build-arg SERVICE=<gateway|safety|nlp|context|skills|analytics> is required" >&2; exit 1)
+RUN test -n "${SERVICE}" || (echo "--build-arg SERVICE=<gateway|safety|nlp|context|skills|analytics|console> is required" >&2; exit 1)
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/wxbot

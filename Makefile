@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PROTO_OUT := libs/wxbot-proto/src
 PACKAGES := libs/wxbot-proto libs/wxbot-common libs/wxbot-wecom libs/wxbot-devkit libs/wxbot-skill \
             services/gateway services/safety services/nlp services/context services/skills \
-            'services/analytics[embedded]'
+            'services/analytics[embedded]' services/console
 PROTOS := $(shell find proto -name '*.proto')
 PYSRC  := libs/wxbot-common/src libs/wxbot-common/tests libs/wxbot-wecom/src libs/wxbot-devkit/src libs/wxbot-skill/src libs/wxbot-skill/tests services/*/src tests bench examples
 

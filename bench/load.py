@@ -272,7 +272,9 @@ def replicas_of(args: argparse.Namespace, default: int = 1) -> dict[str, int]:
         asked[service] = int(count)
     # The skills service is not on a message's path: one replica unless named (`skills=2`).
     return {s: max(1, asked.get(s, default)) for s in PIPELINE} | {
-        s: max(0, n) for s, n in asked.items() if s not in PIPELINE  # skills=0, analytics=0: left out
+        s: max(0, n)
+        for s, n in asked.items()
+        if s not in PIPELINE  # skills=0, analytics=0: left out
     }
 
 

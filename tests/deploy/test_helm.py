@@ -21,6 +21,7 @@ import yaml
 
 from wxbot_analytics.settings import AnalyticsSettings
 from wxbot_common.nats.topology import NLP_DRAFTER
+from wxbot_console.settings import ConsoleSettings
 from wxbot_context.settings import ContextSettings
 from wxbot_devkit import manifests
 from wxbot_gateway.settings import GatewaySettings
@@ -34,7 +35,7 @@ pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parents[2]
 CHART = manifests.CHART
 K8S_VERSIONS = ("1.30.0", "1.31.0", "1.32.0", "1.33.0")
-SERVICES = ("gateway", "safety", "nlp", "context", "skills")
+SERVICES = ("gateway", "safety", "nlp", "context", "skills", "console")
 PROFILES = ("default", "dev", "prod")
 Doc = dict[str, Any]
 # Prometheus Operator and Traefik kinds: not in the Kubernetes schemas, checked by shape instead.
@@ -165,7 +166,7 @@ def test_each_service_scales_on_its_own(rendered: dict[str, list[Doc]], service:
     deployment = named(docs, "Deployment", f"wxbot-{service}")
     hpa = named(docs, "HorizontalPodAutoscaler", f"wxbot-{service}")
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
-    assert hpa["spec"]["maxReplicas"] == 20
+    assert hpa["spec"]["maxReplicas"] == (4 if service == "console" else 20)
     pdb = named(docs, "PodDisruptionBudget", f"wxbot-{service}")
     assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     selectors = [d["spec"]["selector"]["matchLabels"] for d in service_deployments(docs)]
@@ -330,6 +331,27 @@ def test_the_bundled_clickhouse_serves_analytics_only_and_needs_a_url_safe_passw
         manifests.render({"secrets": {"values": {"CLICKHOUSE_PASSWORD": "p@ss/word#1234"}}})
 
 
+def test_the_console_reads_every_service_and_is_reached_only_through_the_ingress_controller(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    docs = rendered["prod"]
+    policies = {p["metadata"]["name"]: p for p in of_kind(docs, "NetworkPolicy")}
+    console_in = policies["wxbot-console"]["spec"]["ingress"]
+    assert all("namespaceSelector" in peer for rule in console_in for peer in rule["from"])
+    reached = egress_peers(policies["wxbot-console"])
+    for service, port in (("gateway", 8080), ("safety", 8081), ("nlp", 8082), ("context", 8083), ("skills", 8084)):
+        assert any(selects(peer, service) and ports == [port] for peer, ports in reached), service
+        ingress = policies[f"wxbot-{service}"]["spec"]["ingress"]
+        assert any(
+            selects(peer, "console") and [p["port"] for p in rule["ports"]] == [port]
+            for rule in ingress
+            for peer in rule["from"]
+        ), service
+    config = named(docs, "ConfigMap", "wxbot-config")["data"]
+    assert config["GATEWAY_URL"] == "http://wxbot-gateway:8080"
+    assert "nlp=http://wxbot-nlp:8082" in config["CONSOLE_SERVICES"].split(",")
+
+
 def test_external_nats_and_redis_need_their_url_and_are_reached_by_address() -> None:
     with pytest.raises(helm_python.HelmError, match=r"nats\.url is required"):
         manifests.render({"nats": {"enabled": False}})
@@ -433,7 +455,7 @@ def test_secrets_come_from_an_existing_secret_or_from_values(rendered: dict[str,
 
 def test_every_configured_variable_is_one_a_service_reads(rendered: dict[str, list[Doc]]) -> None:
     known = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_SERVICE_NAME", "POD_NAME"}
-    for settings in (GatewaySettings, SafetySettings, NlpSettings, ContextSettings, SkillsSettings):
+    for settings in (GatewaySettings, SafetySettings, NlpSettings, ContextSettings, SkillsSettings, ConsoleSettings):
         known |= {name.upper() for name in settings.model_fields}
     for profile in PROFILES:
         docs = rendered[profile]

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.e2e.console_helpers import CONSOLE_ENV
 from tests.e2e.harness import World, running_world
 
 
@@ -18,3 +19,23 @@ from tests.e2e.harness import World, running_world
 async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     async with running_world(tmp_path_factory.mktemp("stack")) as started:
         yield started
+
+
+@pytest.fixture(scope="module")
+async def console_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    """A stack with the console (test_console*.py, one per module), whose lexicon and knowledge base are files
+    an admin edits."""
+    run_dir = tmp_path_factory.mktemp("console")
+    lexicon = run_dir / "lexicon.txt"
+    lexicon.write_text("违禁词甲\n")
+    kb = run_dir / "faq.yaml"
+    kb.write_text("- q: 营业时间\n  a: 每天九点到五点\n")
+    env = {
+        **CONSOLE_ENV,
+        "SAFETY_WORDLIST_FILES": str(lexicon),
+        "NLP_KB_FILES": str(kb),
+        "SAFETY_LEXICON_RELOAD_S": "0.5",
+        "NLP_KB_RELOAD_S": "0.5",
+    }
+    async with running_world(run_dir, env=env, console=True) as world:
+        yield world

@@ -65,16 +65,23 @@ async def running_world(
     supervise: bool = False,
     persist: bool = False,
     gateway_delivery: int = 0,
+    console: bool = False,
 ) -> AsyncIterator[World]:
     """Fakes plus a whole stack pointed at them; `env` overrides or adds variables; `supervise` and
-    `persist` as in `make run` (restart what dies; Redis keeps its data)."""
-    wecom = FakeWeCom(corp_id=CONFIG["corpid"], corp_secret=SECRET)
+    `persist` as in `make run` (restart what dies; Redis keeps its data); `console` adds the web
+    console, logging in through the fake WeCom's web login."""
+    wecom = FakeWeCom(
+        corp_id=CONFIG["corpid"], corp_secret=SECRET, agent_id=int(CONFIG["agentid"]) if console else None
+    )
     llm = FakeLLM(api_key=LLM_KEY, reply=reply)
     sink = OtlpSink()
     await wecom.start()
     await llm.start()
     await sink.start()
-    full_env = {**wecom_env(wecom, llm), **sink.otel_env(otlp_protocol), **(env or {})}
+    full_env = {**wecom_env(wecom, llm), **sink.otel_env(otlp_protocol)}
+    if console:
+        full_env.update({"WECOM_LOGIN_BASE": wecom.base_url, "CONSOLE_SAMPLE_S": "0.5"})
+    full_env.update(env or {})
     config = StackConfig(
         run_dir=run_dir,
         ports="free",
@@ -83,6 +90,7 @@ async def running_world(
         supervise=supervise,
         persist=persist,
         gateway_delivery=gateway_delivery,
+        console=console,
     )
     stack = Stack(config)
     try:

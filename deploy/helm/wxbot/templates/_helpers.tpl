@@ -9,11 +9,12 @@ nlp: {portEnv: NLP_HTTP_PORT}
 context: {portEnv: CONTEXT_HTTP_PORT, grpc: true}
 skills: {portEnv: SKILLS_HTTP_PORT, role: skill}
 analytics: {portEnv: ANALYTICS_PORT}
+console: {portEnv: CONSOLE_PORT}
 {{- end }}
 
 {{/* The services in start order; each is a top-level key of values. */}}
 {{- define "wxbot.serviceNames" -}}
-{{- list "gateway" "safety" "nlp" "context" "skills" "analytics" | toJson -}}
+{{- list "gateway" "safety" "nlp" "context" "skills" "analytics" "console" | toJson -}}
 {{- end }}
 
 {{- define "wxbot.fullname" -}}

@@ -8,8 +8,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import secrets
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -34,7 +37,9 @@ async def _serve(args: argparse.Namespace, run_dir: Path) -> None:
         from wxbot_devkit.fakes.weather import FakeOpenMeteo
         from wxbot_devkit.fakes.wecom import FakeWeCom
 
-        wecom = FakeWeCom(DEMO_WECOM["WECOM_CORP_ID"], DEMO_WECOM["WECOM_SECRET"])
+        wecom = FakeWeCom(
+            DEMO_WECOM["WECOM_CORP_ID"], DEMO_WECOM["WECOM_SECRET"], agent_id=int(DEMO_WECOM["WECOM_AGENT_ID"])
+        )
         llm = FakeLLM(latency_s=args.fake_llm_latency)
         weather = FakeOpenMeteo()
         await wecom.start()
@@ -45,11 +50,16 @@ async def _serve(args: argparse.Namespace, run_dir: Path) -> None:
         env["IMAGE_IN_ALLOW_PRIVATE"] = "true"  # the fake WeCom's picture URLs are on loopback
         # The weather skill (services/skills) asks the fake Open-Meteo: both APIs on one server.
         env.update({"WEATHER_GEOCODING_URL": weather.base_url, "WEATHER_FORECAST_URL": weather.base_url})
+        # The console's login goes through the fake WeCom's web login page (members 张三, 李四, 王五).
+        env.update({"WECOM_LOGIN_BASE": wecom.base_url, "CONSOLE_ADMINS": env.get("CONSOLE_ADMINS") or DEMO_ADMIN})
+    env.update(local_login_env({**os.environ, **env}))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    config = StackConfig(run_dir=run_dir, ports="default", extra_env=env, persist=True, echo=sys.stdout, supervise=True)
+    config = StackConfig(
+        run_dir=run_dir, ports="default", extra_env=env, persist=True, echo=sys.stdout, supervise=True, console=True
+    )
     try:
         async with Stack(config) as stack:
             _write_stack_env(stack, run_dir / "stack.env")
@@ -61,6 +71,31 @@ async def _serve(args: argparse.Namespace, run_dir: Path) -> None:
         for fake in fakes:
             with contextlib.suppress(Exception):
                 await fake.stop()  # type: ignore[attr-defined]
+
+
+DEMO_ADMIN = "zhangsan"
+CONSOLE_LOGIN_NEEDED = ("WECOM_CORP_ID", "WECOM_AGENT_ID", "WECOM_SECRET")
+
+
+def local_login_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Without a WeCom app to log in with, a one-time local login link (printed in the banner)."""
+    if all(env.get(v) for v in CONSOLE_LOGIN_NEEDED):
+        return {}
+    return {"CONSOLE_LOCAL_LOGIN_TOKEN": secrets.token_urlsafe(24)}
+
+
+def _console_lines(stack: Stack, env: dict[str, str]) -> list[str]:
+    """Where the console is and how to get in."""
+    url = stack.console_url
+    if url is None:
+        return []
+    lines = [f"  Console              {url}/   (playground {url}/playground)"]
+    if env.get("CONSOLE_LOCAL_LOGIN_TOKEN"):
+        lines.append(f"  Console login        {url}/login/local?token={env['CONSOLE_LOCAL_LOGIN_TOKEN']}  (works once)")
+    else:
+        admins = env.get("CONSOLE_ADMINS") or "nobody: set CONSOLE_ADMINS"
+        lines.append(f"  Console login        WeCom web login; admins: {admins}")
+    return lines
 
 
 SAY_KEYS = ("WECOM_CORP_ID", "WECOM_AGENT_ID", "WECOM_TOKEN", "WECOM_ENCODING_AES_KEY", "WECOM_API_BASE")
@@ -100,6 +135,7 @@ def _banner(stack: Stack, with_fakes: bool, fakes: list[object]) -> str:
         weather = f"fake Open-Meteo at {weather}"
     lines += ["", f"  WeCom                {wecom}", f"  LLM                  {llm}"]
     lines += [f"  Weather (skill)      {weather}"]
+    lines += ["", *_console_lines(stack, env)]
     lines += ["", "  Send a message:      .venv/bin/python -m wxbot_devkit.say 'hello'"]
     if "analytics" in stack.service_urls():
         lines += [f"  Analytics report:    {stack.service_urls()['analytics'][0]}/v1/report?since=24h"]

@@ -1,4 +1,5 @@
-"""The whole wxbot on one machine: NATS, Redis, topology, the six services as separate processes.
+"""The whole wxbot on one machine: NATS, Redis, topology, the six services as separate processes
+(and the web console, with `StackConfig(console=True)` as `make run`).
 
 `Stack` is used by `make run` (through `main`), by the end-to-end tests and by the benchmark;
 with `StackConfig(supervise=True)` (as `make run`) a process that dies is restarted, and
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ DEFAULT_PORTS = {
     "context": 8083,
     "skills": 8084,
     "analytics": 8085,
+    "console": 8090,
     "grpc": 50051,
     "nats": 4222,
     "redis": 6379,
@@ -40,6 +43,7 @@ HTTP_PORT_VAR = {
     "context": "CONTEXT_HTTP_PORT",
     "skills": "SKILLS_HTTP_PORT",
     "analytics": "ANALYTICS_PORT",
+    "console": "CONSOLE_PORT",
 }
 
 
@@ -57,6 +61,9 @@ class StackConfig:
     ready_timeout_s: float = 60.0
     supervise: bool = False  # restart any process that dies, with backoff (`make run`, chaos tests)
     backoff: Backoff = field(default_factory=Backoff)
+    # The web console too (last; it reads the others' /readyz and /metrics and uses the gateway's
+    # bridge, whose token is made up here when GATEWAY_BRIDGE_TOKEN is unset).
+    console: bool = False
 
 
 @dataclass
@@ -188,7 +195,12 @@ class Stack:
         await asyncio.gather(self.nats.start(), self.redis.start())
         base = {**self.env, "NATS_URL": self.nats.url, "REDIS_URL": self.redis.url}
         await self._ensure_topology(base)
+        services = (*SERVICES, "console") if self.config.console else SERVICES
+        if self.config.console and not base.get("GATEWAY_BRIDGE_TOKEN"):
+            base["GATEWAY_BRIDGE_TOKEN"] = secrets.token_urlsafe(24)
         count = {s: max(0 if s in OPTIONAL else 1, self.config.replicas.get(s, 1)) for s in SERVICES}
+        if self.config.console:
+            count["console"] = 1
         self.grpc_ports = [
             self._port("grpc", "CONTEXT_GRPC_PORT") if i == 0 else free_port() for i in range(count["context"])
         ]
@@ -199,7 +211,7 @@ class Stack:
         )
         base["CONTEXT_GRPC_ADDR"] = grpc_target
         colour = 0
-        for service in SERVICES:
+        for service in services:
             roles = ["all"] * count[service]
             if service == "gateway" and self.config.gateway_delivery > 0:
                 roles = ["ingress"] * count[service] + ["delivery"] * self.config.gateway_delivery
@@ -210,6 +222,8 @@ class Stack:
                 if role != "all":
                     env["GATEWAY_ROLE"] = role
                     name = f"gateway-{role}-{i + 1 if role == 'ingress' else i + 1 - count[service]}"
+                if service == "console":
+                    env.update(self._console_env(port))
                 if service == "context":
                     env["CONTEXT_GRPC_LISTEN"] = f"127.0.0.1:{self.grpc_ports[i]}"
                     env["CONTEXT_REPLICA_ID"] = name  # unique per replica; a restarted one takes its lease back
@@ -229,6 +243,26 @@ class Stack:
         if self.config.supervise:
             self._supervisor = Supervisor(list(self.processes().values()), self.config.backoff, self.config.echo)
             self._supervisor.start()
+
+    def _console_env(self, port: int) -> dict[str, str]:
+        """Where the console finds the services it watches and the gateway it chats through."""
+        urls = [f"{r.child.name}=http://127.0.0.1:{r.http_port}" for r in self.replicas]
+        env = {"CONSOLE_SERVICES": ",".join(urls), "GATEWAY_URL": self.gateway_url}
+        analytics = [r for r in self.replicas if r.service == "analytics"]
+        if analytics and not self.env.get("ANALYTICS_URL"):  # the dashboard draws its report
+            env["ANALYTICS_URL"] = f"http://127.0.0.1:{analytics[0].http_port}"
+        if not self.env.get("CONSOLE_PUBLIC_URL"):
+            host = self.env.get("CONSOLE_HOST", "127.0.0.1")
+            env["CONSOLE_PUBLIC_URL"] = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+        return env
+
+    @property
+    def console_url(self) -> str | None:
+        """The console's address (None when the stack runs without it)."""
+        found = [r for r in self.replicas if r.service == "console"]
+        if not found:
+            return None
+        return self.env.get("CONSOLE_PUBLIC_URL") or f"http://127.0.0.1:{found[0].http_port}"
 
     async def _start_replicas(self, replicas: list[Replica]) -> None:
         for r in replicas:

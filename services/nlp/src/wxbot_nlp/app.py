@@ -17,7 +17,7 @@ from wxbot_common.rpc import create_channel
 from wxbot_common.runtime import ServiceRuntime
 from wxbot_nlp.answer_cache import AnswerCache
 from wxbot_nlp.handlers import Drafter, DraftingPolicy, NlpMetrics
-from wxbot_nlp.kb import KnowledgeBase, load_faqs
+from wxbot_nlp.kb_source import KbSource
 from wxbot_nlp.media_out import Drawer, DrawTool, MediaOut, MediaOutMetrics, Voicer, VoiceReply
 from wxbot_nlp.openai_compatible import OpenAICompatibleBackend
 from wxbot_nlp.resilience import CircuitBreaker, ResilientBackend
@@ -194,7 +194,8 @@ async def main() -> None:
     variants = settings.variants()
     backends = build_backends(settings, http, variants, metrics)
     # The shipped FAQ about wxbot stands in for a missing LLM; with an LLM only the operator's count.
-    knowledge = KnowledgeBase(load_faqs(settings.nlp_kb_files, include_shipped=backends is None))
+    kb_source = KbSource(settings.nlp_kb_files, include_shipped=backends is None)
+    knowledge = kb_source.load()
     runtime.log.info("knowledge_loaded", entries=knowledge.size, variants=[v.name for v in variants])
     runtime.readiness.set(
         "llm", True, "configured" if backends else "not configured: answering from the knowledge base"
@@ -250,5 +251,6 @@ async def main() -> None:
         media=media,
     )
     runtime.consume(NLP_DRAFTER, drafter.handle, settings.nlp_concurrency)
+    runtime.background(kb_source.watch(settings.nlp_kb_reload_s, drafter.swap_knowledge), "kb-reload")
     await runtime.serve_http(None, settings.nlp_http_port)
     await runtime.run_until_stopped()

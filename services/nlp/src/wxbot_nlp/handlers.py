@@ -163,6 +163,10 @@ class Drafter:
         self._log = get_logger("wxbot.nlp")
         self._tracer = trace.get_tracer("wxbot.nlp")
 
+    def swap_knowledge(self, knowledge: KnowledgeBase) -> None:
+        """Answer from `knowledge` from now on (the files were edited: see kb_source)."""
+        self._kb = knowledge
+
     async def handle(self, delivery: Delivery) -> None:
         accepted = delivery.event
         assert isinstance(accepted, ev.InboundAccepted)

@@ -48,6 +48,9 @@ class NlpSettings(MediaSettings):
     nlp_system_prompt_file: Path | None = Field(None, description="a file holding the system prompt (wins)")
     nlp_variants: str = Field("", description="A/B variants as JSON: [{name, weight, model?, temperature?, ...}]")
     nlp_kb_files: str = Field("", description="FAQ files (YAML or Markdown), comma-separated")
+    nlp_kb_reload_s: float = Field(
+        10.0, description="how often NLP_KB_FILES are checked for changes and reloaded (0 = never)"
+    )
     nlp_kb_min_score: float = Field(0.45, ge=0, le=1, description="knowledge-base confidence needed to use an entry")
     nlp_kb_direct_score: float = Field(
         0.85, ge=0, le=1, description="confidence above which the entry answers without the LLM"

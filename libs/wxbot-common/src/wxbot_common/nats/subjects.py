@@ -38,6 +38,7 @@ class EventKind(enum.Enum):
     RESET = ("conversation", "reset", ev.ConversationReset)
     CHANNEL_EVENT = ("channel", "event", ev.ChannelEventReceived)
     FEEDBACK = ("feedback", "given", ev.FeedbackGiven)
+    OPERATOR_ACTION = ("operator", "action", ev.OperatorAction)
 
     def __init__(self, entity: str, event: str, message_type: type[Message]) -> None:
         self.entity = entity

@@ -1,5 +1,5 @@
 """Fake WeCom API (replaces https://qyapi.weixin.qq.com): gettoken, message/send, media/upload, media/get,
-plus fault knobs.
+the web login with `auth/getuserinfo` (wecom_login.py), plus fault knobs.
 
 Behaviour follows wecom-protocol.md §3: HTTP 200 with an `errcode` always, tokens per secret, 2048-byte
 content limit. Media follow wecom-media-oauth-cards.md §1: uploads checked against WeCom's type and
@@ -37,6 +37,7 @@ from wxbot_devkit.fakes.media_library import MEDIA_TTL_S, WECOM_UPLOADS, MediaLi
 from wxbot_devkit.fakes.server import FakeService, base_arg_parser, serve_forever
 from wxbot_devkit.fakes.waiting import wait_until
 from wxbot_devkit.fakes.wecom_cards import CardDesk
+from wxbot_devkit.fakes.wecom_login import WebLogin
 
 MAX_CONTENT_BYTES = 2048
 TEXT_MSGTYPES = frozenset({"text", "markdown"})
@@ -56,11 +57,13 @@ ERRMSGS: Mapping[int, str] = MappingProxyType(
         40009: "invalid image size",
         40011: "invalid video size",
         40013: "invalid corpid",
+        40029: "invalid code",
         40014: "invalid access_token",
         40056: "invalid agentid",
         41001: "access_token missing",
         41005: "media data missing",
         41006: "media_id missing",
+        41008: "missing code",
         42001: "access_token expired",
         44001: "empty media data",
         44004: "empty content",
@@ -121,6 +124,7 @@ class FakeWeCom(FakeService):
         record_limit: int = 100_000,
         on_message: Callable[[SentMessage], None] | None = None,
         media_ttl_s: float = MEDIA_TTL_S,
+        members: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
         # Called with each accepted message, on the thread serving the fake (the benchmark's clock).
@@ -149,6 +153,8 @@ class FakeWeCom(FakeService):
         self.cdn_requests: list[str] = []
         self.media_get_calls = 0
         self.cards = CardDesk()  # template cards sent (not among `messages`), clicks, card updates
+        # The web login (企业微信Web登录) of this corp's app: members, single-use codes.
+        self.web_login = WebLogin(corp_id, lambda: self.agent_id, members)
 
     # -- knobs -------------------------------------------------------------------------------------
 
@@ -507,6 +513,7 @@ class FakeWeCom(FakeService):
                 Route("/cgi-bin/message/send", self._send, methods=["POST"]),
                 Route("/cgi-bin/message/update_template_card", self._update_card, methods=["POST"]),
                 *self._media_routes(),
+                *self.web_login.routes(self._check_token, error_body),
                 Route("/_fake/messages", self._ctl_messages, methods=["GET"]),
                 Route("/_fake/faults", self._ctl_faults, methods=["POST"]),
                 Route("/_fake/reset", self._ctl_reset, methods=["POST"]),

@@ -1,0 +1,1 @@
+"""wxbot's web console: WeCom login, the playground, dashboards and operations."""
