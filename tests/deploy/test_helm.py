@@ -84,7 +84,12 @@ def every_option_on() -> dict[str, Any]:
         "namespace": {"create": True},
         "secrets": {"values": {"WECOM_SECRET": "s", "LLM_API_KEY": "k", "CLICKHOUSE_PASSWORD": "c1ickhouse-pass"}},
         "jaeger": {"enabled": True},
-        "ingress": {"enabled": True, "callbackHost": "bot.example.com", "tls": {"secretName": "bot-tls"}},
+        "ingress": {
+            "enabled": True,
+            "callbackHost": "bot.example.com",
+            "consoleHost": "console.example.com",
+            "tls": {"secretName": "bot-tls"},
+        },
         "monitoring": {
             "serviceMonitor": {"enabled": True},
             "prometheusRule": {"enabled": True},
@@ -511,3 +516,14 @@ def test_one_dockerfile_builds_every_service() -> None:
     for service in SERVICES:
         assert (ROOT / "services" / service / "pyproject.toml").exists()
         assert (ROOT / "services" / service / "src" / f"wxbot_{service}" / "__main__.py").exists()
+
+
+def test_the_console_host_shares_the_ingress_and_its_certificate() -> None:
+    docs = manifests.render(every_option_on())
+    ingress = named(docs, "Ingress", "wxbot-ingress")["spec"]
+    assert ingress["tls"] == [{"hosts": ["bot.example.com", "console.example.com"], "secretName": "bot-tls"}]
+    (console,) = [r for r in ingress["rules"] if r["host"] == "console.example.com"]
+    assert [p["backend"]["service"]["name"] for p in console["http"]["paths"]] == ["wxbot-console"]
+    callback = next(r for r in ingress["rules"] if r["host"] == "bot.example.com")
+    assert {p["backend"]["service"]["name"] for p in callback["http"]["paths"]} == {"wxbot-gateway"}
+    assert named(docs, "ConfigMap", "wxbot-config")["data"]["CONSOLE_PUBLIC_URL"] == "https://console.example.com"
