@@ -76,6 +76,9 @@ class PendingImages:
     def __init__(self, redis: Redis, window_s: float) -> None:
         self._redis = redis
         self.window_s = window_s
+        # EVALSHA, loaded on first use: the claim runs for every question, so not the script text each time.
+        self._remember = redis.register_script(_REMEMBER)
+        self._claim = redis.register_script(_CLAIM)
 
     @staticmethod
     def _key(conversation_id: str) -> str:
@@ -84,11 +87,11 @@ class PendingImages:
     async def remember(self, conversation_id: str, ref: MediaRef, seq: int, at: float) -> None:
         ttl = int(self.window_s) + KEY_MARGIN_S
         args = (ref.name, ref.size, ref.content_type, ref.sha256, seq, repr(at), ttl)
-        await self._redis.eval(_REMEMBER, 1, self._key(conversation_id), *args)
+        await self._remember(keys=[self._key(conversation_id)], args=args)
 
     async def claim(self, conversation_id: str, event_id: str, seq: int, at: float) -> MediaRef | None:
         args = (event_id, seq, repr(at), repr(self.window_s))
-        found = await self._redis.eval(_CLAIM, 1, self._key(conversation_id), *args)
+        found = await self._claim(keys=[self._key(conversation_id)], args=args)
         if not found:
             return None
         name, size, content_type, sha256 = (_text(v) for v in found)
