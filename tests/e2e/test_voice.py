@@ -3,17 +3,22 @@ by safety, answered like typed text and remembered; bad voice gets one plain not
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 
 from tests.e2e.harness import CONFIG, World, logged, running_world, send_text, send_voice
 from wxbot_common.nats.subjects import EventKind
 from wxbot_devkit.fakes.media_files import amr_bytes
 from wxbot_devkit.otlp_sink import SpanRecord
+from wxbot_gateway.conversation import conversation_id
 from wxbot_gateway.inbound import wecom_conversation_id
 from wxbot_nlp.drafting import VOICE_NOTICE
 from wxbot_proto.events.v1 import events_pb2 as ev
@@ -22,13 +27,18 @@ from wxbot_safety.policy import WORD_NOTICE
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 DEADLINE_S = 2.0
+BRIDGE_TOKEN = "voice-bridge-token"
 
 
 @pytest.fixture(scope="module")
 async def vw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     lexicon = tmp_path_factory.mktemp("lexicon") / "terms.txt"
     lexicon.write_text("禁语测试\n", encoding="utf-8")
-    env = {"SAFETY_WORDLIST_FILES": str(lexicon), "VOICE_DEADLINE_S": str(DEADLINE_S)}
+    env = {
+        "SAFETY_WORDLIST_FILES": str(lexicon),
+        "VOICE_DEADLINE_S": str(DEADLINE_S),
+        "GATEWAY_BRIDGE_TOKEN": BRIDGE_TOKEN,
+    }
     async with running_world(Path(tmp_path_factory.mktemp("voice")), env) as world:
         yield world
 
@@ -156,3 +166,40 @@ async def test_an_asr_endpoint_down_or_slow_gets_one_notice(vw: World, fault: st
     assert [m.content for m in got][1].startswith("LLM says: still there?")
     assert len(got) == 2
     assert (await voice_outcomes(vw)).get(reason, 0.0) == before + 1
+
+
+async def bridge_voice(world: World, sender: str, audio: bytes) -> tuple[list[str], str]:
+    """Send a bridge voice frame; the frame types answered and the reply's text."""
+    url = world.stack.gateway_url.replace("http://", "ws://") + "/ws/bridge"
+    headers = {"Authorization": f"Bearer {BRIDGE_TOKEN}"}
+    frame = {"sender": sender, "msg_type": "voice", "voice_base64": base64.b64encode(audio).decode()}
+    async with websockets.connect(url, additional_headers=headers, open_timeout=10) as ws:
+        await ws.send(json.dumps(frame))
+        kinds: list[str] = []
+        async with asyncio.timeout(20):
+            while "reply" not in kinds:
+                got = json.loads(await ws.recv())
+                kinds.append(got["type"])
+    return kinds, str(got["content"])
+
+
+async def test_a_bridge_voice_frame_is_transcribed_and_answered_like_typed_text(vw: World) -> None:
+    """The playground's (and any bridge client's) voice: inline audio, transcribed before the ack."""
+    sender = "bridge-voice"
+    amr = amr_bytes(1.2, seed=7)
+    vw.llm.media.say("桥接的语音消息")
+    kinds, reply = await bridge_voice(vw, sender, amr)
+    assert kinds == ["ack", "reply"]
+    assert reply == "LLM says: 桥接的语音消息 (saw 2 messages)"
+    assert vw.llm.media.transcriptions[-1].format == "wav"
+    conversation = conversation_id("bridge", "ws", sender)
+    (event,) = [ev.MessageReceived.FromString(d) for d in await logged(vw, EventKind.RECEIVED, conversation)]
+    assert event.kind == ev.MESSAGE_KIND_VOICE and event.text == "桥接的语音消息"
+    assert event.media.sha256 == hashlib.sha256(amr).hexdigest() and event.media.content_type == "audio/amr"
+
+
+async def test_a_bridge_voice_frame_that_is_not_audio_gets_one_voice_notice(vw: World) -> None:
+    heard = len(vw.llm.media.transcriptions)
+    kinds, reply = await bridge_voice(vw, "bridge-voice-bad", b"<html>not audio at all</html>" * 4)
+    assert kinds == ["ack", "reply"] and reply == VOICE_NOTICE
+    assert len(vw.llm.media.transcriptions) == heard  # nothing was sent to the ASR endpoint

@@ -55,7 +55,7 @@ def build_http_app(
     app = FastAPI(title="wxbot gateway", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(wecom_router(settings, metrics))
     media = media or MediaSteps()
-    app.include_router(bridge_router(hub, runtime.publisher, metrics, media.images, feedback))
+    app.include_router(bridge_router(hub, runtime.publisher, metrics, media.images, feedback, media.voice))
     app.include_router(oa_router(settings, metrics))
     app.include_router(aibot_router(settings, runtime.publisher, seen, streams, metrics, media.images))
     app.router.routes.extend(ops_routes(runtime.readiness, runtime.registry))
@@ -74,6 +74,7 @@ class MediaSteps:
     wecom: ChannelMedia | None = None
     oa: ChannelMedia | None = None
     images: ImageIntake | None = None  # for the AI bot and the bridge, which fetch by URL or inline
+    voice: VoiceIntake | None = None  # for the bridge, whose voice frames carry the audio
 
 
 def media_steps(
@@ -89,13 +90,13 @@ def media_steps(
         return MediaSteps()
     store = MediaStore(runtime.js, max_bytes=settings.media_max_bytes)
     voice: dict[str, VoiceIntake] = {}
-    if (wecom or oa) and settings.asr.configured:
+    if settings.asr.configured:
         asr_http = TracedHttp(create_session(8, settings.voice_deadline_s))
         runtime.on_shutdown(asr_http.close)
         transcriber = Transcriber(asr_http, settings.asr)
         metrics = VoiceMetrics(runtime.registry)
-        for name, client in (("wecom", wecom), ("oa", oa)):
-            if client is not None:
+        for name, client in (("wecom", wecom), ("oa", oa), ("bridge", None)):
+            if client is not None or name == "bridge":
                 voice[name] = VoiceIntake(
                     client,
                     store,
@@ -107,7 +108,7 @@ def media_steps(
                 )
         runtime.readiness.set("voice", True, f"on: model {settings.asr.model}")
     else:
-        runtime.readiness.set("voice", True, "off: needs WECOM_* or WECHAT_*, and ASR_BASE_URL or LLM_BASE_URL")
+        runtime.readiness.set("voice", True, "off: needs ASR_BASE_URL or LLM_BASE_URL")
     images: ImageIntake | None = None
     if settings.vision.configured:
         image_http = TracedHttp(create_session(8, settings.image_in_deadline_s))
@@ -128,6 +129,7 @@ def media_steps(
         ChannelMedia(wecom, voice.get("wecom"), images) if wecom is not None else None,
         ChannelMedia(oa, voice.get("oa"), images) if oa is not None else None,
         images,
+        voice.get("bridge"),
     )
 
 

@@ -9,6 +9,9 @@ answered only after the event is published (WeCom waits 5 s, then retries): a fa
 step leaves the text `[voice]` and the reason in the `wxbot.asr` attribute, and the user gets one
 notice. Exactly-once is the callback's own guarantee: nothing is acknowledged before the publish,
 a retry carries the same event id.
+
+The bridge's voice frames (the console's playground among them) carry the audio inline: `fill(event,
+data)` skips the download and transcribes those bytes the same way (any format ffmpeg decodes).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from wxbot_common.media.asr import ASR_OK, ASR_STATUS, AsrError, Transcriber
 from wxbot_common.media.audio import to_asr_audio
 from wxbot_common.media.errors import MediaError as ConversionError
 from wxbot_common.media.ffmpeg import Ffmpeg
+from wxbot_common.media.sniff import sniff_audio
 from wxbot_common.media.store import MediaError as StoreError
 from wxbot_common.media.store import MediaStore
 from wxbot_gateway.errors import DeliveryRefusedError, RetryLaterError
@@ -61,7 +65,7 @@ class VoiceIntake:
 
     def __init__(
         self,
-        wecom: WeComClient,
+        wecom: WeComClient | None,
         store: MediaStore,
         ffmpeg: Ffmpeg,
         transcriber: Transcriber,
@@ -85,12 +89,13 @@ class VoiceIntake:
         """A voice message not transcribed yet (the Official Account's `Recognition` already is)."""
         return event.kind == ev.MESSAGE_KIND_VOICE and ASR_STATUS not in event.attributes
 
-    async def fill(self, event: ev.MessageReceived) -> None:
-        """Never raises: on failure the event says why (`wxbot.asr`) and keeps its `[voice]` text."""
+    async def fill(self, event: ev.MessageReceived, data: bytes | None = None) -> None:
+        """Never raises: on failure the event says why (`wxbot.asr`) and keeps its `[voice]` text.
+        `data`: the audio itself (a bridge frame); else it is fetched by the event's MediaId."""
         with self._tracer.start_as_current_span("voice.transcribe") as span:
             try:
                 async with asyncio.timeout(self._deadline_s):
-                    text = await self._transcribe(event)
+                    text = await self._transcribe(event, data)
             except TimeoutError:
                 outcome = "timeout"
                 self._log.warning("voice_failed", reason=outcome, deadline_s=self._deadline_s)
@@ -110,28 +115,25 @@ class VoiceIntake:
     def _step(self, name: str, started: float) -> None:
         self._metrics.seconds.labels(name).observe(time.perf_counter() - started)
 
-    async def _transcribe(self, event: ev.MessageReceived) -> str:
+    async def _transcribe(self, event: ev.MessageReceived, data: bytes | None) -> str:
         started = time.perf_counter()
-        if not event.media_id:
-            raise _VoiceFailedError("download", "voice message without MediaId")
-        # asyncio.timeout() cancels whichever step is running; ffmpeg is killed on cancellation.
-        try:
-            media = await self._wecom.get_media(event.media_id, self._max_bytes)
-        except MediaTooLargeError as exc:
-            raise _VoiceFailedError("too_large", str(exc)) from exc
-        except (TransientError, RetryLaterError, DeliveryRefusedError) as exc:
-            raise _VoiceFailedError("download", f"media/get failed: {exc}") from exc
+        if data is not None:
+            if len(data) > self._max_bytes:
+                raise _VoiceFailedError("too_large", f"{len(data)} bytes, limit {self._max_bytes}")
+            media_data, content_type = data, _content_type(data)
+        else:
+            media_data, content_type = await self._download(event), "audio/amr"
         self._step("download", started)
         started = time.perf_counter()
         try:
-            ref = await self._store.put(media.data, "audio/amr")
+            ref = await self._store.put(media_data, content_type)
         except StoreError as exc:
             raise _VoiceFailedError("store", str(exc)) from exc
         event.media.CopyFrom(ref.to_proto())
         self._step("store", started)
         started = time.perf_counter()
         try:
-            audio = await to_asr_audio(self._ffmpeg, media.data)
+            audio = await to_asr_audio(self._ffmpeg, media_data)
         except ConversionError as exc:
             raise _VoiceFailedError(exc.reason, str(exc)) from exc
         self._step("convert", started)
@@ -142,3 +144,21 @@ class VoiceIntake:
             raise _VoiceFailedError(exc.reason, str(exc)) from exc
         self._step("transcribe", started)
         return text
+
+    async def _download(self, event: ev.MessageReceived) -> bytes:
+        if not event.media_id or self._wecom is None:
+            raise _VoiceFailedError("download", "voice message without MediaId")
+        # asyncio.timeout() cancels whichever step is running; ffmpeg is killed on cancellation.
+        try:
+            media = await self._wecom.get_media(event.media_id, self._max_bytes)
+        except MediaTooLargeError as exc:
+            raise _VoiceFailedError("too_large", str(exc)) from exc
+        except (TransientError, RetryLaterError, DeliveryRefusedError) as exc:
+            raise _VoiceFailedError("download", f"media/get failed: {exc}") from exc
+        return media.data
+
+
+def _content_type(data: bytes) -> str:
+    """The stored type of inline audio, from its magic bytes."""
+    found = sniff_audio(data)
+    return f"audio/{found.value}" if found is not None else "application/octet-stream"

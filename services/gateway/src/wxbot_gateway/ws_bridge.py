@@ -4,6 +4,8 @@ Frames in: JSON `{"sender": "...", "content": "...", "msg_type": "text"}` (optio
 a resend idempotent), or an image: `{"sender", "msg_type": "image", "image_url": "https://…"}` or
 `"image_base64": "…"` instead of the URL, `content` an optional caption (docs/channels.md). The
 image is fetched, converted and stored (images.py) before the message is published and acked.
+Voice: `{"sender", "msg_type": "voice", "voice_base64": "…"}` (any format ffmpeg decodes: AMR,
+WAV, MP3, Ogg/WebM Opus, M4A), transcribed before the ack as the WeCom app's voice is (voice.py).
 Feedback on an answer: `{"sender", "msg_type": "feedback", "msg_id": <the answered message's>,
 "rating": "up"|"down"}` → `{"type": "ack", "msg_id", "feedback": "recorded"|"duplicate"}` (feedback.py).
 Frames out: `{"type": "ack", "msg_id"}` when the message is in the log,
@@ -45,12 +47,14 @@ from wxbot_gateway.feedback import FeedbackCards, FeedbackRefusedError
 from wxbot_gateway.images import ImageIntake
 from wxbot_gateway.metrics import GatewayMetrics
 from wxbot_gateway.untrusted_json import UntrustedJsonError, encodable, load
+from wxbot_gateway.voice import VoiceIntake
 from wxbot_proto.events.v1 import events_pb2 as ev
 
 CHANNEL = "bridge"
 SUBJECT_PREFIX = "wxbot.bridge"
 MAX_CONTENT_BYTES = 8192
 MAX_URL_CHARS = 4096
+VOICE_TEXT = "[voice]"  # a voice message's text until its transcript replaces it
 SOCKET_GONE = -2  # errcode of a ReplyFailed whose socket has closed
 
 
@@ -65,6 +69,7 @@ class Frame(NamedTuple):
     image_url: str = ""
     image_data: bytes = b""
     rating: str = ""  # a feedback frame's "up" or "down"
+    voice_data: bytes = b""
 
     @property
     def is_image(self) -> bool:
@@ -112,11 +117,11 @@ def parse_frame(raw: str) -> Frame:
     if not isinstance(frame, dict):
         raise FrameError("frame must be a JSON object")
     sender, msg_type = frame.get("sender"), frame.get("msg_type", "text")
-    if msg_type not in ("text", "image", "feedback"):
-        raise FrameError("msg_type must be 'text', 'image' or 'feedback'")
+    if msg_type not in ("text", "image", "voice", "feedback"):
+        raise FrameError("msg_type must be 'text', 'image', 'voice' or 'feedback'")
     if msg_type == "feedback":
         return _feedback_of(frame, sender)
-    content = frame.get("content", "" if msg_type == "image" else None)
+    content = frame.get("content", "" if msg_type in ("image", "voice") else None)
     if not isinstance(sender, str) or not sender.strip() or len(sender) > 128:
         raise FrameError("'sender' must be a non-empty string of at most 128 characters")
     if not isinstance(content, str) or (msg_type == "text" and not content.strip()):
@@ -129,7 +134,20 @@ def parse_frame(raw: str) -> Frame:
     if msg_id is not None and not (isinstance(msg_id, str) and 0 < len(msg_id) <= 128 and encodable(msg_id)):
         raise FrameError("'msg_id' must be a string of at most 128 characters")
     url, data = _image_of(frame) if msg_type == "image" else ("", b"")
-    return Frame(sender.strip(), content, msg_id, url, data)
+    voice = _voice_of(frame) if msg_type == "voice" else b""
+    return Frame(sender.strip(), content, msg_id, url, data, voice_data=voice)
+
+
+def _voice_of(frame: dict[str, object]) -> bytes:
+    """The audio of a voice frame: `voice_base64`, non-empty standard base64."""
+    inline = frame.get("voice_base64")
+    try:
+        data = base64.b64decode(inline, validate=True) if isinstance(inline, str) else b""
+    except (binascii.Error, ValueError):
+        data = b""
+    if not data:
+        raise FrameError("a voice frame needs 'voice_base64': non-empty standard base64 of the audio")
+    return data
 
 
 class BridgeHub:
@@ -211,6 +229,8 @@ def received_from_bridge(frame: Frame, msg_id: str, session: str) -> ev.MessageR
         event = ev.MessageReceived(
             provider_msg_id=msg_id, kind=ev.MESSAGE_KIND_IMAGE, text=frame.content.strip() or IMAGE_TEXT
         )
+    elif frame.voice_data:
+        event = ev.MessageReceived(provider_msg_id=msg_id, kind=ev.MESSAGE_KIND_VOICE, text=VOICE_TEXT)
     else:
         event = ev.MessageReceived(provider_msg_id=msg_id, kind=ev.MESSAGE_KIND_TEXT, text=frame.content)
     event.meta.event_id = inbound_event_id(CHANNEL, sender, msg_id)
@@ -229,6 +249,7 @@ def bridge_router(
     metrics: GatewayMetrics,
     images: ImageIntake | None = None,
     feedback: FeedbackCards | None = None,
+    voice: VoiceIntake | None = None,
 ) -> APIRouter:
     router = APIRouter()
     log = get_logger("wxbot.gateway.bridge")
@@ -265,6 +286,8 @@ def bridge_router(
                         images.from_url(parsed.image_url) if parsed.image_url else images.from_bytes(parsed.image_data)
                     )
                     await images.fill(event, fetch)
+                if voice is not None and parsed.voice_data:  # without voice in, nlp answers the text-only notice
+                    await voice.fill(event, parsed.voice_data)
                 try:
                     await publisher.publish(event)
                 except TransientError as exc:
