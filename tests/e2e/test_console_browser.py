@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.console_helpers import ADMIN, console_url, make_dead_letter
 from tests.e2e.harness import World
-from wxbot_devkit.fakes.media_files import png_bytes
+from wxbot_devkit.fakes.media_files import amr_bytes, png_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -124,6 +124,21 @@ async def test_an_uploaded_image_is_shown_and_answered(console_world: World, pag
     await page.locator("#image").set_input_files(str(big))
     await page.get_by_role("button", name="Send").click()
     await expect(page.locator("#chat li.error").last).to_contain_text("too large")
+
+
+async def test_an_uploaded_voice_message_is_transcribed_and_answered(
+    console_world: World, page: Page, tmp_path: Path
+) -> None:
+    recording = tmp_path / "question.amr"
+    recording.write_bytes(amr_bytes(1.0, seed=11))
+    console_world.llm.media.say("语音里的问题")
+    await log_in_as(page, console_world, f"张三 ({ADMIN})")
+    await page.goto(f"{console_url(console_world)}/playground")
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    await page.locator("#voice").set_input_files(str(recording))
+    await page.get_by_role("button", name="Send").click()
+    await expect(page.locator("#chat li.you audio")).to_have_count(1)
+    await expect(page.locator("#chat li.bot").last).to_contain_text("LLM says: 语音里的问题")
 
 
 async def test_replay_a_dead_letter(console_world: World, page: Page) -> None:

@@ -3,10 +3,12 @@
 The message goes in exactly as a bridge client's does, so safety, context, skills and the
 exactly-once rules are the pipeline's own; the reply comes back on the bridge socket when
 delivery sends it, and is passed to the page as it is. Each admin is one conversation
-(`bridge:ws:user:console-<userid>`). Frames from the page: `{"content", "msg_id", "image_base64"?}`; to the page:
+(`bridge:ws:user:console-<userid>`). Frames from the page: `{"content", "msg_id", "image_base64"?,
+"voice_base64"?}`; to the page:
 `{"type": "ack" | "reply" | "error", ...}` — text only, which the page shows as text. An image
 (`image_base64`, with the text as its caption) goes in as the bridge's image frame; it must fit in
-one frame (MAX_IMAGE_BYTES).
+one frame (MAX_IMAGE_BYTES). A voice file (`voice_base64`, any audio ffmpeg decodes) goes in as the
+bridge's voice frame, transcribed by the gateway; the same size limit.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class PageMessage:
     content: str  # the text, or an image's caption ("" for none)
     msg_id: str | None
     image_base64: str = ""
+    voice_base64: str = ""
 
 
 def page_frame(raw: str) -> PageMessage:
@@ -50,22 +53,26 @@ def page_frame(raw: str) -> PageMessage:
     if not isinstance(frame, dict):
         raise ValueError("frame must be a JSON object")
     content, msg_id, image = frame.get("content", ""), frame.get("msg_id"), frame.get("image_base64", "")
-    if not isinstance(content, str) or not isinstance(image, str):
-        raise ValueError("'content' and 'image_base64' must be strings")
-    if not content.strip() and not image:
+    voice = frame.get("voice_base64", "")
+    if not isinstance(content, str) or not isinstance(image, str) or not isinstance(voice, str):
+        raise ValueError("'content', 'image_base64' and 'voice_base64' must be strings")
+    if image and voice:
+        raise ValueError("send an image or a voice message, not both at once")
+    if not content.strip() and not image and not voice:
         raise ValueError("the message is empty")
     if len(content.encode("utf-8", errors="replace")) > MAX_CONTENT_BYTES:
         raise ValueError(f"the message is longer than {MAX_CONTENT_BYTES} bytes")
     if msg_id is not None and not (isinstance(msg_id, str) and 0 < len(msg_id) <= 100):
         raise ValueError("'msg_id' must be a short string")
-    if image:
-        try:
-            size = len(base64.b64decode(image, validate=True))
-        except (binascii.Error, ValueError) as exc:
-            raise ValueError("the image is not valid base64") from exc
-        if size > MAX_IMAGE_BYTES:
-            raise ValueError(f"the image is {size} bytes; at most {MAX_IMAGE_BYTES} fit in one message")
-    return PageMessage(content, msg_id, image)
+    for what, data in (("image", image), ("voice message", voice)):
+        if data:
+            try:
+                size = len(base64.b64decode(data, validate=True))
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError(f"the {what} is not valid base64") from exc
+            if size > MAX_IMAGE_BYTES:
+                raise ValueError(f"the {what} is {size} bytes; at most {MAX_IMAGE_BYTES} fit in one message")
+    return PageMessage(content, msg_id, image, voice)
 
 
 class Playground:
@@ -116,6 +123,8 @@ class Playground:
             frame: dict[str, Any] = {"sender": sender, "content": message.content, "msg_type": "text"}
             if message.image_base64:
                 frame.update(msg_type="image", image_base64=message.image_base64)
+            elif message.voice_base64:
+                frame.update(msg_type="voice", voice_base64=message.voice_base64)
             if message.msg_id:
                 frame["msg_id"] = message.msg_id
             if bridge.closed:

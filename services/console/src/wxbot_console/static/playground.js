@@ -7,10 +7,11 @@
   const text = document.getElementById("text");
   const status = document.getElementById("status");
   const picker = document.getElementById("image");
+  const voicePicker = document.getElementById("voice");
   let socket = null;
   let backoff = 500;
 
-  function add(kind, who, content, imageUrl) {
+  function add(kind, who, content, imageUrl, audioUrl) {
     const item = document.createElement("li");
     item.className = kind;
     const label = document.createElement("span");
@@ -22,6 +23,13 @@
       picture.src = imageUrl;  // the user's own file, as a data: URL
       picture.alt = content || "image";
       item.appendChild(picture);
+    }
+    if (audioUrl) {
+      const audio = document.createElement("audio");
+      audio.controls = true;
+      audio.src = audioUrl;  // the user's own file, as a data: URL
+      audio.setAttribute("aria-label", voicePicker.dataset.label);
+      item.appendChild(audio);
     }
     item.appendChild(document.createTextNode(content));
     chat.appendChild(item);
@@ -49,7 +57,7 @@
     });
   }
 
-  function readImage(file) {
+  function readFile(file) {
     return new Promise(function (resolve, reject) {
       const reader = new FileReader();
       reader.onload = function () { resolve(String(reader.result)); };
@@ -62,19 +70,28 @@
     event.preventDefault();
     const content = text.value.trim();
     const file = picker.files && picker.files[0];
-    if ((!content && !file) || !socket || socket.readyState !== WebSocket.OPEN) return;
+    const voice = voicePicker.files && voicePicker.files[0];
+    if ((!content && !file && !voice) || !socket || socket.readyState !== WebSocket.OPEN) return;
     const frame = { content: content, msg_id: (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()) };
     let dataUrl = "";
     if (file) {
       const most = Number(picker.dataset.maxBytes);
       if (file.size > most) { add("error", "", picker.dataset.tooBig + " " + Math.floor(most / 1024) + " KiB"); return; }
-      dataUrl = await readImage(file);
+      dataUrl = await readFile(file);
       frame.image_base64 = dataUrl.slice(dataUrl.indexOf(",") + 1);
     }
+    let audioUrl = "";
+    if (voice && !file) {
+      const most = Number(voicePicker.dataset.maxBytes);
+      if (voice.size > most) { add("error", "", voicePicker.dataset.tooBig + " " + Math.floor(most / 1024) + " KiB"); return; }
+      audioUrl = await readFile(voice);
+      frame.voice_base64 = audioUrl.slice(audioUrl.indexOf(",") + 1);
+    }
     socket.send(JSON.stringify(frame));
-    add("you", chat.dataset.you, content, dataUrl);
+    add("you", chat.dataset.you, content || (audioUrl ? voicePicker.dataset.label : ""), dataUrl, audioUrl);
     text.value = "";
     picker.value = "";
+    voicePicker.value = "";
     text.focus();
   });
   text.addEventListener("keydown", function (event) {
