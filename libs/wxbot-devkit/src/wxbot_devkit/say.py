@@ -55,9 +55,17 @@ def wait_reply(api_base: str, user: str, seen: int, timeout_s: float) -> list[st
     while time.monotonic() < deadline:
         msgs = httpx.get(f"{api_base}/_fake/messages", params={"touser": user}, timeout=5).json()["messages"]
         if len(msgs) > seen:
-            return [m["content"] for m in msgs[seen:]]
+            return [_shown(m) for m in msgs[seen:]]
         time.sleep(0.2)  # a polling interval of a CLI, bounded by the deadline
     return []
+
+
+def _shown(message: dict[str, object]) -> str:
+    """A text reply as it is; an image or voice reply as its kind and media id (the fake keeps the file)."""
+    kind = message.get("msgtype", "text")
+    if kind == "text":
+        return str(message.get("content", ""))
+    return f"[{kind} message, media_id {message.get('media_id', '')}]"
 
 
 def count_sent(api_base: str, user: str) -> int | None:
