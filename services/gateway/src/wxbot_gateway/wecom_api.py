@@ -284,6 +284,8 @@ class WeComClient:
                 await self._drop_token(token)
                 if attempt == 1:
                     continue
+                # A fresh token rejected again is still a token problem (a refresh racing another
+                # replica, WeCom propagating it): retry later with backoff, never drop the reply.
                 raise RetryLaterError(errcode, f"{path}: token still rejected after a refresh (errcode {errcode})")
             raise self._refused(path, errcode, str(data.get("errmsg", "")))
         raise AssertionError("unreachable")
@@ -308,21 +310,9 @@ class WeComClient:
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST `body` to a token-authenticated API; its answer (errcode 0), else the classified error."""
-        for attempt in (1, 2):
-            token = await self.token()
-            data = await self._call_json("POST", path, params={"access_token": token}, json=body)
-            errcode = int(data.get("errcode", 0))
-            if errcode == 0:
-                return data
-            if classify(self._flavour.name, errcode).outcome is Outcome.REFRESH_TOKEN:
-                await self._drop_token(token)
-                if attempt == 1:
-                    continue
-                # A fresh token rejected again is still a token problem (a refresh racing another
-                # replica, WeCom propagating it): retry later with backoff, never drop the reply.
-                raise RetryLaterError(errcode, f"{path}: token still rejected after a refresh (errcode {errcode})")
-            raise self._refused(path, errcode, str(data.get("errmsg", "")))
-        raise AssertionError("unreachable")
+        return await self._with_token(
+            path, lambda token: self._call_json("POST", path, params={"access_token": token}, json=body)
+        )
 
     async def get_media(self, media_id: str, max_bytes: int | None = None) -> Media:
         """Download a temporary media file (at most `max_bytes`, else `MediaTooLargeError`); WeCom
