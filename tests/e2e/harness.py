@@ -205,32 +205,26 @@ async def send_text(
 
 async def send_voice(world: World, user: str, media_id: str, msg_id: int | None = None) -> tuple[httpx.Response, int]:
     """POST an encrypted WeCom app voice callback (AMR behind `media_id`, served by the fake's media/get)."""
-    msg_id = msg_id or next(_MSG_IDS)
-    inner = (
-        f"<xml><ToUserName><![CDATA[{CONFIG['corpid']}]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>"
-        f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[voice]]></MsgType>"
-        f"<MediaId><![CDATA[{media_id}]]></MediaId><Format><![CDATA[amr]]></Format>"
-        f"<MsgId>{msg_id}</MsgId><AgentID>{CONFIG['agentid']}</AgentID></xml>"
-    )
-    params, body = _crypto().build_callback(
-        inner, str(int(time.time())), str(msg_id % 1_000_000), CONFIG["corpid"], CONFIG["agentid"]
-    )
-    async with httpx.AsyncClient(base_url=world.stack.gateway_url, timeout=10) as client:
-        resp = await client.post(
-            "/wecom/callback", params=params, content=body.encode(), headers={"Content-Type": "text/xml"}
-        )
-    return resp, msg_id
+    fields = f"<MediaId><![CDATA[{media_id}]]></MediaId><Format><![CDATA[amr]]></Format>"
+    return await send_media_callback(world, user, "voice", fields, msg_id)
 
 
 async def send_image(
     world: World, user: str, media_id: str, pic_url: str = "", msg_id: int | None = None
 ) -> tuple[httpx.Response, int]:
     """POST an encrypted WeCom app image callback (`media_id` for media/get, `pic_url` as WeCom's CDN link)."""
+    fields = f"<PicUrl><![CDATA[{pic_url}]]></PicUrl><MediaId><![CDATA[{media_id}]]></MediaId>"
+    return await send_media_callback(world, user, "image", fields, msg_id)
+
+
+async def send_media_callback(
+    world: World, user: str, msg_type: str, fields: str, msg_id: int | None
+) -> tuple[httpx.Response, int]:
+    """POST an encrypted WeCom app callback of `msg_type` whose own XML elements are `fields`."""
     msg_id = msg_id or next(_MSG_IDS)
     inner = (
         f"<xml><ToUserName><![CDATA[{CONFIG['corpid']}]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>"
-        f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[image]]></MsgType>"
-        f"<PicUrl><![CDATA[{pic_url}]]></PicUrl><MediaId><![CDATA[{media_id}]]></MediaId>"
+        f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[{msg_type}]]></MsgType>{fields}"
         f"<MsgId>{msg_id}</MsgId><AgentID>{CONFIG['agentid']}</AgentID></xml>"
     )
     params, body = _crypto().build_callback(
@@ -277,3 +271,15 @@ async def send_until_accepted(world: World, user: str, text: str, timeout_s: flo
             pass
         assert time.monotonic() < deadline, "the gateway never accepted the callback"
         await asyncio.sleep(0.2)
+
+
+async def counter_by_label(world: World, service: str, metric: str, label: str) -> dict[str, float]:
+    """A counter's samples summed over `service`'s replicas, by the value of `label`."""
+    found: dict[str, float] = {}
+    async with httpx.AsyncClient(timeout=5) as client:
+        for url in world.stack.service_urls()[service]:
+            for line in (await client.get(f"{url}/metrics")).text.splitlines():
+                if line.startswith(f"{metric}{{") and f'{label}="' in line:
+                    value = line.split(f'{label}="', 1)[1].split('"', 1)[0]
+                    found[value] = found.get(value, 0.0) + float(line.rsplit(" ", 1)[1])
+    return found

@@ -20,7 +20,17 @@ import httpx
 import pytest
 import websockets
 
-from tests.e2e.harness import CONFIG, VECTORS, World, llm_reply, logged, running_world, send_image, send_text
+from tests.e2e.harness import (
+    CONFIG,
+    VECTORS,
+    World,
+    counter_by_label,
+    llm_reply,
+    logged,
+    running_world,
+    send_image,
+    send_text,
+)
 from wxbot_common.media.ffmpeg import Ffmpeg
 from wxbot_common.nats.subjects import EventKind
 from wxbot_devkit.fakes.llm import ChatRequest
@@ -94,14 +104,7 @@ def image_requests(world: World, data: bytes) -> list[ChatRequest]:
 
 async def image_outcomes(world: World) -> dict[str, float]:
     """`wxbot_gateway_image_total` by outcome."""
-    found: dict[str, float] = {}
-    async with httpx.AsyncClient(timeout=5) as client:
-        for url in world.stack.service_urls()["gateway"]:
-            for line in (await client.get(f"{url}/metrics")).text.splitlines():
-                if line.startswith("wxbot_gateway_image_total{"):
-                    outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
-                    found[outcome] = found.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
-    return found
+    return await counter_by_label(world, "gateway", "wxbot_gateway_image_total", "outcome")
 
 
 async def received(world: World, user: str) -> list[ev.MessageReceived]:

@@ -10,11 +10,10 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 import websockets
 
-from tests.e2e.harness import CONFIG, World, logged, running_world, send_text, send_voice
+from tests.e2e.harness import CONFIG, World, counter_by_label, logged, running_world, send_text, send_voice
 from wxbot_common.nats.subjects import EventKind
 from wxbot_devkit.fakes.media_files import amr_bytes
 from wxbot_devkit.otlp_sink import SpanRecord
@@ -49,14 +48,7 @@ def asked(world: World, text: str) -> bool:
 
 async def voice_outcomes(world: World) -> dict[str, float]:
     """`wxbot_gateway_voice_total` by outcome, over the gateway replicas."""
-    found: dict[str, float] = {}
-    async with httpx.AsyncClient(timeout=5) as client:
-        for url in world.stack.service_urls()["gateway"]:
-            for line in (await client.get(f"{url}/metrics")).text.splitlines():
-                if line.startswith("wxbot_gateway_voice_total{"):
-                    outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
-                    found[outcome] = found.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
-    return found
+    return await counter_by_label(world, "gateway", "wxbot_gateway_voice_total", "outcome")
 
 
 async def received(world: World, user: str) -> list[ev.MessageReceived]:
