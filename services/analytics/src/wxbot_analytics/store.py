@@ -8,6 +8,7 @@ block, so the service calls them through `asyncio.to_thread`.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,7 +44,12 @@ def _json_lines(columns: Sequence[str], rows: Sequence[Row]) -> bytes:
 
 
 class EmbeddedStore:
-    """chDB: ClickHouse inside this process, its data in a directory (one process at a time)."""
+    """chDB: ClickHouse inside this process, its data in a directory (one process at a time).
+
+    The session is one connection: chDB refuses a query while an insert streams on it, and the
+    projection's inserts and the report API's queries run on different threads, so every call
+    holds the session's lock.
+    """
 
     kind = "embedded"
 
@@ -52,6 +58,7 @@ class EmbeddedStore:
 
         session_type: Any = chdb_session.Session  # chDB's own functions carry no annotations
         path.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
         try:
             self._session: Any = session_type(str(path))
         except RuntimeError as exc:
@@ -65,13 +72,15 @@ class EmbeddedStore:
 
     def command(self, sql: str, params: Params | None = None) -> None:
         try:
-            self._session.query(sql, "Null", params=dict(params or {}))
+            with self._lock:
+                self._session.query(sql, "Null", params=dict(params or {}))
         except RuntimeError as exc:
             raise StoreError(str(exc)) from exc
 
     def rows(self, sql: str, params: Params | None = None) -> list[Row]:
         try:
-            result = self._session.query(sql, "JSONEachRow", params=dict(params or {}))
+            with self._lock:
+                result = self._session.query(sql, "JSONEachRow", params=dict(params or {}))
         except RuntimeError as exc:
             raise StoreError(str(exc)) from exc
         text = result.bytes().decode() if hasattr(result, "bytes") else str(result)
@@ -82,14 +91,15 @@ class EmbeddedStore:
             return
         statement = f"INSERT INTO {_ident(self.database)}.{_ident(table)} ({', '.join(map(_ident, columns))})"
         try:
-            with self._session.send_insert(statement, "JSONEachRow") as inserter:
+            with self._lock, self._session.send_insert(statement, "JSONEachRow") as inserter:
                 inserter.append(_json_lines(columns, rows))
                 inserter.finish()
         except RuntimeError as exc:
             raise StoreError(str(exc)) from exc
 
     def close(self) -> None:
-        self._session.close()
+        with self._lock:
+            self._session.close()
 
 
 class ServerStore:
