@@ -230,6 +230,7 @@ class Projector:
     async def _fold(self) -> None:
         while True:
             await self._arrived.wait()
+            await asyncio.sleep(0)  # one more loop turn: the events read meanwhile join this batch
             self._arrived.clear()
             while self._queue:
                 batch, self._queue = self._queue[:BATCH_MAX], self._queue[BATCH_MAX:]
