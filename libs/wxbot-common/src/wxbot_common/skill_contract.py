@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -66,8 +67,9 @@ HEADER_REPLY_TO = "Wxbot-Reply-To"  # the ReplyAddress, protobuf, base64url: opa
 _SAFE = ":@._-~+=/!$&'()*,;"
 
 
+@functools.cache
 def channel_name(channel: int) -> str:
-    """`CHANNEL_WECOM_APP` → `wecom_app` (what `Wxbot-Channel` carries)."""
+    """`CHANNEL_WECOM_APP` → `wecom_app` (what `Wxbot-Channel` carries); cached, as it runs per message."""
     known = {number: name for name, number in ev.Channel.items()}
     return known.get(ev.Channel.ValueType(channel), "").removeprefix("CHANNEL_").lower()
 
