@@ -32,6 +32,7 @@ import aiohttp
 import uvloop
 from redis.asyncio import Redis
 
+from bench.host_speed import reference_loop_ms
 from bench.procstat import Meter
 from bench.profiler import Profiler
 from bench.report import Results
@@ -389,6 +390,7 @@ def new_results(args: argparse.Namespace, replicas: dict[str, int]) -> Results:
 async def run(args: argparse.Namespace) -> Results:
     replicas = replicas_of(args)
     results = new_results(args, replicas)
+    results.host_loop_ms = reference_loop_ms()
     tracker = Tracker()
     wecom = FakeWeCom(corp_id=CORP_ID, corp_secret=SECRET, on_message=tracker.on_message)
     llm = FakeLLM(latency_s=args.llm_latency)

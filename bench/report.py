@@ -87,6 +87,7 @@ class Results:
     sampler: str = "parentbased_always_on"
     machine: str = field(default_factory=machine)
     cores: int = field(default_factory=usable_cores)
+    host_loop_ms: float | None = None  # bench.host_speed: CPU ms of a fixed workload before the run
     sent: int = 0
     replies: int = 0  # messages that got at least one reply
     lost: int = 0
@@ -173,6 +174,14 @@ class Results:
         lines = [
             f"wxbot bench — {self.scenario}: {self.description}",
             f"  machine                {self.machine}",
+            *(
+                [
+                    f"  host speed             reference loop {self.host_loop_ms:.0f} ms of CPU before the run "
+                    "(this VM drifts: compare CPU figures only between runs with similar values)"
+                ]
+                if self.host_loop_ms is not None
+                else []
+            ),
             f"  load                   {self._load_line()}; fake LLM {self.llm_latency_s * 1000:.0f} ms, "
             f"WeCom delivers {self.retry_rate:.0%} twice",
             f"  replicas               {layout}",
@@ -309,6 +318,7 @@ class Results:
             "description": self.description,
             "machine": self.machine,
             "cores": self.cores,
+            "host_reference_loop_ms": self.host_loop_ms,
             "config": {
                 "mode": self.mode,
                 "users": self.users,

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from bench.host_speed import reference_loop_ms
 from bench.load import parse_args
 from bench.procstat import (
     CLK_TCK,
@@ -169,3 +170,12 @@ def test_report_renders_and_serializes_an_empty_run() -> None:
     assert "replies/s" in text and "send lag" in text
     json.dumps(results.to_json(), allow_nan=False)
     assert ceiling(2, 20.0) == pytest.approx(100.0)
+
+
+def test_host_speed_is_measured_and_reported_with_the_run() -> None:
+    loop_ms = reference_loop_ms(repeats=1)
+    assert 1.0 < loop_ms < 10_000.0
+    results = Results("custom", "nothing", "closed", 1, 0, 0.0, 0.0, host_loop_ms=loop_ms)
+    assert f"reference loop {loop_ms:.0f} ms of CPU" in results.render()
+    assert results.to_json()["host_reference_loop_ms"] == loop_ms
+    assert "host speed" not in Results("custom", "nothing", "closed", 1, 0, 0.0, 0.0).render()
