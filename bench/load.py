@@ -432,6 +432,7 @@ async def run(args: argparse.Namespace) -> Results:
                 before = await redis_calls(stack.redis.url)
                 await drive(args, stack.gateway_urls, tracker, results, meter, wecom, llm)
                 after = await redis_calls(stack.redis.url)
+                results.host_loop_after_ms = reference_loop_ms()
                 results.redis_calls = {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
                 if profiler is not None:
                     results.profile_dir = str(profiler.out_dir)

@@ -88,6 +88,7 @@ class Results:
     machine: str = field(default_factory=machine)
     cores: int = field(default_factory=usable_cores)
     host_loop_ms: float | None = None  # bench.host_speed: CPU ms of a fixed workload before the run
+    host_loop_after_ms: float | None = None  # … and after it (the host's speed drifts within minutes)
     sent: int = 0
     replies: int = 0  # messages that got at least one reply
     lost: int = 0
@@ -176,8 +177,9 @@ class Results:
             f"  machine                {self.machine}",
             *(
                 [
-                    f"  host speed             reference loop {self.host_loop_ms:.0f} ms of CPU before the run "
-                    "(this VM drifts: compare CPU figures only between runs with similar values)"
+                    f"  host speed             reference loop {self.host_loop_ms:.0f} ms of CPU before the run"
+                    + (f", {self.host_loop_after_ms:.0f} after" if self.host_loop_after_ms is not None else "")
+                    + " (~100 on a quiet reference machine; a VM drifts: compare CPU figures at similar values)"
                 ]
                 if self.host_loop_ms is not None
                 else []
@@ -318,7 +320,7 @@ class Results:
             "description": self.description,
             "machine": self.machine,
             "cores": self.cores,
-            "host_reference_loop_ms": self.host_loop_ms,
+            "host_reference_loop_ms": {"before": self.host_loop_ms, "after": self.host_loop_after_ms},
             "config": {
                 "mode": self.mode,
                 "users": self.users,

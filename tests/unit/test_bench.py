@@ -175,7 +175,7 @@ def test_report_renders_and_serializes_an_empty_run() -> None:
 def test_host_speed_is_measured_and_reported_with_the_run() -> None:
     loop_ms = reference_loop_ms(repeats=1)
     assert 1.0 < loop_ms < 10_000.0
-    results = Results("custom", "nothing", "closed", 1, 0, 0.0, 0.0, host_loop_ms=loop_ms)
-    assert f"reference loop {loop_ms:.0f} ms of CPU" in results.render()
-    assert results.to_json()["host_reference_loop_ms"] == loop_ms
+    results = Results("custom", "nothing", "closed", 1, 0, 0.0, 0.0, host_loop_ms=loop_ms, host_loop_after_ms=250.0)
+    assert f"reference loop {loop_ms:.0f} ms of CPU before the run, 250 after" in results.render()
+    assert results.to_json()["host_reference_loop_ms"] == {"before": loop_ms, "after": 250.0}
     assert "host speed" not in Results("custom", "nothing", "closed", 1, 0, 0.0, 0.0).render()
