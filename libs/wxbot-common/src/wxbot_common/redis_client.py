@@ -12,16 +12,92 @@ failed handlers and retries that never caught up (found by `make chaos`).
 
 from __future__ import annotations
 
-from redis.asyncio import BlockingConnectionPool, Redis
+import asyncio
+from collections import deque
+from typing import Any
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 MAX_CONNECTIONS = 256  # per client (process); Redis itself accepts 10 000 clients
 POOL_WAIT_S = 10.0  # how long a command waits for a connection before it fails
 
 
+class WaitingPool(ConnectionPool):
+    """A pool that waits (up to `timeout` s) for a connection when all are in use, and costs
+    little when one is free — which is nearly always.
+
+    redis-py's `BlockingConnectionPool` takes an `asyncio.Condition`, an `async_timeout` and the
+    pool lock around every command, and both of redis-py's pools record connection metrics (no-ops
+    unless redis-py's own observability is set up) and dispatch a release event after it. That is
+    about half of a GET's client-side CPU: `python -m bench.redis_pool` on the reference box,
+    83 against 143 µs per command one at a time, 27 against 57 µs with 20 in flight.
+    Waiters queue in order and are woken one per released connection.
+    A connection handed out is checked as redis-py checks it (connected, nothing unread left by an
+    interrupted command).
+    """
+
+    def __init__(self, *, timeout: float = POOL_WAIT_S, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._wait_s = timeout
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> AbstractConnection:
+        if self._waiters or not self.can_get_connection():
+            await self._wait_for_room()
+        connection: AbstractConnection = self.get_available_connection()  # type: ignore[no-untyped-call]
+        try:
+            if not connection.is_connected:
+                await connection.connect()  # type: ignore[no-untyped-call]
+            elif await connection.can_read():  # a reply left unread: start afresh
+                await connection.disconnect()
+                await connection.connect()  # type: ignore[no-untyped-call]
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
+
+    async def _wait_for_room(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._wait_s
+        while self._waiters or not self.can_get_connection():
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except TimeoutError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken as the deadline passed: hand the connection on
+                raise RedisConnectionError("No connection available.") from None
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+            if self.can_get_connection():
+                return
+
+    async def release(self, connection: AbstractConnection) -> None:
+        self._in_use_connections.discard(connection)
+        if connection.should_reconnect():  # type: ignore[no-untyped-call]
+            await connection.disconnect()
+        self._available_connections.append(connection)
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+
 def create_redis(url: str, *, socket_timeout_s: float | None = None, max_connections: int = MAX_CONNECTIONS) -> Redis:
     """A client on `url` (REDIS_URL); commands in flight at once each get a pooled connection, up to
     `max_connections`; more wait (up to POOL_WAIT_S) for one to be free."""
-    pool = BlockingConnectionPool.from_url(
+    pool = WaitingPool.from_url(
         url,
         max_connections=max_connections,
         timeout=POOL_WAIT_S,
