@@ -67,10 +67,12 @@ class WaitingPool(ConnectionPool):
             try:
                 async with asyncio.timeout_at(deadline):
                     await waiter
-            except TimeoutError:
+            except BaseException as exc:
                 if waiter.done() and not waiter.cancelled():
-                    self._wake_one()  # woken as the deadline passed: hand the connection on
-                raise RedisConnectionError("No connection available.") from None
+                    self._wake_one()  # woken just as the deadline passed or the caller was cancelled: pass it on
+                if isinstance(exc, TimeoutError):
+                    raise RedisConnectionError("No connection available.") from None
+                raise
             finally:
                 if not waiter.done():
                     waiter.cancel()
