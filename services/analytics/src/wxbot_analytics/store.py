@@ -103,7 +103,11 @@ class EmbeddedStore:
 
 
 class ServerStore:
-    """A ClickHouse server over HTTP (clickhouse-connect), e.g. in Kubernetes."""
+    """A ClickHouse server over HTTP (clickhouse-connect), e.g. in Kubernetes.
+
+    The client is thread-safe without a session (its HTTP pool gives each statement its own
+    connection), so concurrent inserts and queries need no lock here.
+    """
 
     kind = "server"
 
@@ -122,6 +126,9 @@ class ServerStore:
                 password=parts.password or "",
                 secure=parts.scheme == "https",
                 database="default",
+                # no session: the projection inserts and the report API queries from different
+                # threads at once, which ClickHouse refuses within one session
+                autogenerate_session_id=False,
             )
             self._client.command(f"CREATE DATABASE IF NOT EXISTS {_ident(self.database)}")
         except self._errors as exc:
