@@ -239,7 +239,11 @@ async def send_media_callback(
 
 async def logged(world: World, kind: EventKind, conversation_id: str) -> list[bytes]:
     """Every event of `kind` in the log for one conversation, oldest first (what analytics sees)."""
-    subject = kind.subject(conversation_id)
+    return await logged_on(world, kind.subject(conversation_id))
+
+
+async def logged_on(world: World, subject: str) -> list[bytes]:
+    """Every event in the log on `subject` (may be a wildcard), oldest first."""
     nc = await nats.connect(world.stack.nats.url)
     found: list[bytes] = []
     try:

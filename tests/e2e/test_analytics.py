@@ -18,9 +18,8 @@ import httpx
 import nats
 import pytest
 import websockets
-from nats.js.errors import NotFoundError
 
-from tests.e2e.harness import CONFIG, World, _crypto, running_world, send_text
+from tests.e2e.harness import CONFIG, World, _crypto, logged_on, running_world, send_text
 from wxbot_common.ids import derived_event_id, inbound_event_id, now_timestamp
 from wxbot_common.nats.subjects import EVENTS_STREAM, HEADER_MSG_ID, EventKind
 from wxbot_common.nats.topology import ANALYTICS_PROJECTION
@@ -57,21 +56,7 @@ def api(world: World) -> str:
 
 async def all_logged(world: World, kind: EventKind) -> list[Any]:
     """Every event of one kind in the log (decoded), oldest first."""
-    nc = await nats.connect(world.stack.nats.url)
-    found: list[Any] = []
-    try:
-        js = nc.jetstream()
-        seq = 1
-        while True:
-            try:
-                msg = await js.get_msg(EVENTS_STREAM, seq, subject=kind.wildcard, next=True)
-            except NotFoundError:
-                return found
-            assert msg.data is not None and msg.seq is not None
-            found.append(kind.decode(msg.data))
-            seq = msg.seq + 1
-    finally:
-        await nc.drain()
+    return [kind.decode(data) for data in await logged_on(world, kind.wildcard)]
 
 
 async def report(world: World, **params: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from redis.asyncio import Redis
@@ -72,6 +73,20 @@ def card_for(task_id: str) -> dict[str, object]:
             {"type": 0, "text": "👎 没用", "style": 2, "key": f"fb:down:{task_id}"},
         ],
     }
+
+
+def rating_event(answer: dict[str, Any], user: str, rating: str, event_id: str, correlation: str) -> ev.FeedbackGiven:
+    """An explicit rating of a remembered answer (its Redis record): the fields both ways to rate share."""
+    event = ev.FeedbackGiven(reply_event_id=answer["reply"], rating=KEYS[rating], kind=ev.FEEDBACK_KIND_EXPLICIT)
+    event.reply_to.user_id = user
+    meta = event.meta
+    meta.event_id = event_id
+    meta.conversation_id = answer["conversation"]
+    meta.causation_id = answer["reply"]
+    meta.correlation_id = correlation
+    meta.origin_sequence = int(answer["origin_sequence"])
+    meta.occurred_at.CopyFrom(now_timestamp())
+    return event
 
 
 class FeedbackCards:
@@ -182,16 +197,10 @@ class FeedbackCards:
             raise FeedbackRefusedError(
                 f"no answer to rate for msg_id {msg_id!r}: not answered by the bot, or older than the feedback window"
             )
-        event = ev.FeedbackGiven(reply_event_id=answer["reply"], rating=KEYS[rating], kind=ev.FEEDBACK_KIND_EXPLICIT)
-        event.reply_to.user_id = sender
-        meta = event.meta
-        meta.event_id = feedback_event_id(sender, f"bridge:{correlation}", rating)
-        meta.conversation_id = answer["conversation"]
-        meta.causation_id = answer["reply"]
-        meta.correlation_id = correlation
-        meta.channel = ev.CHANNEL_WEBSOCKET
-        meta.origin_sequence = int(answer["origin_sequence"])
-        meta.occurred_at.CopyFrom(now_timestamp())
+        event = rating_event(
+            answer, sender, rating, feedback_event_id(sender, f"bridge:{correlation}", rating), correlation
+        )
+        event.meta.channel = ev.CHANNEL_WEBSOCKET
         ack = await self._publisher.publish(event)
         if ack is None or ack.duplicate:
             self._outcomes.labels("duplicate").inc()
@@ -218,22 +227,10 @@ class FeedbackCards:
         task = json.loads(raw)
         if task["user"] != user:
             return self._ignored("wrong_user")
-        event = ev.FeedbackGiven(
-            reply_event_id=task["reply"],
-            rating=KEYS[parts[1]],
-            kind=ev.FEEDBACK_KIND_EXPLICIT,
-            task_id=task_id,
-            key=key,
-        )
-        event.reply_to.corp_id, event.reply_to.agent_id, event.reply_to.user_id = task["corp"], task["agent"], user
-        meta = event.meta
-        meta.event_id = feedback_event_id(user, task_id, key)
-        meta.conversation_id = task["conversation"]
-        meta.causation_id = task["reply"]
-        meta.correlation_id = task["correlation"]
-        meta.channel = ev.CHANNEL_WECOM_APP
-        meta.origin_sequence = int(task["origin_sequence"])
-        meta.occurred_at.CopyFrom(now_timestamp())
+        event = rating_event(task, user, parts[1], feedback_event_id(user, task_id, key), task["correlation"])
+        event.task_id, event.key = task_id, key
+        event.reply_to.corp_id, event.reply_to.agent_id = task["corp"], task["agent"]
+        event.meta.channel = ev.CHANNEL_WECOM_APP
         try:
             if self._seen is not None:
                 ack = await self._seen.publish_once(event, self._publisher, message.create_time)

@@ -311,14 +311,21 @@ class FakeWeCom(FakeService):
             self._tokens[token] = now + self.token_ttl_s
         return JSONResponse({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": self.token_ttl_s})
 
+    def _agentid_error(self, body: dict[str, Any]) -> int:
+        """The errcode of a body's `agentid` (0: this app's), required by message/send and update_template_card."""
+        agentid = body.get("agentid")
+        if not isinstance(agentid, int) or isinstance(agentid, bool):
+            return 40056
+        if self.agent_id is not None and agentid != self.agent_id:
+            return 301002
+        return 0
+
     def _validate_send(self, body: object) -> tuple[int, SentMessage | None]:
         if not isinstance(body, dict):
             return 47001, None
-        agentid = body.get("agentid")
-        if not isinstance(agentid, int) or isinstance(agentid, bool):
-            return 40056, None
-        if self.agent_id is not None and agentid != self.agent_id:
-            return 301002, None
+        if errcode := self._agentid_error(body):
+            return errcode, None
+        agentid = body["agentid"]
         touser = body.get("touser")
         if not isinstance(touser, str) or not touser:
             return 82001, None
@@ -382,7 +389,8 @@ class FakeWeCom(FakeService):
             body = json.loads(await request.body())
         except ValueError:
             return JSONResponse(error_body(47001))
-        errcode = self.cards.update(body)
+        errcode = self._agentid_error(body) if isinstance(body, dict) else 47001
+        errcode = errcode or self.cards.update(body)
         return JSONResponse(error_body(errcode) if errcode else {"errcode": 0, "errmsg": "ok", "invaliduser": []})
 
     def _token_error(self, errcode: int) -> int:
