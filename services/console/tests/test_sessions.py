@@ -12,21 +12,15 @@ import pytest
 from redis.asyncio import Redis
 
 from wxbot_console.sessions import SessionStore
-from wxbot_devkit.launch import RedisServer
+from wxbot_devkit.launch import redis_client
 
 pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
 async def redis(tmp_path: Path) -> AsyncIterator[Redis]:
-    server = RedisServer(tmp_path)
-    await server.start()
-    client = Redis.from_url(server.url)
-    try:
+    async with redis_client(tmp_path) as client:
         yield client
-    finally:
-        await client.aclose()
-        await server.stop()
 
 
 async def test_a_session_is_found_only_by_its_own_signed_cookie(redis: Redis) -> None:

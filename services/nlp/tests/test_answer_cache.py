@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from wxbot_devkit.launch import RedisServer, free_port
+from wxbot_devkit.launch import free_port, redis_client
 from wxbot_nlp.answer_cache import AnswerCache, Claim
 
 pytestmark = pytest.mark.timeout(30)
@@ -18,12 +18,8 @@ pytestmark = pytest.mark.timeout(30)
 
 @pytest.fixture(scope="module")
 async def redis(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Redis]:
-    server = RedisServer(Path(tmp_path_factory.mktemp("redis")))
-    await server.start()
-    client = Redis.from_url(server.url)
-    yield client
-    await client.aclose()
-    await server.stop()
+    async with redis_client(Path(tmp_path_factory.mktemp("redis"))) as client:
+        yield client
 
 
 async def claim(cache: AnswerCache, scope: str, question: str) -> Claim:

@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from wxbot_common.media.store import MediaRef
-from wxbot_devkit.launch import RedisServer
+from wxbot_devkit.launch import redis_client
 from wxbot_nlp.vision import PendingImages
 
 pytestmark = pytest.mark.timeout(30)
@@ -20,12 +20,8 @@ NEWER = MediaRef("sha256-bb", 99, "image/jpeg", "bb" * 32)
 
 @pytest.fixture(scope="module")
 async def redis(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Redis]:
-    server = RedisServer(Path(tmp_path_factory.mktemp("redis")))
-    await server.start()
-    client = Redis.from_url(server.url)
-    yield client
-    await client.aclose()
-    await server.stop()
+    async with redis_client(Path(tmp_path_factory.mktemp("redis"))) as client:
+        yield client
 
 
 async def test_the_first_question_within_the_window_claims_the_image_and_keeps_it_on_redelivery(redis: Redis) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from wxbot_devkit.launch import RedisServer
+from wxbot_devkit.launch import redis_client
 from wxbot_safety.ratelimit import RateCounter
 
 pytestmark = pytest.mark.timeout(30)
@@ -16,14 +16,8 @@ pytestmark = pytest.mark.timeout(30)
 
 @pytest.fixture
 async def redis(tmp_path: Path) -> AsyncIterator[Redis]:
-    server = RedisServer(tmp_path)
-    await server.start()
-    client = Redis.from_url(server.url)
-    try:
+    async with redis_client(tmp_path) as client:
         yield client
-    finally:
-        await client.aclose()
-        await server.stop()
 
 
 async def test_a_redelivered_message_gets_the_counts_of_its_first_delivery(redis: Redis) -> None:

@@ -16,11 +16,14 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 import httpx
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 COLOURS = ["\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[31m", "\033[96m", "\033[95m"]
 RESET = "\033[0m"
@@ -319,3 +322,18 @@ class RedisServer:
 
     async def stop(self) -> None:
         await self.child.stop()
+
+
+@contextlib.asynccontextmanager
+async def redis_client(data_dir: Path) -> AsyncIterator[Redis]:
+    """A client of a fresh redis-server in `data_dir`, both closed on exit: the real Redis of unit tests."""
+    from redis.asyncio import Redis
+
+    server = RedisServer(data_dir)
+    await server.start()
+    client = Redis.from_url(server.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        await server.stop()

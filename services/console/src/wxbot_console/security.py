@@ -1,4 +1,4 @@
-"""What every request goes through: a body size limit, security headers, and who is asking.
+"""What every request goes through: a body size limit, security headers, and where a WebSocket comes from.
 
 The Content-Security-Policy allows scripts and styles from the console itself only, so text
 that reaches a page (a chat message, a dead letter's reason) could not run even if it were not
@@ -7,13 +7,9 @@ escaped; it is escaped all the same (Jinja autoescape, `textContent` in the scri
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from wxbot_console.sessions import SESSION_COOKIE, Session, SessionStore
 
 HEADERS = [
     (
@@ -74,19 +70,6 @@ class Guard:
 
 def _too_large(limit: int) -> PlainTextResponse:
     return PlainTextResponse(f"request body too large: at most {limit} bytes are accepted", status_code=413)
-
-
-@dataclass(frozen=True, slots=True)
-class Visitor:
-    session: Session | None
-
-    @property
-    def user(self) -> str:
-        return self.session.user if self.session else ""
-
-
-async def visitor(conn: HTTPConnection, sessions: SessionStore) -> Visitor:
-    return Visitor(await sessions.load(conn.cookies.get(SESSION_COOKIE)))
 
 
 def same_origin(conn: HTTPConnection, public_url: str) -> bool:

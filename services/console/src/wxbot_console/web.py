@@ -16,7 +16,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -30,11 +30,11 @@ from wxbot_console.analytics import AnalyticsClient
 from wxbot_console.audit import AuditLog
 from wxbot_console.config_view import active_settings
 from wxbot_console.deadletters import DeadLetters, NoSuchDeadLetterError
-from wxbot_console.editable_files import EditableFiles, InvalidFileError
+from wxbot_console.editable_files import EditableFile, EditableFiles, InvalidFileError
 from wxbot_console.i18n import LANG_COOKIE, LANGS, language, translator
 from wxbot_console.playground import MAX_IMAGE_BYTES, Playground
 from wxbot_console.sampler import MetricsSampler
-from wxbot_console.security import same_origin, visitor
+from wxbot_console.security import same_origin
 from wxbot_console.sessions import SESSION_COOKIE, STATE_COOKIE, STATE_TTL_S, Session, SessionStore
 from wxbot_console.settings import ConsoleSettings
 from wxbot_console.wecom_login import LoginFailedError, WeComLogin
@@ -82,13 +82,21 @@ def console_routes(console: Console) -> list[BaseRoute]:
             response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, httponly=True, samesite="lax", secure=secure)
         return response
 
-    def refuse(request: Request, key: str, status: int, session: Session | None = None) -> Response:
+    def refuse(
+        request: Request, key: str, status: int, session: Session | None = None, message: str | None = None
+    ) -> Response:
         t = translator(language(request))
-        return render(request, "message.html", "refused", session, status, heading=t["refused"], message=t[key])
+        return render(
+            request, "message.html", "refused", session, status, heading=t["refused"], message=message or t[key]
+        )
 
-    async def admin(request: Request) -> Session | None:
-        found = (await visitor(request, console.sessions)).session
+    async def admin(conn: HTTPConnection) -> Session | None:
+        found = await console.sessions.load(conn.cookies.get(SESSION_COOKIE))
         return found if found is not None and _is_admin(found.user, settings) else None
+
+    def file_of(request: Request) -> EditableFile | None:
+        index = _int(request.path_params["index"])
+        return console.files.find(request.path_params["kind"], -1 if index is None else index)
 
     async def change(request: Request) -> tuple[Session | None, Response | None, Any]:
         """The session and form of a POST, or the refusal (no session: 401; bad CSRF: 403)."""
@@ -131,15 +139,7 @@ def console_routes(console: Console) -> list[BaseRoute]:
             userid = await console.wecom.member_of(code)
         except LoginFailedError as exc:
             log.warning("login_refused", reason="code", error=str(exc))
-            return render(
-                request,
-                "message.html",
-                "refused",
-                None,
-                403,
-                heading=translator(language(request))["refused"],
-                message=str(exc),
-            )
+            return refuse(request, "refused", 403, message=str(exc))
         if userid not in settings.admins:
             log.warning("login_refused", reason="not_admin", user=userid)
             return refuse(request, "not_admin", 403)
@@ -208,8 +208,8 @@ def console_routes(console: Console) -> list[BaseRoute]:
         return render(request, "playground.html", "playground", session, max_image_bytes=MAX_IMAGE_BYTES)
 
     async def playground_socket(websocket: WebSocket) -> None:
-        session = await console.sessions.load(websocket.cookies.get(SESSION_COOKIE))
-        if session is None or not _is_admin(session.user, settings) or not same_origin(websocket, settings.public_url):
+        session = await admin(websocket)
+        if session is None or not same_origin(websocket, settings.public_url):
             await websocket.close(code=1008)  # before accept: the handshake gets HTTP 403
             return
         await websocket.accept()
@@ -283,8 +283,7 @@ def console_routes(console: Console) -> list[BaseRoute]:
         session = await admin(request)
         if session is None:
             return RedirectResponse("/login", status_code=303)
-        index = _int(request.path_params["index"])
-        file = console.files.find(request.path_params["kind"], -1 if index is None else index)
+        file = file_of(request)
         if file is None:
             return await operations(request, session, "no such file", 404)
         return render(request, "file.html", "operations", session, file=file, content=console.files.read(file))
@@ -294,8 +293,7 @@ def console_routes(console: Console) -> list[BaseRoute]:
         if refused is not None:
             return refused
         assert session is not None
-        index = _int(request.path_params["index"])
-        file = console.files.find(request.path_params["kind"], -1 if index is None else index)
+        file = file_of(request)
         if file is None:
             return await operations(request, session, "no such file", 404)
         content = str(form.get("content", ""))

@@ -2,9 +2,10 @@
 
 As the real one (wecom-media-oauth-cards.md §4.1, §4.3): `GET /wwlogin/sso/login` takes
 `login_type=CorpApp`, `appid` (the CorpID), `agentid`, `redirect_uri` and `state`; a member who
-confirms is sent to `redirect_uri?code=CODE&state=STATE` (state returned unchanged). A code is
-bound to the app it was issued for, works once, and expires after five minutes; anything else —
-unknown, used, expired, or another app's — is errcode 40029 at `cgi-bin/auth/getuserinfo`.
+confirms is sent to `redirect_uri?code=CODE&state=STATE` (state returned unchanged). A code
+works once and expires after five minutes; anything else — unknown, used or expired — is errcode
+40029 at `cgi-bin/auth/getuserinfo`. (The fake has one app per corp, so "another app's code" and
+the app's trusted redirect domain (50001) are not modelled.)
 The page is plain HTML: a browser (or a test with an HTTP client) picks a member and confirms.
 """
 
@@ -31,8 +32,6 @@ LOGIN_FIELDS = ("login_type", "appid", "agentid", "redirect_uri", "state")
 @dataclass(frozen=True, slots=True)
 class IssuedCode:
     userid: str
-    corp_id: str
-    agent_id: str
     expires_at: float  # time.monotonic()
 
 
@@ -56,7 +55,6 @@ class WebLogin:
         self.code_ttl_s = code_ttl_s
         self._codes: dict[str, IssuedCode] = {}
         self._lock = threading.Lock()
-        self.exchanges = 0
 
     # -- knobs --------------------------------------------------------------------------------------
 
@@ -92,7 +90,7 @@ class WebLogin:
         now = time.monotonic()
         with self._lock:
             self._codes = {c: i for c, i in self._codes.items() if i.expires_at > now}
-            self._codes[code] = IssuedCode(userid, self.corp_id, params["agentid"], now + self.code_ttl_s)
+            self._codes[code] = IssuedCode(userid, now + self.code_ttl_s)
         target = params["redirect_uri"]
         query = urlencode({"code": code, "state": params.get("state", "")})
         return f"{target}{'&' if urlsplit(target).query else '?'}{query}"
@@ -100,9 +98,8 @@ class WebLogin:
     def redeem(self, code: str) -> str | None:
         """The member a live code was issued to; the code is spent either way."""
         with self._lock:
-            self.exchanges += 1
             issued = self._codes.pop(code, None)
-        if issued is None or issued.expires_at <= time.monotonic() or issued.corp_id != self.corp_id:
+        if issued is None or issued.expires_at <= time.monotonic():
             return None
         return issued.userid
 
