@@ -138,6 +138,16 @@ class Results:
 
     # -- text --------------------------------------------------------------------------------------
 
+    def _host_speed_lines(self) -> list[str]:
+        """The reference loop's CPU before (and after) the run, when it was measured (bench.host_speed)."""
+        if self.host_loop_ms is None:
+            return []
+        after = f", {self.host_loop_after_ms:.0f} after" if self.host_loop_after_ms is not None else ""
+        return [
+            f"  host speed             reference loop {self.host_loop_ms:.0f} ms of CPU before the run{after}"
+            " (~100 on a quiet reference machine; a VM drifts: compare CPU figures at similar values)"
+        ]
+
     def _load_line(self) -> str:
         if self.mode == "open":
             return (
@@ -175,15 +185,7 @@ class Results:
         lines = [
             f"wxbot bench — {self.scenario}: {self.description}",
             f"  machine                {self.machine}",
-            *(
-                [
-                    f"  host speed             reference loop {self.host_loop_ms:.0f} ms of CPU before the run"
-                    + (f", {self.host_loop_after_ms:.0f} after" if self.host_loop_after_ms is not None else "")
-                    + " (~100 on a quiet reference machine; a VM drifts: compare CPU figures at similar values)"
-                ]
-                if self.host_loop_ms is not None
-                else []
-            ),
+            *self._host_speed_lines(),
             f"  load                   {self._load_line()}; fake LLM {self.llm_latency_s * 1000:.0f} ms, "
             f"WeCom delivers {self.retry_rate:.0%} twice",
             f"  replicas               {layout}",

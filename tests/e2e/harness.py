@@ -14,6 +14,7 @@ from typing import Literal
 
 import httpx
 import nats
+import websockets
 from nats.js.errors import NotFoundError
 
 from wxbot_common.ids import inbound_event_id
@@ -287,3 +288,18 @@ async def counter_by_label(world: World, service: str, metric: str, label: str) 
                     value = line.split(f'{label}="', 1)[1].split('"', 1)[0]
                     found[value] = found.get(value, 0.0) + float(line.rsplit(" ", 1)[1])
     return found
+
+
+async def bridge_until_reply(world: World, token: str, frame: dict[str, str]) -> tuple[list[str], str]:
+    """Send one frame to the gateway's WebSocket bridge on a new socket; the types of the frames
+    answered, up to the bot's reply, and that reply's content."""
+    url = world.stack.gateway_url.replace("http://", "ws://") + "/ws/bridge"
+    headers = {"Authorization": f"Bearer {token}"}
+    async with websockets.connect(url, additional_headers=headers, open_timeout=10) as ws:
+        await ws.send(json.dumps(frame))
+        kinds: list[str] = []
+        async with asyncio.timeout(20):
+            while "reply" not in kinds:
+                got = json.loads(await ws.recv())
+                kinds.append(got["type"])
+    return kinds, str(got["content"])

@@ -18,12 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
-import websockets
 
 from tests.e2e.harness import (
     CONFIG,
     VECTORS,
     World,
+    bridge_until_reply,
     counter_by_label,
     llm_reply,
     logged,
@@ -433,14 +433,6 @@ async def test_a_bridge_image_frame_by_url_or_inline_reaches_the_model(
 
 async def bridge_exchange(world: World, frame: dict[str, str]) -> str:
     """Send one frame on a new socket; the reply's content, after exactly one ack."""
-    url = world.stack.gateway_url.replace("http://", "ws://") + "/ws/bridge"
-    headers = {"Authorization": f"Bearer {BRIDGE_TOKEN}"}
-    async with websockets.connect(url, additional_headers=headers, open_timeout=10) as ws:
-        await ws.send(json.dumps(frame))
-        kinds: list[str] = []
-        async with asyncio.timeout(20):
-            while "reply" not in kinds:
-                got = json.loads(await ws.recv())
-                kinds.append(got["type"])
+    kinds, content = await bridge_until_reply(world, BRIDGE_TOKEN, frame)
     assert kinds == ["ack", "reply"]
-    return str(got["content"])
+    return content

@@ -3,17 +3,23 @@ by safety, answered like typed text and remembered; bad voice gets one plain not
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import websockets
 
-from tests.e2e.harness import CONFIG, World, counter_by_label, logged, running_world, send_text, send_voice
+from tests.e2e.harness import (
+    CONFIG,
+    World,
+    bridge_until_reply,
+    counter_by_label,
+    logged,
+    running_world,
+    send_text,
+    send_voice,
+)
 from wxbot_common.nats.subjects import EventKind
 from wxbot_devkit.fakes.media_files import amr_bytes
 from wxbot_devkit.otlp_sink import SpanRecord
@@ -162,17 +168,8 @@ async def test_an_asr_endpoint_down_or_slow_gets_one_notice(vw: World, fault: st
 
 async def bridge_voice(world: World, sender: str, audio: bytes) -> tuple[list[str], str]:
     """Send a bridge voice frame; the frame types answered and the reply's text."""
-    url = world.stack.gateway_url.replace("http://", "ws://") + "/ws/bridge"
-    headers = {"Authorization": f"Bearer {BRIDGE_TOKEN}"}
     frame = {"sender": sender, "msg_type": "voice", "voice_base64": base64.b64encode(audio).decode()}
-    async with websockets.connect(url, additional_headers=headers, open_timeout=10) as ws:
-        await ws.send(json.dumps(frame))
-        kinds: list[str] = []
-        async with asyncio.timeout(20):
-            while "reply" not in kinds:
-                got = json.loads(await ws.recv())
-                kinds.append(got["type"])
-    return kinds, str(got["content"])
+    return await bridge_until_reply(world, BRIDGE_TOKEN, frame)
 
 
 async def test_a_bridge_voice_frame_is_transcribed_and_answered_like_typed_text(vw: World) -> None:

@@ -29,7 +29,7 @@ from wxbot_nlp.resilience import MIN_ATTEMPT_S, AnswerDeadline, CircuitBreaker, 
 from wxbot_nlp.variants import Variant, assign, parse_variants
 from wxbot_proto.events.v1 import events_pb2 as ev
 
-SHIPPED = KnowledgeBase(load_faqs(""))
+SHIPPED = KnowledgeBase(load_faqs([]))
 HIGH, MID, LOW = KbMatch("kb", "q", 0.95), KbMatch("kb", "q", 0.6), KbMatch("kb", "q", 0.2)
 
 

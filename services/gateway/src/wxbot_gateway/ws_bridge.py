@@ -87,13 +87,17 @@ def _image_of(frame: dict[str, object]) -> tuple[str, bytes]:
         if not encodable(url):
             raise FrameError("strings must not hold lone surrogates (\\ud800-style escapes)")
         return url, b""
-    try:
-        data = base64.b64decode(inline, validate=True) if isinstance(inline, str) else b""
-    except (binascii.Error, ValueError):
-        data = b""
-    if not data:
+    if not (data := _decoded(inline)):
         raise FrameError("'image_base64' must be non-empty standard base64")
     return "", data
+
+
+def _decoded(inline: object) -> bytes:
+    """`inline` decoded as standard base64; empty when it is not a string or not valid base64."""
+    try:
+        return base64.b64decode(inline, validate=True) if isinstance(inline, str) else b""
+    except (binascii.Error, ValueError):
+        return b""
 
 
 def _feedback_of(frame: dict[str, object], sender: object) -> Frame:
@@ -140,12 +144,7 @@ def parse_frame(raw: str) -> Frame:
 
 def _voice_of(frame: dict[str, object]) -> bytes:
     """The audio of a voice frame: `voice_base64`, non-empty standard base64."""
-    inline = frame.get("voice_base64")
-    try:
-        data = base64.b64decode(inline, validate=True) if isinstance(inline, str) else b""
-    except (binascii.Error, ValueError):
-        data = b""
-    if not data:
+    if not (data := _decoded(frame.get("voice_base64"))):
         raise FrameError("a voice frame needs 'voice_base64': non-empty standard base64 of the audio")
     return data
 

@@ -194,7 +194,7 @@ async def main() -> None:
     variants = settings.variants()
     backends = build_backends(settings, http, variants, metrics)
     # The shipped FAQ about wxbot stands in for a missing LLM; with an LLM only the operator's count.
-    kb_source = KbSource(settings.nlp_kb_files, include_shipped=backends is None)
+    kb_source = KbSource(settings.kb_paths, include_shipped=backends is None)
     knowledge = kb_source.load()
     runtime.log.info("knowledge_loaded", entries=knowledge.size, variants=[v.name for v in variants])
     runtime.readiness.set(

@@ -75,13 +75,13 @@ def parse_markdown(text: str) -> list[Faq]:
     return faqs
 
 
-def load_faqs(files: str, include_shipped: bool = True) -> list[Faq]:
+def load_faqs(paths: Iterable[Path], include_shipped: bool = True) -> list[Faq]:
+    """The shipped FAQ (if `include_shipped`) and the operator's files (NLP_KB_FILES, `NlpSettings.kb_paths`)."""
     faqs: list[Faq] = []
     if include_shipped:
         shipped = resources.files("wxbot_nlp").joinpath("knowledge/wxbot.yaml")
         faqs.extend(parse_yaml(shipped.read_text(encoding="utf-8")))
-    for raw in (p.strip() for p in files.split(",") if p.strip()):
-        path = Path(raw)
+    for path in paths:
         try:
             text = path.read_text(encoding="utf-8")
             faqs.extend(parse_markdown(text) if path.suffix.lower() in (".md", ".markdown") else parse_yaml(text))

@@ -4,6 +4,7 @@ keeps the previous knowledge base in service."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from wxbot_common.watched_files import WatchedFiles
@@ -11,7 +12,6 @@ from wxbot_nlp.kb import KnowledgeBase, load_faqs
 
 
 class KbSource(WatchedFiles[KnowledgeBase]):
-    def __init__(self, files: str, include_shipped: bool) -> None:
-        paths = [Path(p.strip()) for p in files.split(",") if p.strip()]
+    def __init__(self, paths: Sequence[Path], include_shipped: bool) -> None:
         # load_faqs raises ValueError for an unreadable file, bad UTF-8 or YAML
-        super().__init__(paths, lambda: KnowledgeBase(load_faqs(files, include_shipped)), (ValueError,), "kb")
+        super().__init__(paths, lambda: KnowledgeBase(load_faqs(paths, include_shipped)), (ValueError,), "kb")
