@@ -52,7 +52,7 @@ async def download(http: TracedHttp, url: str, max_bytes: int, *, allow_private:
         request_url, headers, sni = str(target), {}, None
         if not allow_private:
             request_url = str(target.with_host(await _public_address(target)))
-            headers = {"Host": target.raw_authority}
+            headers = {"Host": target.host_port_subcomponent or ""}  # no user:password@ of the URL
             sni = target.raw_host if target.scheme == "https" else None
         try:
             async with http.request(

@@ -23,7 +23,8 @@ class CoalescingClient(Client):
     server (each about as dear as a handler's Python work here), and the yield costs one pass of
     the loop, microseconds, so an idle process loses nothing. Measured with `bench --scenario
     fast` (docs/performance.md): nats-server reads per reply 7.6 → 4.3, the services' CPU per
-    reply down by about a sixth. The body is nats-py 2.16's `_flusher` otherwise.
+    reply down by about a sixth. The body is nats-py 2.16's `_flusher` otherwise, which is why
+    libs/wxbot-common pins nats-py to 2.16.x (re-check this method before raising the bound).
     """
 
     async def _flusher(self) -> None:
