@@ -69,6 +69,7 @@ async def test_the_login_page_lists_members_for_a_valid_request(wecom: FakeWeCom
         ("agentid", "", "agentid"),
         ("agentid", "1000003", "agentid"),
         ("redirect_uri", "/relative", "redirect_uri"),
+        ("redirect_uri", "https://evil.example/login/callback", "50001"),
         ("state", "x" * 129, "128"),
     ],
 )

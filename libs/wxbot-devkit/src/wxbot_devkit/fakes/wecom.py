@@ -125,6 +125,7 @@ class FakeWeCom(FakeService):
         on_message: Callable[[SentMessage], None] | None = None,
         media_ttl_s: float = MEDIA_TTL_S,
         members: Mapping[str, str] | None = None,
+        login_domain: str = "127.0.0.1",
     ) -> None:
         super().__init__()
         # Called with each accepted message, on the thread serving the fake (the benchmark's clock).
@@ -154,7 +155,7 @@ class FakeWeCom(FakeService):
         self.media_get_calls = 0
         self.cards = CardDesk()  # template cards sent (not among `messages`), clicks, card updates
         # The web login (企业微信Web登录) of this corp's app: members, single-use codes.
-        self.web_login = WebLogin(corp_id, lambda: self.agent_id, members)
+        self.web_login = WebLogin(corp_id, lambda: self.agent_id, members, trusted_domain=login_domain)
 
     # -- knobs -------------------------------------------------------------------------------------
 
@@ -537,9 +538,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--agent-id", type=int, default=None)
     parser.add_argument("--token-ttl", type=int, default=7200)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every API call")
+    parser.add_argument("--login-domain", default="127.0.0.1", help="the app's trusted domain for web-login redirects")
     args = parser.parse_args(argv)
     fake = FakeWeCom(
-        args.corp_id, args.corp_secret, agent_id=args.agent_id, token_ttl_s=args.token_ttl, latency_s=args.latency
+        args.corp_id,
+        args.corp_secret,
+        agent_id=args.agent_id,
+        token_ttl_s=args.token_ttl,
+        latency_s=args.latency,
+        login_domain=args.login_domain,
     )
     serve_forever(fake.app, args.host, args.port)
 

@@ -48,8 +48,11 @@ class WebLogin:
         agent_id: Callable[[], int | None],
         members: Mapping[str, str] | None = None,
         code_ttl_s: float = CODE_TTL_S,
+        trusted_domain: str = "127.0.0.1",
     ) -> None:
         self.corp_id = corp_id
+        # the app's "Web网页授权回调域名": WeCom redirects a login only to this host (else 50001)
+        self.trusted_domain = trusted_domain
         self._agent_id = agent_id  # the fake's AgentID (None: any number is this corp's app)
         self.members = dict(DEFAULT_MEMBERS if members is None else members)
         self.code_ttl_s = code_ttl_s
@@ -78,6 +81,8 @@ class WebLogin:
         target = urlsplit(params.get("redirect_uri", ""))
         if target.scheme not in ("http", "https") or not target.netloc:
             raise LoginRefusedError("redirect_uri must be an absolute http(s) URL")
+        if target.hostname != self.trusted_domain:
+            raise LoginRefusedError(f"50001 redirect_uri is not on the app's trusted domain {self.trusted_domain}")
         if len(params.get("state", "").encode()) > MAX_STATE_BYTES:
             raise LoginRefusedError("state is longer than 128 bytes")
 
