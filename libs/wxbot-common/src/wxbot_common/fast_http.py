@@ -19,6 +19,8 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from wxbot_common.spans import ActiveSpan
+
 TEXT_PLAIN = b"text/plain; charset=utf-8"
 
 
@@ -134,12 +136,14 @@ class FastRoutes:
             return
         scope["route"] = route
         request = RawRequest(scope, receive)
-        with self._tracer.start_as_current_span(
-            f"{route.method} {route.path}",
-            context=propagate.extract(request.headers),
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": route.method, "http.route": route.path, "url.path": route.path},
-        ) as span:
+        span = self._tracer.start_span(
+            f"{route.method} {route.path}", context=propagate.extract(request.headers), kind=SpanKind.SERVER
+        )
+        with ActiveSpan(span):
+            if span.is_recording():
+                span.set_attributes(
+                    {"http.request.method": route.method, "http.route": route.path, "url.path": route.path}
+                )
             try:
                 status, text = await route.handler(request)
             except Exception:

@@ -22,6 +22,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
 from yarl import URL
 
+from wxbot_common.spans import ActiveSpan
 from wxbot_common.telemetry import redact_url
 
 HttpError = (aiohttp.ClientError, TimeoutError)
@@ -67,7 +68,7 @@ class TracedHttp:
         **kwargs: Any,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send; yields the response with its headers read (read the body inside the block)."""
-        with self._tracer.start_as_current_span(method, kind=SpanKind.CLIENT) as span:
+        with ActiveSpan(self._tracer.start_span(method, kind=SpanKind.CLIENT)) as span:
             sent_headers = dict(headers or {})
             propagate.inject(sent_headers)
             recording = span.is_recording()

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from wxbot_common.nats.propagation import extract_context
 from wxbot_common.red_metrics import GrpcRedMetrics
+from wxbot_common.spans import ActiveSpan
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -91,9 +92,10 @@ def _observed(
     async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
         parent = extract_context({k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)})
-        with tracer.start_as_current_span(
-            span_name, context=parent, kind=SpanKind.SERVER, attributes=attributes, record_exception=False
-        ) as span:
+        span = tracer.start_span(span_name, context=parent, kind=SpanKind.SERVER)
+        with ActiveSpan(span, record_exception=False):
+            if span.is_recording():
+                span.set_attributes(attributes)
             failed = True
             try:
                 response = await inner(request, context)
@@ -121,9 +123,10 @@ async def traced_call(
     deadline_s: float,
 ) -> Resp:
     """`call(request)` inside a CLIENT span whose context travels in the call's metadata."""
-    with tracer.start_as_current_span(
-        full_method.lstrip("/"), kind=SpanKind.CLIENT, attributes=_rpc_attributes(full_method), record_exception=False
-    ) as span:
+    span = tracer.start_span(full_method.lstrip("/"), kind=SpanKind.CLIENT)
+    with ActiveSpan(span, record_exception=False):
+        if span.is_recording():
+            span.set_attributes(_rpc_attributes(full_method))
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         try:

@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind
 from yarl import URL
 
 from wxbot_common.http_client import HttpError, TracedHttp
+from wxbot_common.spans import ActiveSpan
 from wxbot_nlp.llm import Completion, LlmRejectedError, LlmUnavailableError, Message, ToolCall, ToolChoice
 
 
@@ -87,18 +88,19 @@ class OpenAICompatibleBackend:
     ) -> Completion:
         """One chat completion inside a `chat {model}` span with the gen_ai.* semantic attributes;
         with `tools`, the model may answer with tool calls instead of text."""
-        with self._tracer.start_as_current_span(
-            f"chat {self._model}",
-            kind=SpanKind.CLIENT,
-            attributes={
-                "gen_ai.operation.name": "chat",
-                "gen_ai.system": "openai",
-                "gen_ai.request.model": self._model,
-                "gen_ai.request.max_tokens": self._max_tokens,
-                "gen_ai.request.temperature": self._temperature,
-                "server.address": self._host,
-            },
-        ) as span:
+        span = self._tracer.start_span(f"chat {self._model}", kind=SpanKind.CLIENT)
+        with ActiveSpan(span):
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "gen_ai.operation.name": "chat",
+                        "gen_ai.system": "openai",
+                        "gen_ai.request.model": self._model,
+                        "gen_ai.request.max_tokens": self._max_tokens,
+                        "gen_ai.request.temperature": self._temperature,
+                        "server.address": self._host,
+                    }
+                )
             try:
                 async with asyncio.timeout(self._timeout_s):
                     body = self._body(messages, self._stream, tools, tool_choice)

@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
 from typing import Any
 
 import nats
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import PubAck
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from wxbot_common.logs import get_logger
 from wxbot_common.settings import CommonSettings
 
+STATUS_NO_RESPONDERS = "503"
+
+
+def _expire(future: asyncio.Future[Msg]) -> None:
+    if not future.done():
+        future.set_exception(nats.errors.TimeoutError())
+
 
 class CoalescingClient(Client):
-    """nats-py's client whose flusher lets one more turn of the event loop run before it writes.
+    """nats-py's client, leaner on the paths every event takes.
+
+    **Writes.** The flusher lets one more turn of the event loop run before it writes.
 
     nats-py writes the pending commands as soon as its flusher task runs, i.e. at the end of the
     loop turn in which the first publish or ack was made. Under load the next turn brings the
@@ -24,8 +40,84 @@ class CoalescingClient(Client):
     the loop, microseconds, so an idle process loses nothing. Measured with `bench --scenario
     fast` (docs/performance.md): nats-server reads per reply 7.6 → 4.3, the services' CPU per
     reply down by about a sixth. The body is nats-py 2.16's `_flusher` otherwise, which is why
-    libs/wxbot-common pins nats-py to 2.16.x (re-check this method before raising the bound).
+    libs/wxbot-common pins nats-py to 2.16.x (re-check these methods before raising the bound).
+
+    **Reads.** nats-py hands each message of a subscription to a queue, which a task of the
+    subscription drains, awaiting the callback: a queue hand-off and a task switch per message.
+    `subscribe_direct` subscriptions skip both: their plain-function handler runs as the message
+    is parsed. The consume loop's inbox and the PubAcks of `publish_acked` use it.
+
+    **JetStream publish.** `js.publish` is a request: a random token (a `getrandom` syscall), a
+    future with two callbacks, `asyncio.wait_for`, and a PubAck built field by field through
+    `dataclasses.fields`. `publish_acked` does the same exchange with a counter for the token, a
+    timer handle for the timeout and the PubAck's fields read directly; same errors.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._direct: dict[int, Callable[[Msg], None]] = {}
+        self._acks: dict[str, asyncio.Future[Msg]] = {}
+        self._ack_prefix = ""
+        self._ack_count = 0
+        self._ack_lock = asyncio.Lock()
+
+    async def subscribe_direct(self, subject: str, handler: Callable[[Msg], None]) -> Subscription:
+        """Subscribe with `handler` called for each message as it is read (it must not block;
+        what it raises goes to the error callback, the connection carries on)."""
+
+        async def never(msg: Msg) -> None:  # the queue's task: nothing reaches it
+            handler(msg)
+
+        sub = await self.subscribe(subject, cb=never)
+        self._direct[sub._id] = handler
+        return sub
+
+    async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
+        handler = self._direct.get(sid)
+        if handler is None or sid not in self._subs:
+            await super()._process_msg(sid, subject, reply, data, headers)
+            return
+        self.stats["in_msgs"] += 1
+        self.stats["in_bytes"] += len(data)
+        hdr = await self._process_headers(headers) if headers else None
+        try:
+            handler(self._build_message(sid, subject, reply, data, hdr))
+        except Exception as exc:  # a handler's bug must not end the read loop (and the connection)
+            await self._error_cb(exc)
+
+    async def publish_acked(self, subject: str, payload: bytes, headers: dict[str, str], timeout_s: float) -> PubAck:
+        """Publish to a JetStream stream and wait for its PubAck, as `js.publish` does."""
+        if not self._ack_prefix:
+            async with self._ack_lock:
+                if not self._ack_prefix:
+                    prefix = f"{self._inbox_prefix.decode()}.{self._nuid.next().decode()}."
+                    await self.subscribe_direct(prefix + "*", self._on_pub_ack)
+                    self._ack_prefix = prefix
+        self._ack_count += 1
+        token = str(self._ack_count)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Msg] = loop.create_future()
+        self._acks[token] = future
+        timer = loop.call_later(timeout_s, _expire, future)
+        try:
+            await self.publish(subject, payload, reply=self._ack_prefix + token, headers=headers)
+            reply = await future
+        finally:
+            timer.cancel()
+            self._acks.pop(token, None)
+        if reply.headers and reply.headers.get("Status") == STATUS_NO_RESPONDERS:
+            raise nats.js.errors.NoStreamResponseError
+        resp = json.loads(reply.data)
+        if "error" in resp:
+            raise nats.js.errors.APIError.from_error(resp["error"])
+        return PubAck(
+            stream=resp["stream"], seq=resp["seq"], domain=resp.get("domain"), duplicate=resp.get("duplicate")
+        )
+
+    def _on_pub_ack(self, msg: Msg) -> None:
+        future = self._acks.get(msg.subject[len(self._ack_prefix) :])
+        if future is not None and not future.done():
+            future.set_result(msg)
 
     async def _flusher(self) -> None:
         assert self._transport and self._flush_queue

@@ -25,10 +25,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from wxbot_common.errors import PermanentError, TransientError
 from wxbot_common.logs import get_logger
+from wxbot_common.nats.connection import CoalescingClient
 from wxbot_common.nats.propagation import extract_context
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import EVENTS_STREAM, EventKind
 from wxbot_common.nats.topology import ConsumerSpec
+from wxbot_common.spans import ActiveSpan
 
 PULL_BATCH_MAX = 128  # messages asked for in one pull request
 PULL_EXPIRES_NS = 30 * 1_000_000_000  # a pull request lives this long on the server
@@ -140,12 +142,16 @@ class ConsumerLoop:
         self._stopping = asyncio.Event()
         self._in_flight_gauge = metrics.in_flight.labels(spec.durable)
         self._log = get_logger("wxbot.consumer").bind(durable=spec.durable)
+        self._per_kind: dict[str, tuple[Counter, Histogram]] = {}  # kind → (ack count, duration) children
 
     async def run(self) -> None:
         """Pull until `stop()`; the durable itself is created by the topology."""
         await self._js.consumer_info(EVENTS_STREAM, self._spec.durable)  # fail fast if it is missing
         inbox = self._nc.new_inbox()
-        sub = await self._nc.subscribe(inbox, cb=self._on_message)
+        if isinstance(self._nc, CoalescingClient):
+            sub = await self._nc.subscribe_direct(inbox, self._on_message)
+        else:
+            sub = await self._nc.subscribe(inbox, cb=self._on_message_async)
         next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.{self._spec.durable}"
         self._log.info("consumer_started", concurrency=self._concurrency)
         self._in_flight_gauge.set(0)  # a series from the start, for dashboards
@@ -184,7 +190,10 @@ class ConsumerLoop:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _on_message(self, msg: Msg) -> None:
+    async def _on_message_async(self, msg: Msg) -> None:
+        self._on_message(msg)
+
+    def _on_message(self, msg: Msg) -> None:
         """Runs for every message on the inbox, in order: a status, or an event to handle."""
         self._heard_at = time.monotonic()
         status = msg.headers.get(STATUS_HEADER) if msg.headers else None
@@ -198,14 +207,34 @@ class ConsumerLoop:
                 self._wake.set()
             return
         self._requested = max(0, self._requested - 1)
-        if self._stopping.is_set():
-            with contextlib.suppress(Exception):
-                await msg.nak()  # arrived while stopping: hand it straight to another replica
+        if self._stopping.is_set():  # arrived while stopping: hand it straight to another replica
+            self._nak_soon(msg)
             return
         task = asyncio.create_task(self._settle(msg))
         self._inflight[task] = (msg, time.monotonic())
         self._in_flight_gauge.inc()
         task.add_done_callback(self._done)
+
+    def _nak_soon(self, msg: Msg) -> None:
+        async def nak() -> None:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+
+        task = asyncio.create_task(nak())
+        self._inflight[task] = (msg, time.monotonic())
+        self._in_flight_gauge.inc()
+        task.add_done_callback(self._done)
+
+    def _kind_metrics(self, kind_label: str) -> tuple[Counter, Histogram]:
+        children = self._per_kind.get(kind_label)
+        if children is None:
+            durable = self._spec.durable
+            children = (
+                self._metrics.outcomes.labels(durable, kind_label, "ack"),
+                self._metrics.duration.labels(durable, kind_label),
+            )
+            self._per_kind[kind_label] = children
+        return children
 
     async def _watch_lag(self, every_s: float = 10.0) -> None:
         """Publish the durable's lag as gauges (what the consumer-lag alert watches)."""
@@ -236,28 +265,30 @@ class ConsumerLoop:
 
     async def _settle(self, msg: Msg) -> None:
         started = time.perf_counter()
-        headers = dict(msg.headers or {})
+        headers = msg.headers or {}
         md = msg.metadata
         seq, delivered = md.sequence.stream, md.num_delivered
         kind_label = "unknown"
-        parent = extract_context(headers)
-        with self._tracer.start_as_current_span(
-            f"process {msg.subject.rsplit('.', 1)[0]}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.operation.type": "process",
-                "messaging.consumer.group.name": self._spec.durable,
-                "messaging.message.id": headers.get("Nats-Msg-Id", ""),
-                "messaging.nats.stream_sequence": seq,
-                "messaging.nats.num_delivered": delivered,
-            },
-        ) as span:
+        subject = msg.subject
+        span = self._tracer.start_span(
+            f"process {subject.rsplit('.', 1)[0]}", context=extract_context(headers), kind=SpanKind.CONSUMER
+        )
+        with ActiveSpan(span):
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "messaging.system": "nats",
+                        "messaging.operation.type": "process",
+                        "messaging.consumer.group.name": self._spec.durable,
+                        "messaging.message.id": headers.get("Nats-Msg-Id", ""),
+                        "messaging.nats.stream_sequence": seq,
+                        "messaging.nats.num_delivered": delivered,
+                    }
+                )
             if delivered > 1:
                 self._metrics.redeliveries.labels(self._spec.durable).inc()
             try:
-                kind = EventKind.from_subject(msg.subject)
+                kind = EventKind.from_subject(subject)
                 kind_label = kind.name.lower()
                 span.set_attribute("messaging.destination.name", kind.template)
                 event = kind.decode(msg.data)
@@ -270,11 +301,11 @@ class ConsumerLoop:
                 self._metrics.outcomes.labels(self._spec.durable, kind_label, "nak").inc()
                 raise
             except PermanentError as exc:
-                await self._dead_letter(msg, headers, seq, f"permanent: {exc}", span, kind_label)
+                await self._dead_letter(msg, dict(headers), seq, f"permanent: {exc}", span, kind_label)
             except Exception as exc:
                 span.record_exception(exc)
                 if delivered >= self._spec.max_deliver:
-                    await self._dead_letter(msg, headers, seq, f"gave up: {exc!r}", span, kind_label)
+                    await self._dead_letter(msg, dict(headers), seq, f"gave up: {exc!r}", span, kind_label)
                 else:
                     delay = (
                         exc.delay_s
@@ -288,9 +319,12 @@ class ConsumerLoop:
                     self._metrics.outcomes.labels(self._spec.durable, kind_label, "nak").inc()
             else:
                 await msg.ack()
-                self._metrics.outcomes.labels(self._spec.durable, kind_label, "ack").inc()
+                self._kind_metrics(kind_label)[0].inc()
             finally:
-                self._metrics.duration.labels(self._spec.durable, kind_label).observe(time.perf_counter() - started)
+                if kind_label == "unknown":
+                    self._metrics.duration.labels(self._spec.durable, kind_label).observe(time.perf_counter() - started)
+                else:
+                    self._kind_metrics(kind_label)[1].observe(time.perf_counter() - started)
 
     async def _heartbeats(self) -> None:
         """Tell the server that long handlers are still working (+WPI), one loop for all of them."""

@@ -11,6 +11,9 @@ from opentelemetry.propagators.textmap import Getter
 
 class _HeaderGetter(Getter[Mapping[str, str]]):
     def get(self, carrier: Mapping[str, str], key: str) -> list[str] | None:
+        value = carrier.get(key)  # as we write them (lower case): no scan
+        if value is not None:
+            return [value]
         wanted = key.lower()
         for k, v in carrier.items():
             if k.lower() == wanted:

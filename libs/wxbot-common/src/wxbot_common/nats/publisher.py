@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import nats.errors
 from google.protobuf.message import Message
 from nats.js import JetStreamContext
@@ -12,6 +14,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from wxbot_common.errors import TransientError
+from wxbot_common.nats.connection import CoalescingClient
 from wxbot_common.nats.propagation import inject_headers
 from wxbot_common.nats.subjects import (
     EVENTS_STREAM,
@@ -21,6 +24,9 @@ from wxbot_common.nats.subjects import (
     dlq_subject,
     meta_of,
 )
+from wxbot_common.spans import ActiveSpan
+
+SendAcked = Callable[[str, bytes, dict[str, str], float], Awaitable[PubAck]]
 
 
 class EventPublisher:
@@ -35,6 +41,11 @@ class EventPublisher:
         self._js = js
         self._tracer = tracer
         self._timeout_s = timeout_s
+        client = getattr(js, "_nc", None)
+        self._send: SendAcked = client.publish_acked if isinstance(client, CoalescingClient) else self._js_publish
+
+    async def _js_publish(self, subject: str, payload: bytes, headers: dict[str, str], timeout_s: float) -> PubAck:
+        return await self._js.publish(subject, payload, timeout=timeout_s, headers=headers)
 
     async def publish(self, event: Message) -> PubAck:
         kind = EventKind.of(event)
@@ -42,30 +53,31 @@ class EventPublisher:
         if not meta.event_id or not meta.conversation_id:
             raise ValueError(f"{kind.name} event without event_id/conversation_id")
         subject = kind.subject(meta.conversation_id)
-        headers = {HEADER_MSG_ID: meta.event_id, HEADER_EVENT_TYPE: event.DESCRIPTOR.full_name}
-        with self._tracer.start_as_current_span(
-            f"send {kind.prefix}",
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.operation.type": "send",
-                "messaging.destination.name": kind.template,
-                "messaging.destination.template": kind.template,
-                "messaging.message.id": meta.event_id,
-                "wxbot.event.type": event.DESCRIPTOR.full_name,
-            },
-        ) as span:
+        event_type = event.DESCRIPTOR.full_name
+        headers = {HEADER_MSG_ID: meta.event_id, HEADER_EVENT_TYPE: event_type}
+        with ActiveSpan(self._tracer.start_span(f"send {kind.prefix}", kind=SpanKind.PRODUCER)) as span:
+            recording = span.is_recording()
+            if recording:
+                span.set_attributes(
+                    {
+                        "messaging.system": "nats",
+                        "messaging.operation.type": "send",
+                        "messaging.destination.name": kind.template,
+                        "messaging.destination.template": kind.template,
+                        "messaging.message.id": meta.event_id,
+                        "wxbot.event.type": event_type,
+                    }
+                )
             inject_headers(headers)
             try:
-                ack = await self._js.publish(
-                    subject, event.SerializeToString(), timeout=self._timeout_s, headers=headers
-                )
+                ack = await self._send(subject, event.SerializeToString(), headers, self._timeout_s)
             except (TimeoutError, nats.errors.Error, JetStreamError) as exc:
                 span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR, "publish failed")
                 raise TransientError(f"publish {kind.name} failed: {exc!r}") from exc
-            span.set_attribute("messaging.nats.stream_sequence", ack.seq)
-            span.set_attribute("messaging.nats.duplicate", bool(ack.duplicate))
+            if recording:
+                span.set_attribute("messaging.nats.stream_sequence", ack.seq)
+                span.set_attribute("messaging.nats.duplicate", bool(ack.duplicate))
             return ack
 
     async def was_published(
