@@ -589,7 +589,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scenario",
         choices=sorted(SCENARIOS),
-        help="a preset: " + "; ".join(f"{s.name}: {s.description}" for s in SCENARIOS.values()),
+        help="a preset: " + "; ".join(f"{s.name}: {s.description}" for s in SCENARIOS.values()).replace("%", "%%"),
     )
     p.add_argument("--users", type=int, default=200, help="simulated users (closed loop: talking at once)")
     p.add_argument("--messages", type=int, default=5, help="closed loop: messages per user")

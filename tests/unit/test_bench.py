@@ -179,3 +179,13 @@ def test_host_speed_is_measured_and_reported_with_the_run() -> None:
     assert f"reference loop {loop_ms:.0f} ms of CPU before the run, 250 after" in results.render()
     assert results.to_json()["host_reference_loop_ms"] == {"before": loop_ms, "after": 250.0}
     assert "host speed" not in Results("custom", "nothing", "closed", 1, 0, 0.0, 0.0).render()
+
+
+def test_help_lists_every_knob_and_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse formats help strings with %: a scenario description with "10 %" crashed `--help`
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--help"])
+    assert exit_.value.code == 0
+    shown = capsys.readouterr().out
+    for knob in ("--scenario", "--users", "--rate", "--replicas", "--otlp", "--json", "--profile", "fast:"):
+        assert knob in shown
