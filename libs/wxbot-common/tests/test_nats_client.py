@@ -36,7 +36,7 @@ async def client(server: NatsServer) -> AsyncIterator[CoalescingClient]:
         errors.append(exc)
 
     nc = CoalescingClient()
-    await nc.connect(server.url, error_cb=on_error, reconnect_time_wait=0.1, max_reconnect_attempts=-1)
+    await nc.connect(server.url, error_cb=on_error, reconnect_time_wait=1, max_reconnect_attempts=-1)
     nc.errors = errors  # type: ignore[attr-defined]
     await nc.jetstream().add_stream(StreamConfig(name="T", subjects=["t.>"], duplicate_window=60.0))
     yield nc

@@ -60,9 +60,9 @@ def _exporter(env: Mapping[str, str]) -> SpanExporter | None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
         return HttpExporter()
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+    from wxbot_common.span_export import LeanOtlpSpanExporter
 
-    return GrpcExporter()
+    return LeanOtlpSpanExporter()
 
 
 def setup_telemetry(service_name: str, env: Mapping[str, str] | None = None) -> Telemetry:
