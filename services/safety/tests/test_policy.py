@@ -1,10 +1,12 @@
 """The safety decisions: evasions of the lexicon, rate notices once per window, injections, masking."""
 
+import unicodedata
+
 import pytest
 
 from wxbot_proto.events.v1 import events_pb2 as ev
 from wxbot_safety.injection import InjectionDetector
-from wxbot_safety.lexicon import Lexicon, Simplifier, normalise
+from wxbot_safety.lexicon import Folding, Lexicon, Simplifier, normalise
 from wxbot_safety.policy import (
     DAY_NOTICE,
     INJECTION_NOTICE,
@@ -64,6 +66,35 @@ def test_normalise_maps_back_to_source_positions() -> None:
     norm, origin = normalise("A ｂ")
     assert norm == "ab"
     assert origin == [0, 2]
+
+
+def _normalise_char_by_char(text: str) -> tuple[str, list[int]]:
+    """The definition: NFKC, case folding, then drop spaces, zero-width characters and symbols."""
+    out, origin = [], []
+    for i, ch in enumerate(text):
+        for folded in unicodedata.normalize("NFKC", ch).casefold():
+            if not (folded.isspace() or folded in "\u200b\u200c\u200d\u2060\ufeff") and not (
+                unicodedata.category(folded)[0] in "PSZ" or unicodedata.category(folded) == "Cf"
+            ):
+                out.append(folded)
+                origin.append(i)
+    return "".join(out), origin
+
+
+@pytest.mark.parametrize(
+    "text", ["Ｂａｄ w.o-r d", "Straße ﬁne", "b\u200ba\u200dd", "禁語 ！？…", "①②③ ＡＢＣ ㍿", "", "plain text 123"]
+)
+def test_normalising_a_whole_text_equals_normalising_it_character_by_character(text: str) -> None:
+    folding = Folding()
+    assert normalise(text, None, folding) == _normalise_char_by_char(text)
+    assert normalise(text, None, folding) == _normalise_char_by_char(text)  # again, from the table
+
+
+def test_a_term_found_in_a_long_answer_is_masked_at_its_place() -> None:
+    answer = "这是一段很长的回答。" * 40 + "买冰毒吗" + "Ｆｉｎｅ ﬁne。" * 20
+    masked, n = LEX.mask(answer)
+    assert n == 1
+    assert masked == answer.replace("冰毒", "＊＊")
 
 
 def test_mask_replaces_only_the_matched_span_also_in_traditional_text() -> None:
