@@ -78,9 +78,11 @@ def reply_parts(sender: ReplySender, text: str, media: list[ev.MediaRef]) -> lis
     """The text's parts, then each media file; a channel without media messages gets the text
     (and a notice when there is no text)."""
     parts: list[Part] = list(sender.split(text)) if text else []
+    if not media:  # the usual reply: no runtime Protocol check (a walk over its members)
+        return parts
     if isinstance(sender, MediaChannel):
         parts.extend(media)
-    elif media and not parts:
+    elif not parts:
         parts.append(NO_MEDIA_NOTICE)
     return parts
 
