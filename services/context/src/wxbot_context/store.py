@@ -79,7 +79,9 @@ class StoredTurn:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> StoredTurn:
-        d = json.loads(raw)  # turns stored before "k" existed get their estimate now
+        # str, not bytes: json.loads would sniff the bytes' encoding first, for every turn of every read.
+        # Turns stored before "k" existed get their estimate now.
+        d = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
         return cls(role=d["r"], text=d["t"], origin_sequence=int(d["s"]), at=float(d["at"]), tokens=int(d.get("k", -1)))
 
 
