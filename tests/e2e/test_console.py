@@ -74,6 +74,15 @@ async def test_a_member_who_is_not_an_admin_is_refused(console_world: World, cli
     assert (await client.get(f"{console_url(console_world)}/")).headers["location"] == "/login"
 
 
+async def test_someone_outside_the_corp_is_refused(console_world: World, client: httpx.AsyncClient) -> None:
+    # WeCom answers a non-member's code with an openid and no userid: no session, whoever they are
+    resp = await log_in(client, console_world, "wx-guest")
+    assert resp.status_code == 403
+    assert "not a member" in resp.text
+    assert not any(c.startswith("wxbot_console=") for c in resp.headers.get_list("set-cookie"))
+    assert (await client.get(f"{console_url(console_world)}/")).headers["location"] == "/login"
+
+
 async def test_forged_and_replayed_state_and_used_or_expired_codes_are_refused(console_world: World) -> None:
     url = console_url(console_world)
     async with httpx.AsyncClient(timeout=10) as client:

@@ -107,6 +107,14 @@ async def test_the_exchange_needs_a_valid_token_and_does_not_spend_the_code_with
     assert (await userinfo(client, wecom, code, await token(client, wecom)))["userid"] == "zhangsan"
 
 
-async def test_only_members_get_a_code(wecom: FakeWeCom, client: httpx.AsyncClient) -> None:
+async def test_nobody_unlisted_can_confirm(wecom: FakeWeCom, client: httpx.AsyncClient) -> None:
     resp = await client.post(f"{wecom.base_url}/wwlogin/sso/confirm", data={**PARAMS, "userid": "stranger"})
-    assert resp.status_code == 400 and "not a member" in resp.text
+    assert resp.status_code == 400 and "nobody of that name" in resp.text
+
+
+async def test_an_outsider_gets_an_openid_not_a_userid(wecom: FakeWeCom, client: httpx.AsyncClient) -> None:
+    code = await code_for(client, wecom, "wx-guest")  # personal WeChat scans the QR code
+    answer = await userinfo(client, wecom, code, await token(client, wecom))
+    assert answer["errcode"] == 0 and "userid" not in answer
+    assert str(answer["openid"]).startswith("o") and str(answer["external_userid"]).startswith("wm")
+    assert (await userinfo(client, wecom, code, await token(client, wecom)))["errcode"] == 40029  # single use

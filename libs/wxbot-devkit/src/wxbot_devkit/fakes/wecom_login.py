@@ -4,13 +4,16 @@ As the real one (wecom-media-oauth-cards.md §4.1, §4.3): `GET /wwlogin/sso/log
 `login_type=CorpApp`, `appid` (the CorpID), `agentid`, `redirect_uri` and `state`; a member who
 confirms is sent to `redirect_uri?code=CODE&state=STATE` (state returned unchanged). A code
 works once and expires after five minutes; anything else — unknown, used or expired — is errcode
-40029 at `cgi-bin/auth/getuserinfo`. (The fake has one app per corp, so "another app's code" and
-the app's trusted redirect domain (50001) are not modelled.)
-The page is plain HTML: a browser (or a test with an HTTP client) picks a member and confirms.
+40029 at `cgi-bin/auth/getuserinfo`. A member's code answers `userid`; someone outside the corp
+who scans with personal WeChat gets a code too, whose answer is `openid` and `external_userid`
+instead (§4.3). Redirects go only to the app's trusted domain (50001 otherwise). (The fake has
+one app per corp, so "another app's code" is not modelled.)
+The page is plain HTML: a browser (or a test with an HTTP client) picks a person and confirms.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import secrets
 import threading
@@ -25,14 +28,16 @@ from starlette.routing import Route
 
 CODE_TTL_S = 300.0  # "code只能使用一次，5分钟未被使用自动过期"
 DEFAULT_MEMBERS: Mapping[str, str] = {"zhangsan": "张三", "lisi": "李四", "wangwu": "王五"}
+DEFAULT_OUTSIDERS: Mapping[str, str] = {"wx-guest": "微信用户"}  # personal WeChat, not in the corp
 MAX_STATE_BYTES = 128
 LOGIN_FIELDS = ("login_type", "appid", "agentid", "redirect_uri", "state")
 
 
 @dataclass(frozen=True, slots=True)
 class IssuedCode:
-    userid: str
+    userid: str  # a member's userid, or the outsider's key in `outsiders`
     expires_at: float  # time.monotonic()
+    member: bool = True
 
 
 class LoginRefusedError(ValueError):
@@ -49,12 +54,14 @@ class WebLogin:
         members: Mapping[str, str] | None = None,
         code_ttl_s: float = CODE_TTL_S,
         trusted_domain: str = "127.0.0.1",
+        outsiders: Mapping[str, str] | None = None,
     ) -> None:
         self.corp_id = corp_id
         # the app's "Web网页授权回调域名": WeCom redirects a login only to this host (else 50001)
         self.trusted_domain = trusted_domain
         self._agent_id = agent_id  # the fake's AgentID (None: any number is this corp's app)
         self.members = dict(DEFAULT_MEMBERS if members is None else members)
+        self.outsiders = dict(DEFAULT_OUTSIDERS if outsiders is None else outsiders)
         self.code_ttl_s = code_ttl_s
         self._codes: dict[str, IssuedCode] = {}
         self._lock = threading.Lock()
@@ -89,24 +96,24 @@ class WebLogin:
     def issue(self, userid: str, params: Mapping[str, str]) -> str:
         """The redirect a confirmed login gets: `redirect_uri` with a fresh code and the state."""
         self.check_request(params)
-        if userid not in self.members:
-            raise LoginRefusedError("not a member of this corp")
+        if userid not in self.members and userid not in self.outsiders:
+            raise LoginRefusedError("nobody of that name scanned the code")
         code = secrets.token_urlsafe(48)
         now = time.monotonic()
         with self._lock:
             self._codes = {c: i for c, i in self._codes.items() if i.expires_at > now}
-            self._codes[code] = IssuedCode(userid, now + self.code_ttl_s)
+            self._codes[code] = IssuedCode(userid, now + self.code_ttl_s, member=userid in self.members)
         target = params["redirect_uri"]
         query = urlencode({"code": code, "state": params.get("state", "")})
         return f"{target}{'&' if urlsplit(target).query else '?'}{query}"
 
-    def redeem(self, code: str) -> str | None:
-        """The member a live code was issued to; the code is spent either way."""
+    def redeem(self, code: str) -> IssuedCode | None:
+        """Whom a live code was issued to; the code is spent either way."""
         with self._lock:
             issued = self._codes.pop(code, None)
         if issued is None or issued.expires_at <= time.monotonic():
             return None
-        return issued.userid
+        return issued
 
     # -- HTTP ---------------------------------------------------------------------------------------
 
@@ -123,10 +130,10 @@ class WebLogin:
             buttons = "".join(
                 f"<button type='submit' name='userid' value='{html.escape(u, quote=True)}'>"
                 f"{html.escape(name)} ({html.escape(u)})</button> "
-                for u, name in self.members.items()
+                for u, name in (*self.members.items(), *self.outsiders.items())
             )
             body = (
-                "<p>Fake WeCom: choose the member who scans the QR code.</p>"
+                "<p>Fake WeCom: choose who scans the QR code.</p>"
                 f"<form method='post' action='/wwlogin/sso/confirm'>{hidden}{buttons}</form>"
             )
             return _page("企业微信登录 (fake)", body)
@@ -146,10 +153,15 @@ class WebLogin:
             code = request.query_params.get("code", "")
             if not code:
                 return JSONResponse(error_body(41008))
-            userid = self.redeem(code)
-            if userid is None:
+            issued = self.redeem(code)
+            if issued is None:
                 return JSONResponse(error_body(40029))
-            return JSONResponse({"errcode": 0, "errmsg": "ok", "userid": userid})
+            if not issued.member:  # someone outside the corp: who they are to WeChat, no userid
+                token = hashlib.sha256(f"{self.corp_id}:{issued.userid}".encode()).hexdigest()
+                return JSONResponse(
+                    {"errcode": 0, "errmsg": "ok", "openid": f"o{token[:27]}", "external_userid": f"wm{token[:30]}"}
+                )
+            return JSONResponse({"errcode": 0, "errmsg": "ok", "userid": issued.userid})
 
         async def expire(_: Request) -> Response:
             self.expire_codes()
