@@ -26,6 +26,15 @@ def test_a_card_is_accepted_once_per_task_and_its_codes_are_single_use() -> None
         desk.click("lisi", task, f"fb:up:{task}")  # not this user's card
 
 
+def test_of_two_sends_of_one_task_id_checked_at_once_only_the_first_is_recorded() -> None:
+    desk = CardDesk()
+    card = card_for(task_id_of("0d6a1f52-3c4b-5e6f-8a9b-0c1d2e3f4a5b"))
+    assert desk.check("zhangsan", card) == desk.check("lisi", card) == 0  # both pass before either is kept
+    assert desk.accept("zhangsan", card) is not None
+    assert desk.accept("lisi", card) is None  # the fake answers this send 42014, as WeCom would
+    assert desk.cards[str(card["task_id"])].touser == "zhangsan"
+
+
 @pytest.mark.parametrize(
     ("change", "errcode"),
     [

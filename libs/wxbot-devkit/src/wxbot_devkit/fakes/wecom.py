@@ -36,7 +36,7 @@ from starlette.types import ASGIApp
 from wxbot_devkit.fakes.media_library import MEDIA_TTL_S, WECOM_UPLOADS, MediaLibrary, StoredMedia, UploadPolicy
 from wxbot_devkit.fakes.server import FakeService, base_arg_parser, serve_forever
 from wxbot_devkit.fakes.waiting import wait_until
-from wxbot_devkit.fakes.wecom_cards import CardDesk
+from wxbot_devkit.fakes.wecom_cards import DUPLICATE_TASK, CardDesk
 from wxbot_devkit.fakes.wecom_login import WebLogin
 
 MAX_CONTENT_BYTES = 2048
@@ -372,6 +372,8 @@ class FakeWeCom(FakeService):
         errcode, message = self._validate_send(body)
         if errcode == 0 and message is None:  # a template card: kept apart from the text messages
             response_code = self.cards.accept(body["touser"], body["template_card"])
+            if response_code is None:
+                return JSONResponse(error_body(DUPLICATE_TASK))
             msgid = secrets.token_hex(16)
             return JSONResponse({"errcode": 0, "errmsg": "ok", "msgid": msgid, "response_code": response_code})
         if message is None:

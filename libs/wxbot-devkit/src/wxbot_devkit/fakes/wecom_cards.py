@@ -66,8 +66,9 @@ class CardDesk:
                 return DUPLICATE_TASK
         return 0
 
-    def accept(self, touser: str, section: dict[str, Any]) -> str:
-        """Record a checked card; the response code of the send."""
+    def accept(self, touser: str, section: dict[str, Any]) -> str | None:
+        """Record a checked card; the response code of the send, or None when another send took its
+        task_id since `check` (the duplicate check and the record are one step, as in WeCom)."""
         card = Card(
             touser,
             section["task_id"],
@@ -76,6 +77,8 @@ class CardDesk:
             time.time(),
         )
         with self._lock:
+            if card.task_id in self.cards:
+                return None
             self.cards[card.task_id] = card
         return self._issue(touser, card.task_id)
 
