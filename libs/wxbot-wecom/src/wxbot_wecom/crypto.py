@@ -73,14 +73,12 @@ class CallbackCrypto:
     token: str = field(repr=False)
     encoding_aes_key: str = field(repr=False)
     receive_id: str = ""
-    _key: bytes = field(init=False, repr=False, compare=False)
     _aes_cbc: Cipher[modes.CBC] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.token:
             raise ValueError("token must not be empty")
         key = decode_aes_key(self.encoding_aes_key)
-        object.__setattr__(self, "_key", key)
         # The IV is the key's first 16 bytes for every message: one Cipher, a context per call
         # (building the Cipher runs cryptography's type checks, ~10 us, on every callback otherwise).
         object.__setattr__(self, "_aes_cbc", Cipher(algorithms.AES(key), modes.CBC(key[:16])))

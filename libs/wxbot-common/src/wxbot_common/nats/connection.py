@@ -10,7 +10,7 @@ from typing import Any
 import nats
 import nats.errors
 import nats.js.errors
-from nats.aio.client import Client
+from nats.aio.client import NO_RESPONDERS_STATUS, Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import PubAck
@@ -18,8 +18,6 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from wxbot_common.logs import get_logger
 from wxbot_common.settings import CommonSettings
-
-STATUS_NO_RESPONDERS = "503"
 
 
 def _expire(future: asyncio.Future[Msg]) -> None:
@@ -65,10 +63,10 @@ class CoalescingClient(Client):
         """Subscribe with `handler` called for each message as it is read (it must not block;
         what it raises goes to the error callback, the connection carries on)."""
 
-        async def never(msg: Msg) -> None:  # the queue's task: nothing reaches it
+        async def queued(msg: Msg) -> None:  # the subscription's queue task: nothing reaches it
             handler(msg)
 
-        sub = await self.subscribe(subject, cb=never)
+        sub = await self.subscribe(subject, cb=queued)
         self._direct[sub._id] = handler
         return sub
 
@@ -105,7 +103,7 @@ class CoalescingClient(Client):
         finally:
             timer.cancel()
             self._acks.pop(token, None)
-        if reply.headers and reply.headers.get("Status") == STATUS_NO_RESPONDERS:
+        if reply.headers and reply.headers.get("Status") == NO_RESPONDERS_STATUS:
             raise nats.js.errors.NoStreamResponseError
         resp = json.loads(reply.data)
         if "error" in resp:

@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import nats.errors
 from google.protobuf.message import Message
@@ -142,7 +143,9 @@ class ConsumerLoop:
         self._stopping = asyncio.Event()
         self._in_flight_gauge = metrics.in_flight.labels(spec.durable)
         self._log = get_logger("wxbot.consumer").bind(durable=spec.durable)
-        self._per_kind: dict[str, tuple[Counter, Histogram]] = {}  # kind → (ack count, duration) children
+        # metric children per event kind, made on first use (labels() takes a lock and builds a key)
+        self._acked: dict[str, Counter] = {}
+        self._durations: dict[str, Histogram] = {}
 
     async def run(self) -> None:
         """Pull until `stop()`; the durable itself is created by the topology."""
@@ -207,34 +210,19 @@ class ConsumerLoop:
                 self._wake.set()
             return
         self._requested = max(0, self._requested - 1)
-        if self._stopping.is_set():  # arrived while stopping: hand it straight to another replica
-            self._nak_soon(msg)
-            return
-        task = asyncio.create_task(self._settle(msg))
+        # arrived while stopping: hand it straight to another replica
+        self._track(msg, self._nak(msg) if self._stopping.is_set() else self._settle(msg))
+
+    def _track(self, msg: Msg, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._inflight[task] = (msg, time.monotonic())
         self._in_flight_gauge.inc()
         task.add_done_callback(self._done)
 
-    def _nak_soon(self, msg: Msg) -> None:
-        async def nak() -> None:
-            with contextlib.suppress(Exception):
-                await msg.nak()
-
-        task = asyncio.create_task(nak())
-        self._inflight[task] = (msg, time.monotonic())
-        self._in_flight_gauge.inc()
-        task.add_done_callback(self._done)
-
-    def _kind_metrics(self, kind_label: str) -> tuple[Counter, Histogram]:
-        children = self._per_kind.get(kind_label)
-        if children is None:
-            durable = self._spec.durable
-            children = (
-                self._metrics.outcomes.labels(durable, kind_label, "ack"),
-                self._metrics.duration.labels(durable, kind_label),
-            )
-            self._per_kind[kind_label] = children
-        return children
+    @staticmethod
+    async def _nak(msg: Msg) -> None:
+        with contextlib.suppress(Exception):
+            await msg.nak()
 
     async def _watch_lag(self, every_s: float = 10.0) -> None:
         """Publish the durable's lag as gauges (what the consumer-lag alert watches)."""
@@ -319,12 +307,17 @@ class ConsumerLoop:
                     self._metrics.outcomes.labels(self._spec.durable, kind_label, "nak").inc()
             else:
                 await msg.ack()
-                self._kind_metrics(kind_label)[0].inc()
+                acked = self._acked.get(kind_label)
+                if acked is None:
+                    acked = self._metrics.outcomes.labels(self._spec.durable, kind_label, "ack")
+                    self._acked[kind_label] = acked
+                acked.inc()
             finally:
-                if kind_label == "unknown":
-                    self._metrics.duration.labels(self._spec.durable, kind_label).observe(time.perf_counter() - started)
-                else:
-                    self._kind_metrics(kind_label)[1].observe(time.perf_counter() - started)
+                duration = self._durations.get(kind_label)
+                if duration is None:
+                    duration = self._metrics.duration.labels(self._spec.durable, kind_label)
+                    self._durations[kind_label] = duration
+                duration.observe(time.perf_counter() - started)
 
     async def _heartbeats(self) -> None:
         """Tell the server that long handlers are still working (+WPI), one loop for all of them."""
