@@ -189,3 +189,17 @@ def test_help_lists_every_knob_and_scenario(capsys: pytest.CaptureFixture[str]) 
     shown = capsys.readouterr().out
     for knob in ("--scenario", "--users", "--rate", "--replicas", "--otlp", "--json", "--profile", "fast:"):
         assert knob in shown
+
+
+@pytest.mark.timeout(120)
+def test_hop_probe_times_every_way_of_reading(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m bench.hop` against a real nats-server: a line of figures per way of reading."""
+    from bench.hop import MODES, cli
+
+    cli(["--count", "12", "--gap-ms", "1"])
+    out = capsys.readouterr().out
+    assert "12 messages 1 ms apart" in out
+    for mode in MODES:
+        line = next(line for line in out.splitlines() if line.strip().startswith(mode + " "))
+        p50 = float(line.split("p50")[1].split()[0])
+        assert 0 < p50 < 1_000_000, line  # microseconds: a delivered message, not a stale one
