@@ -38,7 +38,14 @@ _CACHE_MAX = 4096  # encoded attributes kept; cleared when full (unique values s
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
+_BYTE = [bytes((i,)) for i in range(128)]  # a varint below 128 is that one byte
+_PACK_Q = struct.Struct("<Q").pack
+_PACK_I = struct.Struct("<I").pack
+
+
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _BYTE[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -60,11 +67,22 @@ def _uint_field(field: int, value: int) -> bytes:
 
 
 def _fixed32_field(field: int, value: int) -> bytes:
-    return _varint(field << 3 | 5) + struct.pack("<I", value) if value else b""
+    return _varint(field << 3 | 5) + _PACK_I(value) if value else b""
 
 
 def _fixed64_field(field: int, value: int | None) -> bytes:
-    return _varint(field << 3 | 1) + struct.pack("<Q", value) if value else b""
+    return _varint(field << 3 | 1) + _PACK_Q(value) if value else b""
+
+
+# The fields every span has, with their tags written out (Span: trace_id 1, span_id 2, parent 4,
+# name 5, kind 6, start 7, end 8, flags 16 — a fixed32 whose tag takes two bytes).
+_TRACE_ID = b"\x0a\x10"
+_SPAN_ID = b"\x12\x08"
+_PARENT_ID = b"\x22\x08"
+_KIND_TAG = b"\x30"
+_START_TAG = b"\x39"
+_END_TAG = b"\x41"
+_FLAGS_TAG = b"\x85\x01"
 
 
 def _any_value(value: Any) -> bytes:
@@ -154,15 +172,16 @@ class SpanEncoder:
         context = span.get_span_context()
         assert context is not None
         parent = span.parent
+        start, end = span.start_time, span.end_time
         parts = [
-            _len_field(1, context.trace_id.to_bytes(16, "big")),
-            _len_field(2, context.span_id.to_bytes(8, "big")),
-            _str_field(3, _trace_state(context)),
-            _len_field(4, parent.span_id.to_bytes(8, "big")) if parent else b"",
+            _TRACE_ID + context.trace_id.to_bytes(16, "big"),
+            _SPAN_ID + context.span_id.to_bytes(8, "big"),
+            _str_field(3, _trace_state(context)) if context.trace_state else b"",
+            _PARENT_ID + parent.span_id.to_bytes(8, "big") if parent else b"",
             _str_field(5, span.name),
-            _uint_field(6, _KIND[span.kind]),
-            _fixed64_field(7, span.start_time),
-            _fixed64_field(8, span.end_time),
+            _KIND_TAG + _varint(_KIND[span.kind]),
+            _START_TAG + _PACK_Q(start) if start else b"",
+            _END_TAG + _PACK_Q(end) if end else b"",
             self._attribute_fields(9, span.attributes),
             _uint_field(10, span.dropped_attributes),
         ]
@@ -187,7 +206,7 @@ class SpanEncoder:
         parts.append(_uint_field(14, span.dropped_links))
         status = span.status
         parts.append(_len_field(15, _str_field(2, status.description) + _uint_field(3, status.status_code.value)))
-        parts.append(_fixed32_field(16, _span_flags(parent)))
+        parts.append(_FLAGS_TAG + _PACK_I(_span_flags(parent)))
         return _len_field(2, b"".join(parts))
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
