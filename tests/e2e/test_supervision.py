@@ -6,11 +6,14 @@ process and waits, with a deadline, for the supervisor to report it ready again.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 
 import nats
 import pytest
+from redis.asyncio import Redis
 
 from tests.e2e.harness import World, running_world, send_text, send_until_accepted
 from wxbot_common.nats.subjects import EVENTS_STREAM
@@ -52,6 +55,31 @@ async def stream_messages(world: World) -> int:
         return int((await nc.jetstream().stream_info(EVENTS_STREAM)).state.messages)
     finally:
         await nc.close()
+
+
+async def projected(redis: Redis, text: str, timeout_s: float = 15.0) -> None:
+    """Until a conversation's stored turns hold `text` (the context projection runs after the reply)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        async for key in redis.scan_iter(match="wxbot:ctx:*:turns"):
+            turns = await redis.lrange(key, 0, -1)
+            if any(text in (t.decode() if isinstance(t, bytes) else t) for t in turns):
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no stored turn holds {text!r} after {timeout_s:g} s")
+        await asyncio.sleep(0.05)
+
+
+async def written_to_the_aof(redis: Redis, timeout_s: float = 15.0) -> None:
+    """Until Redis has written everything it acknowledged to its append-only file, which a killed
+    redis-server keeps (the kernel has it). With `appendfsync everysec` Redis may hold writes back
+    for up to 2 s while the previous fsync is slow (a slow CI disk): that documented window is not
+    what this test is about, so it waits it out instead of racing it."""
+    deadline = time.monotonic() + timeout_s
+    while (await redis.info("persistence"))["aof_buffer_length"]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Redis still held unwritten AOF data after {timeout_s:g} s")
+        await asyncio.sleep(0.05)
 
 
 async def test_a_killed_nlp_comes_back_and_answers_what_came_while_it_was_down(sw: World) -> None:
@@ -121,7 +149,9 @@ async def test_a_killed_redis_server_comes_back_with_its_data(sw: World) -> None
     await sw.wecom.wait_for_messages(user, 1, timeout=30)
     redis = create_redis(sw.stack.redis.url)
     try:
+        await projected(redis, "LLM says: my name is Bob")  # context has the exchange, not only WeCom
         await redis.set("e2e:supervision:probe", "kept")
+        await written_to_the_aof(redis)
     finally:
         await redis.aclose()
     await kill_and_see_it_die(sw, "redis")

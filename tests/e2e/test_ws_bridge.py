@@ -3,6 +3,7 @@ and bad frames: test_hostile_input)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -15,6 +16,7 @@ from tests.e2e.harness import World, running_world
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 TOKEN = "bridge-test-token"
+REPLY_WAIT_S = 30  # one reply; the module timeout covers the stack start as well
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,11 @@ async def test_a_message_gets_its_reply_on_the_same_socket_across_replicas(bw: W
         for i in range(20):
             sender = f"bridge-user-{i}"
             await ws.send(json.dumps({"sender": sender, "content": f"hello bridge {i}", "msg_type": "text"}))
-            reply = await frames_until(ws, "reply")
+            try:
+                async with asyncio.timeout(REPLY_WAIT_S):
+                    reply = await frames_until(ws, "reply")
+            except TimeoutError:
+                pytest.fail(f"no reply for {sender} within {REPLY_WAIT_S} s (replies so far: {sorted(replies)})")
             replies[reply["to"]] = reply["content"]
             if await bridge_sends(other) > before:
                 break
