@@ -6,9 +6,7 @@ process and waits, with a deadline, for the supervisor to report it ready again.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from collections.abc import AsyncIterator
 
 import nats
@@ -18,7 +16,7 @@ from redis.asyncio import Redis
 from tests.e2e.harness import World, running_world, send_text, send_until_accepted
 from wxbot_common.nats.subjects import EVENTS_STREAM
 from wxbot_common.redis_client import create_redis
-from wxbot_devkit.fakes.waiting import wait_until
+from wxbot_devkit.fakes.waiting import wait_until, wait_until_async
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -57,29 +55,29 @@ async def stream_messages(world: World) -> int:
         await nc.close()
 
 
-async def projected(redis: Redis, text: str, timeout_s: float = 15.0) -> None:
+async def projected(redis: Redis, text: str) -> None:
     """Until a conversation's stored turns hold `text` (the context projection runs after the reply)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    async def stored() -> bool:
         async for key in redis.scan_iter(match="wxbot:ctx:*:turns"):
             turns = await redis.lrange(key, 0, -1)
             if any(text in (t.decode() if isinstance(t, bytes) else t) for t in turns):
-                return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no stored turn holds {text!r} after {timeout_s:g} s")
-        await asyncio.sleep(0.05)
+                return True
+        return False
+
+    await wait_until_async(stored, 15.0, f"a stored turn holding {text!r}", every_s=0.05)
 
 
-async def written_to_the_aof(redis: Redis, timeout_s: float = 15.0) -> None:
+async def written_to_the_aof(redis: Redis) -> None:
     """Until Redis has written everything it acknowledged to its append-only file, which a killed
     redis-server keeps (the kernel has it). With `appendfsync everysec` Redis may hold writes back
     for up to 2 s while the previous fsync is slow (a slow CI disk): that documented window is not
     what this test is about, so it waits it out instead of racing it."""
-    deadline = time.monotonic() + timeout_s
-    while (await redis.info("persistence"))["aof_buffer_length"]:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"Redis still held unwritten AOF data after {timeout_s:g} s")
-        await asyncio.sleep(0.05)
+
+    async def written() -> bool:
+        return not (await redis.info("persistence"))["aof_buffer_length"]
+
+    await wait_until_async(written, 15.0, "Redis to write its AOF buffer", every_s=0.05)
 
 
 async def test_a_killed_nlp_comes_back_and_answers_what_came_while_it_was_down(sw: World) -> None:

@@ -25,12 +25,13 @@ from opentelemetry.trace import SpanContext, SpanKind
 
 _log = logging.getLogger(__name__)
 
-_KIND = {
-    SpanKind.INTERNAL: 1,
-    SpanKind.SERVER: 2,
-    SpanKind.CLIENT: 3,
-    SpanKind.PRODUCER: 4,
-    SpanKind.CONSUMER: 5,
+# Span.kind (field 6, a varint below 128): the whole field per kind.
+_KIND_FIELD = {
+    SpanKind.INTERNAL: b"\x30\x01",
+    SpanKind.SERVER: b"\x30\x02",
+    SpanKind.CLIENT: b"\x30\x03",
+    SpanKind.PRODUCER: b"\x30\x04",
+    SpanKind.CONSUMER: b"\x30\x05",
 }
 _FLAGS_HAS_IS_REMOTE = 0x100
 _FLAGS_IS_REMOTE = 0x200
@@ -75,11 +76,10 @@ def _fixed64_field(field: int, value: int | None) -> bytes:
 
 
 # The fields every span has, with their tags written out (Span: trace_id 1, span_id 2, parent 4,
-# name 5, kind 6, start 7, end 8, flags 16 — a fixed32 whose tag takes two bytes).
+# start 7, end 8, flags 16 — a fixed32 whose tag takes two bytes).
 _TRACE_ID = b"\x0a\x10"
 _SPAN_ID = b"\x12\x08"
 _PARENT_ID = b"\x22\x08"
-_KIND_TAG = b"\x30"
 _START_TAG = b"\x39"
 _END_TAG = b"\x41"
 _FLAGS_TAG = b"\x85\x01"
@@ -179,7 +179,7 @@ class SpanEncoder:
             _str_field(3, _trace_state(context)) if context.trace_state else b"",
             _PARENT_ID + parent.span_id.to_bytes(8, "big") if parent else b"",
             _str_field(5, span.name),
-            _KIND_TAG + _varint(_KIND[span.kind]),
+            _KIND_FIELD[span.kind],
             _START_TAG + _PACK_Q(start) if start else b"",
             _END_TAG + _PACK_Q(end) if end else b"",
             self._attribute_fields(9, span.attributes),
