@@ -98,6 +98,7 @@ def every_option_on() -> dict[str, Any]:
         "modelServer": {"enabled": True, "model": {"url": "https://models.example.com/m.gguf"}},
         "analytics": {"enabled": True},
         "clickhouse": {"enabled": True},
+        "delivery": {"enabled": True},
     }
 
 
@@ -289,6 +290,42 @@ def test_network_flows_are_exactly_the_pipelines(rendered: dict[str, list[Doc]])
     skill_in = policies["wxbot-skill-role"]["spec"]["ingress"]
     assert [selects(peer, "nlp") for rule in skill_in for peer in rule["from"]] == [True]
     assert policies["wxbot-nats"]["spec"]["egress"] == [] and policies["wxbot-redis"]["spec"]["egress"] == []
+
+
+def env_of(deployment: Doc) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_reply_delivery_is_a_component_of_its_own_when_asked_for(rendered: dict[str, list[Doc]]) -> None:
+    # Off by default: every gateway pod answers callbacks and sends replies (GATEWAY_ROLE=all).
+    for profile in PROFILES:
+        assert all(component(d) != "delivery" for d in rendered[profile])
+        assert "GATEWAY_ROLE" not in env_of(named(rendered[profile], "Deployment", "wxbot-gateway"))
+    docs = manifests.render({"delivery": {"enabled": True, "replicas": 3}})
+    gateway, delivery = named(docs, "Deployment", "wxbot-gateway"), named(docs, "Deployment", "wxbot-delivery")
+    assert env_of(gateway)["GATEWAY_ROLE"] == "ingress" and env_of(delivery)["GATEWAY_ROLE"] == "delivery"
+    assert GatewaySettings(gateway_role=env_of(delivery)["GATEWAY_ROLE"]).gateway_role == "delivery"
+    # The gateway's image and service name (its spans are the gateway's), scaled and disrupted on its own.
+    image = delivery["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == gateway["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert env_of(delivery)["OTEL_SERVICE_NAME"] == "gateway" and delivery["spec"]["replicas"] == 3
+    hpa = named(docs, "HorizontalPodAutoscaler", "wxbot-delivery")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "wxbot-delivery"
+    assert delivery["spec"]["selector"]["matchLabels"] != gateway["spec"]["selector"]["matchLabels"]
+    # Nothing outside reaches delivery (monitoring and the console read its ops port); it reaches
+    # WeCom, NATS and Redis; callbacks still go to the gateway pods alone.
+    policies = {p["metadata"]["name"]: p for p in of_kind(manifests.render(every_option_on()), "NetworkPolicy")}
+    delivery_in = policies["wxbot-delivery"]["spec"]["ingress"]
+    assert all("ipBlock" not in peer for rule in delivery_in for peer in rule["from"])
+    assert all(8080 in [p["port"] for p in rule["ports"]] for rule in delivery_in)
+    out = egress_peers(policies["wxbot-delivery"])
+    assert any(peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0" and 443 in ports for peer, ports in out)
+    for infra in ("nats", "redis"):
+        allowed = policies[f"wxbot-{infra}"]["spec"]["ingress"][0]["from"]
+        assert any(selects(peer, "delivery") for peer in allowed), infra
+    callbacks = next(d for d in of_kind(manifests.render(every_option_on()), "Ingress") if d["spec"].get("rules"))
+    backends = {p["backend"]["service"]["name"] for r in callbacks["spec"]["rules"] for p in r["http"]["paths"]}
+    assert "wxbot-delivery" not in backends
 
 
 def test_analytics_is_off_by_default_and_reaches_only_nats_the_collector_and_clickhouse(

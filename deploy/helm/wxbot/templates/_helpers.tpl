@@ -1,9 +1,12 @@
 {{/*
 The service catalog: what the chart knows about each wxbot service that values cannot change
-(its Python module, the variable naming its HTTP port, its extra ports and labels).
+(its Python module, the variable naming its HTTP port, its extra ports and labels). `delivery` is
+the gateway's image as a component of its own (GATEWAY_ROLE=delivery): it sends the replies, so
+the gateway pods only answer callbacks.
 */}}
 {{- define "wxbot.catalog" -}}
 gateway: {portEnv: GATEWAY_PORT, public: true}
+delivery: {portEnv: GATEWAY_PORT, image: gateway}
 safety: {portEnv: SAFETY_HTTP_PORT}
 nlp: {portEnv: NLP_HTTP_PORT}
 context: {portEnv: CONTEXT_HTTP_PORT, grpc: true}
@@ -14,7 +17,7 @@ console: {portEnv: CONSOLE_PORT}
 
 {{/* The services in start order; each is a top-level key of values. */}}
 {{- define "wxbot.serviceNames" -}}
-{{- list "gateway" "safety" "nlp" "context" "skills" "analytics" "console" | toJson -}}
+{{- list "gateway" "delivery" "safety" "nlp" "context" "skills" "analytics" "console" | toJson -}}
 {{- end }}
 
 {{- define "wxbot.fullname" -}}
