@@ -121,6 +121,64 @@ async def test_reset_is_confirmed_and_forgets_the_conversation(ctx: World) -> No
     assert contents(ask.messages) == ["what is my secret?"]
 
 
+async def test_lookups_asked_together_are_answered_at_once_unless_they_must_wait(ctx: World) -> None:
+    """GetHistories answers what needs no waiting and sends the rest back to GetHistory, which waits:
+    a conversation whose earlier message is still being answered never holds up the others."""
+    settled, busy = "e2e-batch-settled", "e2e-batch-busy"
+    await send_text(ctx, settled, "settled question")
+    await ctx.wecom.wait_for_messages(settled, 1, timeout=20)
+    ctx.llm.latency_s = 3.0  # the busy conversation's message stays unanswered while we ask
+    try:
+        await send_text(ctx, busy, "busy question")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{ctx.stack.grpc_ports[0]}") as channel:
+            stub = pb_grpc.ContextServiceStub(channel)
+            deadline = asyncio.get_running_loop().time() + 20
+            while True:  # until this replica has projected the busy message
+                seen = await stub.GetHistory(pb.GetHistoryRequest(conversation_id=conversation(busy)), timeout=5)
+                if seen.turns:
+                    break
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.05)
+            after = seen.applied_sequence  # later than the busy message, which is unanswered
+
+            def lookup(user: str, min_sequence: int) -> pb.HistoryLookup:
+                conversation_id = conversation(user) if user else ""
+                return pb.HistoryLookup(
+                    request=pb.GetHistoryRequest(conversation_id=conversation_id, min_sequence=min_sequence)
+                )
+
+            asked = pb.GetHistoriesRequest(
+                lookups=[
+                    lookup(settled, after),
+                    lookup(busy, after),  # its earlier message is unanswered: it must wait
+                    lookup("e2e-batch-future", after + 10_000),  # the projection is not there yet
+                    lookup("", after),  # invalid alone, so alone it is asked (and refused)
+                ]
+            )
+            started = asyncio.get_running_loop().time()
+            answered = await stub.GetHistories(asked, timeout=5)
+            assert asyncio.get_running_loop().time() - started < 2.0  # nothing in it waited for the LLM
+            results = list(answered.results)
+            outcomes = [r.WhichOneof("outcome") for r in results]
+            assert outcomes == ["history", "retry_alone", "retry_alone", "retry_alone"]
+            assert results[0].history.complete
+            assert [(t.role, t.text) for t in results[0].history.turns] == [
+                (pb.ROLE_USER, "settled question"),
+                (pb.ROLE_ASSISTANT, "LLM says: settled question (saw 2 messages)"),
+            ]
+            # asked alone, the busy lookup waits for its answer and then sees it
+            alone = await stub.GetHistory(asked.lookups[1].request, timeout=15)
+            assert alone.complete and [t.text for t in alone.turns] == [
+                "busy question",
+                "LLM says: busy question (saw 2 messages)",
+            ]
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.GetHistory(asked.lookups[3].request, timeout=5)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        ctx.llm.latency_s = 0.0
+
+
 async def test_context_serves_health_and_reflection(ctx: World) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{ctx.stack.grpc_ports[0]}") as channel:
         status = await health_pb2_grpc.HealthStub(channel).Check(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 
 import pytest
 
@@ -90,6 +92,33 @@ async def test_the_span_tree_follows_the_message_and_carries_no_content_or_secre
     tokens = [s.attributes.get("url.full", "") for s in trace if "access_token" in str(s.attributes)]
     assert tokens and all("access_token=REDACTED" in t for t in tokens)
     assert all("corpsecret=REDACTED" in str(s.attributes) for s in trace if "corpsecret" in str(s.attributes))
+
+
+def _trace_of(msg_id: int) -> Callable[[list[SpanRecord]], list[SpanRecord] | None]:
+    return lambda spans: find_message_trace(spans, wecom_event_id(msg_id))
+
+
+async def test_history_lookups_asked_together_keep_each_message_in_its_own_trace(world: World) -> None:
+    """Messages nlp takes up at the same moment share one GetHistories call; each message's trace
+    still holds its own GetHistory server span, under its own client span."""
+    batched: list[list[SpanRecord]] = []
+    for burst in range(5):  # until a burst arrived together (it nearly always does at once)
+        users = [f"e2e-trace-batch-{burst}-{i}" for i in range(12)]
+        sent = await asyncio.gather(*(send_text(world, user, f"together {user}") for user in users))
+        for user in users:
+            await world.wecom.wait_for_messages(user, 1, timeout=20)
+        traces = [await world.sink.wait_for(_trace_of(msg_id), timeout=30) for _, msg_id in sent]
+        for trace in traces:
+            drafting = next(s for s in trace if s.service_name == "nlp" and s.kind == "CONSUMER")
+            history_call = _child(trace, drafting, "nlp", "CLIENT", "GetHistory")
+            served = _child(trace, history_call, "context", "SERVER", "GetHistory")
+            assert served.name == "wxbot.context.v1.ContextService/GetHistory"
+            if served.attributes.get("wxbot.rpc.batched"):
+                batched.append(trace)
+        if len(batched) >= 2:
+            break
+    assert len(batched) >= 2, "no two messages' history lookups went in one call"
+    assert len({t[0].trace_id for t in batched}) == len(batched)
 
 
 async def test_logs_are_json_with_trace_ids_and_hold_no_content_user_id_or_secret(world: World) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from wxbot_common.red_metrics import GrpcRedMetrics
 from wxbot_common.redis_client import create_redis
-from wxbot_common.rpc import create_server, enable_reflection, observe_servicer, set_serving
+from wxbot_common.rpc import BatchItems, create_server, enable_reflection, observe_servicer, set_serving
 from wxbot_common.runtime import ServiceRuntime
 from wxbot_context.grpc_service import ContextServicer
 from wxbot_context.lease import Announcer, ProjectionLease
@@ -15,6 +16,7 @@ from wxbot_proto.context.v1 import context_pb2_grpc as pb_grpc
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ContextService"]
 SERVICE_NAME = SERVICE.full_name
+GET_HISTORY = f"/{SERVICE_NAME}/GetHistory"
 
 
 async def main() -> None:
@@ -50,8 +52,11 @@ async def main() -> None:
     runtime.readiness.set("projection", True)
 
     server, health = create_server(settings.grpc_listen)
-    servicer = ContextServicer(store, watermark, runtime.publisher, settings)
-    observe_servicer(servicer, SERVICE, runtime.registry, runtime.tracer)
+    red = GrpcRedMetrics(runtime.registry)
+    servicer = ContextServicer(
+        store, watermark, runtime.publisher, settings, BatchItems(GET_HISTORY, red, runtime.tracer)
+    )
+    observe_servicer(servicer, SERVICE, red, runtime.tracer, batches={"GetHistories"})
     pb_grpc.add_ContextServiceServicer_to_server(servicer, server)
     enable_reflection(server, [SERVICE_NAME])
     await server.start()

@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from wxbot_common.ids import conversation_key, derived_event_id, now_timestamp
 from wxbot_common.nats.publisher import EventPublisher
+from wxbot_common.rpc import BatchItems
 from wxbot_context.history import fit_budget
 from wxbot_context.projection import Watermark
 from wxbot_context.settings import ContextSettings
@@ -23,12 +24,18 @@ _ROLES = {"user": pb.ROLE_USER, "assistant": pb.ROLE_ASSISTANT}
 
 class ContextServicer(pb_grpc.ContextServiceServicer):
     def __init__(
-        self, store: ContextStore, watermark: Watermark, publisher: EventPublisher, settings: ContextSettings
+        self,
+        store: ContextStore,
+        watermark: Watermark,
+        publisher: EventPublisher,
+        settings: ContextSettings,
+        batch_items: BatchItems,
     ) -> None:
         self._store = store
         self._watermark = watermark
         self._publisher = publisher
         self._settings = settings
+        self._batch_items = batch_items  # the GetHistory span and count of each lookup of a GetHistories
 
     async def GetHistory(  # noqa: N802 (gRPC method name)
         self,
@@ -44,6 +51,35 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
                 f"projection at {self._watermark.applied}, behind requested {min_seq}",
             )
         snapshot, complete = await self._ordered_snapshot(conversation_key(request.conversation_id), min_seq)
+        return self._response(request, snapshot, complete)
+
+    async def GetHistories(  # noqa: N802 (gRPC method name)
+        self,
+        request: pb.GetHistoriesRequest,
+        context: grpc.aio.ServicerContext[pb.GetHistoriesRequest, pb.GetHistoriesResponse],
+    ) -> pb.GetHistoriesResponse:
+        """Answer, from one Redis round trip, every lookup that needs no waiting; the rest `retry_alone`."""
+        started_ns, started_perf = time.time_ns(), time.perf_counter()
+        applied = self._watermark.applied
+        lookups = list(request.lookups)
+        ready = [
+            i
+            for i, lookup in enumerate(lookups)
+            if lookup.request.conversation_id and lookup.request.min_sequence <= applied
+        ]
+        snapshots = await self._store.snapshots(
+            [(conversation_key(lookups[i].request.conversation_id), lookups[i].request.min_sequence) for i in ready]
+        )
+        results = [pb.HistoryResult(retry_alone=True) for _ in lookups]
+        for i, snapshot in zip(ready, snapshots, strict=True):
+            lookup = lookups[i]
+            if lookup.request.min_sequence and snapshot.pending_before:
+                continue  # an earlier message of the conversation is unanswered: GetHistory waits for it
+            results[i] = pb.HistoryResult(history=self._response(lookup.request, snapshot, True))
+            self._batch_items.answered(dict(lookup.trace_context), started_ns, started_perf)
+        return pb.GetHistoriesResponse(results=results)
+
+    def _response(self, request: pb.GetHistoryRequest, snapshot: Snapshot, complete: bool) -> pb.GetHistoryResponse:
         budget = request.token_budget or self._settings.context_token_budget
         turns, tokens = fit_budget(snapshot.turns, budget)
         return pb.GetHistoryResponse(

@@ -172,19 +172,30 @@ class ContextStore:
         return int(raw) if raw else 0
 
     async def snapshot(self, ckey: str, before_sequence: int) -> Snapshot:
-        turns_key, pending_key, _, _ = _keys(ckey)
-        upper = f"({before_sequence}" if before_sequence > 0 else "+inf"
+        return (await self.snapshots([(ckey, before_sequence)]))[0]
+
+    async def snapshots(self, asks: list[tuple[str, int]]) -> list[Snapshot]:
+        """Each conversation's turns and unanswered messages before a sequence, in one round trip."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.lrange(turns_key, 0, -1)
-            pipe.zrangebyscore(pending_key, "-inf", upper)
-            raw_turns, raw_pending = await pipe.execute()
-        turns = [StoredTurn.from_json(t) for t in raw_turns]
-        if before_sequence > 0:
-            turns = [t for t in turns if t.origin_sequence < before_sequence]
+            for ckey, before_sequence in asks:
+                turns_key, pending_key, _, _ = _keys(ckey)
+                pipe.lrange(turns_key, 0, -1)
+                pipe.zrangebyscore(pending_key, "-inf", f"({before_sequence}" if before_sequence > 0 else "+inf")
+            raw = await pipe.execute()
         fresh_after = time.time() - self._stale_s
-        pending: list[int] = []
-        for member in raw_pending:
-            seq_s, _, at_s = (member.decode() if isinstance(member, bytes) else member).partition(":")
-            if float(at_s or 0) >= fresh_after:
-                pending.append(int(seq_s))
-        return Snapshot(turns=turns, pending_before=pending)
+        return [
+            _snapshot(raw[2 * i], raw[2 * i + 1], before_sequence, fresh_after)
+            for i, (_, before_sequence) in enumerate(asks)
+        ]
+
+
+def _snapshot(raw_turns: list[bytes], raw_pending: list[bytes], before_sequence: int, fresh_after: float) -> Snapshot:
+    turns = [StoredTurn.from_json(t) for t in raw_turns]
+    if before_sequence > 0:
+        turns = [t for t in turns if t.origin_sequence < before_sequence]
+    pending: list[int] = []
+    for member in raw_pending:
+        seq_s, _, at_s = (member.decode() if isinstance(member, bytes) else member).partition(":")
+        if float(at_s or 0) >= fresh_after:
+            pending.append(int(seq_s))
+    return Snapshot(turns=turns, pending_before=pending)

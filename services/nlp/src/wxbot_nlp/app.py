@@ -17,6 +17,7 @@ from wxbot_common.rpc import create_channel
 from wxbot_common.runtime import ServiceRuntime
 from wxbot_nlp.answer_cache import AnswerCache
 from wxbot_nlp.handlers import Drafter, DraftingPolicy, NlpMetrics
+from wxbot_nlp.history_batch import BatchedHistory
 from wxbot_nlp.kb_source import KbSource
 from wxbot_nlp.media_out import Drawer, DrawTool, MediaOut, MediaOutMetrics, Voicer, VoiceReply
 from wxbot_nlp.openai_compatible import OpenAICompatibleBackend
@@ -231,7 +232,7 @@ async def main() -> None:
     local_tools = [DrawTool(media.drawer)] if settings.image_tool and media.drawer is not None else []
     drafter = Drafter(
         runtime.publisher,
-        ctx_grpc.ContextServiceStub(channel),
+        BatchedHistory(ctx_grpc.ContextServiceStub(channel), settings.nlp_history_batch),
         backends,
         variants,
         knowledge,

@@ -48,6 +48,7 @@ from wxbot_nlp.drafting import (
     plan_answer,
 )
 from wxbot_nlp.drawing import DRAW_APOLOGY, DRAW_TOO_LARGE, DRAW_USAGE, drawing_request
+from wxbot_nlp.history_batch import BatchedHistory
 from wxbot_nlp.kb import KnowledgeBase
 from wxbot_nlp.llm import Completion, LlmRejectedError, LlmUnavailableError
 from wxbot_nlp.media_out import MediaOut
@@ -136,7 +137,7 @@ class Drafter:
     def __init__(
         self,
         publisher: EventPublisher,
-        context: ctx_grpc.ContextServiceAsyncStub,
+        context: BatchedHistory | ctx_grpc.ContextServiceAsyncStub,
         backends: Mapping[str, ResilientBackend] | None,
         variants: list[Variant],
         knowledge: KnowledgeBase,

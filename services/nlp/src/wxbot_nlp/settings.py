@@ -59,6 +59,9 @@ class NlpSettings(MediaSettings):
     nlp_history_budget: int = Field(0, ge=0, description="history tokens to ask context for; 0 = context's default")
     nlp_concurrency: int = Field(512, gt=0, description="messages drafted at once per replica")
     nlp_context_timeout_s: float = Field(45.0, gt=0, description="deadline of the GetHistory call")
+    nlp_history_batch: int = Field(
+        64, ge=1, description="history lookups taken up at the same moment asked in one call; 1 = one call each"
+    )
     image_followup_s: float = Field(
         300.0,
         ge=0,
