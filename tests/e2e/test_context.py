@@ -133,13 +133,13 @@ async def test_lookups_asked_together_are_answered_at_once_unless_they_must_wait
         async with grpc.aio.insecure_channel(f"127.0.0.1:{ctx.stack.grpc_ports[0]}") as channel:
             stub = pb_grpc.ContextServiceStub(channel)
             deadline = asyncio.get_running_loop().time() + 20
-            while True:  # until this replica has projected the busy message
+            while True:  # until the busy message is projected and this replica knows it has got that far
                 seen = await stub.GetHistory(pb.GetHistoryRequest(conversation_id=conversation(busy)), timeout=5)
-                if seen.turns:
+                if seen.turns and seen.applied_sequence > seen.turns[0].origin_sequence:
                     break
                 assert asyncio.get_running_loop().time() < deadline
                 await asyncio.sleep(0.05)
-            after = seen.applied_sequence  # later than the busy message, which is unanswered
+            after = seen.turns[0].origin_sequence + 1  # the busy message, still unanswered, comes before
 
             def lookup(user: str, min_sequence: int) -> pb.HistoryLookup:
                 conversation_id = conversation(user) if user else ""
