@@ -379,6 +379,7 @@ def new_results(args: argparse.Namespace, replicas: dict[str, int]) -> Results:
         duration_s=args.duration if is_open else None,
         arrivals=args.arrivals if is_open else "",
         replicas=replicas,
+        backend_nice=args.backend_nice,
         otlp=args.otlp_protocol if args.otlp else None,
         sampler=(
             "parentbased_always_on"
@@ -414,6 +415,7 @@ async def run(args: argparse.Namespace) -> Results:
                 extra_env=service_env(wecom, llm, otlp, args.otlp_protocol, args.sampler_ratio),
                 replicas=replicas,
                 gateway_delivery=args.gateway_delivery,
+                backend_nice=args.backend_nice,
             )
             async with Stack(config) as stack:
                 for r in sorted(stack.replicas, key=lambda r: (REPORT_ORDER.index(r.service), r.index)):
@@ -615,6 +617,14 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="send replies from this many processes of their own (GATEWAY_ROLE=delivery); 0 = the gateways do",
+    )
+    p.add_argument(
+        "--backend-nice",
+        type=int,
+        default=StackConfig.backend_nice,
+        choices=range(20),
+        metavar="0-19",
+        help="CPU_NICE of every process but the gateways answering callbacks, as `make run` sets it; 0 = all equal",
     )
     p.add_argument(
         "--otlp",

@@ -83,6 +83,7 @@ class Results:
     duration_s: float | None = None
     arrivals: str = ""
     replicas: dict[str, int] = field(default_factory=dict)
+    backend_nice: int = 0  # CPU_NICE of all but the callback-answering gateways
     otlp: str | None = None  # exporter protocol, None when nothing is exported
     sampler: str = "parentbased_always_on"
     machine: str = field(default_factory=machine)
@@ -188,7 +189,7 @@ class Results:
             *self._host_speed_lines(),
             f"  load                   {self._load_line()}; fake LLM {self.llm_latency_s * 1000:.0f} ms, "
             f"WeCom delivers {self.retry_rate:.0%} twice",
-            f"  replicas               {layout}",
+            f"  replicas               {layout}; CPU_NICE {self.backend_nice} for all but the callback gateways",
             f"  tracing                {self._tracing_line()}",
             f"  replies/s              {self.replies_per_s:8.1f}   ({self.replies} replies to {self.sent} messages "
             f"in {self.wall_s:.1f} s)",
@@ -333,6 +334,7 @@ class Results:
                 "llm_latency_s": self.llm_latency_s,
                 "retry_rate": self.retry_rate,
                 "replicas": self.replicas,
+                "backend_nice": self.backend_nice,
                 "otlp": self.otlp,
                 "sampler": self.sampler,
             },

@@ -21,6 +21,7 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Gauge
 from starlette.types import ASGIApp
 
+from wxbot_common.cpu_priority import lower_cpu_priority
 from wxbot_common.logs import configure_logging, get_logger
 from wxbot_common.nats.connection import connect_nats
 from wxbot_common.nats.consumer import ConsumerLoop, ConsumerMetrics, Handler
@@ -77,6 +78,7 @@ class ServiceRuntime:
     # -- start-up -----------------------------------------------------------------------------
     async def start(self) -> None:
         configure_logging(self.name, self.settings.log_level, self.settings.log_format)
+        lowered = lower_cpu_priority(self.settings.cpu_nice)  # before any thread starts: they inherit it
         self._telemetry = setup_telemetry(self.name)
         self._nc = await connect_nats(self.settings, f"wxbot-{self.name}")
         await ensure_topology(
@@ -90,7 +92,9 @@ class ServiceRuntime:
         self.readiness.set("nats", True)
         self._consumer_metrics = ConsumerMetrics(self.registry)
         self._publisher = EventPublisher(self.js, self.tracer)
-        self.log.info("started", exporting_traces=self._telemetry.exporting)
+        self.log.info(
+            "started", exporting_traces=self._telemetry.exporting, cpu_nice=self.settings.cpu_nice, lowered=lowered
+        )
 
     @property
     def nc(self) -> Client:

@@ -28,6 +28,13 @@ class CommonSettings(BaseSettings):
         3 * 86400.0, gt=0, description="how long the media blob store keeps a file (WeCom media ids last 3 days)"
     )
     media_max_bytes: int = Field(20 * 1024 * 1024, gt=0, description="the largest file the media store takes")
+    cpu_nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="lower this process's CPU priority (Linux nice) so that, on a busy shared host, "
+        "the gateway's answers to WeCom run first",
+    )
 
     @property
     def nats_servers(self) -> list[str]:

@@ -64,6 +64,9 @@ class StackConfig:
     # The web console too (last; it reads the others' /readyz and /metrics and uses the gateway's
     # bridge, whose token is made up here when GATEWAY_BRIDGE_TOKEN is unset).
     console: bool = False
+    # CPU_NICE of every process but the gateways that answer WeCom's callbacks, unless CPU_NICE is
+    # set: on a busy box the callback's answer runs first (wxbot_common.cpu_priority); 0 = all equal.
+    backend_nice: int = 10
 
 
 @dataclass
@@ -219,6 +222,8 @@ class Stack:
                 port = self._port(service, HTTP_PORT_VAR[service]) if i == 0 else free_port()
                 env = {**base, HTTP_PORT_VAR[service]: str(port), "OTEL_SERVICE_NAME": service}
                 name = service if len(roles) == 1 else f"{service}-{i + 1}"
+                if (service != "gateway" or role == "delivery") and "CPU_NICE" not in self.env:
+                    env["CPU_NICE"] = str(self.config.backend_nice)
                 if role != "all":
                     env["GATEWAY_ROLE"] = role
                     name = f"gateway-{role}-{i + 1 if role == 'ingress' else i + 1 - count[service]}"
