@@ -10,7 +10,9 @@ start of the window, so JetStream alone dedupes its retries and the Redis lookup
 one round trip less on the callback's path for almost every message. The margin absorbs clock
 skew between WeCom and this host. Such a message is also remembered off the callback's path:
 its record only matters to a retry later than the window, which WeCom never sends (its three
-retries come within seconds), so the answer to WeCom does not wait for it.
+retries come within seconds), so the answer to WeCom does not wait for it. Those records are
+written together: the ones of the callbacks answered in one event-loop turn go to Redis as one
+pipelined write (a burst of callbacks would otherwise take a pooled connection and a write each).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class SeenMessages:
         self._ttl_s = ttl_s
         self._log = get_logger("wxbot.gateway.dedupe")
         self._writes: set[asyncio.Task[None]] = set()  # records written off the callback's path
+        self._unwritten: list[str] = []  # event ids to remember in the next batch
 
     @staticmethod
     def _key(event_id: str) -> str:
@@ -77,14 +80,33 @@ class SeenMessages:
             return None
         ack = await publisher.publish(event)
         if fresh:
-            task = asyncio.create_task(self.remember(event_id))
-            self._writes.add(task)
-            task.add_done_callback(self._writes.discard)
+            self._unwritten.append(event_id)
+            if len(self._unwritten) == 1:
+                asyncio.get_running_loop().call_soon(self._write_batch)
         else:
             await self.remember(event_id)
         return ack
 
+    def _write_batch(self) -> None:
+        event_ids, self._unwritten = self._unwritten, []
+        if not event_ids:
+            return  # written already by `flush`
+        task = asyncio.get_running_loop().create_task(self._remember_all(event_ids))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _remember_all(self, event_ids: list[str]) -> None:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for event_id in event_ids:
+                    pipe.set(self._key(event_id), "1", ex=self._ttl_s)
+                await pipe.execute()
+        except RedisError as exc:
+            self._log.warning("dedupe_unavailable", error=repr(exc), records=len(event_ids))
+
     async def flush(self) -> None:
         """Wait for the records still being written (at shutdown)."""
+        if self._unwritten:
+            self._write_batch()
         if self._writes:
             await asyncio.wait(set(self._writes), timeout=2.0)
