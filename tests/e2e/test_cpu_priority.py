@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import World
-from wxbot_common.cpu_priority import autogroup_settable
+from wxbot_devkit.launch import autogroup_settable
 
 pytestmark = [
     pytest.mark.e2e,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from wxbot_common.cpu_priority import autogroup_settable
+from wxbot_devkit.launch import autogroup_settable
 
 pytestmark = [
     pytest.mark.timeout(30),

@@ -14,8 +14,6 @@ largest).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 AUTOGROUP = Path("/proc/self/autogroup")
@@ -38,13 +36,3 @@ def lower_cpu_priority(nice: int) -> list[str]:
         except OSError:
             pass  # read-only /proc (some containers): the cgroup's CPU weight decides there
     return done
-
-
-def autogroup_settable() -> bool:
-    """Whether this host lets a session leader set its autogroup's nice value (some containers do
-    not: there only the process's own nice value, or the cgroup's CPU weight, applies)."""
-    if not AUTOGROUP.exists():
-        return False
-    probe = f"from pathlib import Path; Path({str(AUTOGROUP)!r}).write_text('1')"
-    run = subprocess.run([sys.executable, "-c", probe], check=False, start_new_session=True, capture_output=True)
-    return run.returncode == 0

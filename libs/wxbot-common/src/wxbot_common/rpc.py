@@ -83,11 +83,8 @@ def observe_servicer(
     for method in service.methods:
         full = f"/{service.full_name}/{method.name}"
         inner = getattr(servicer, method.name)
-        setattr(
-            servicer,
-            method.name,
-            _counted(inner, full, red) if method.name in batches else _observed(inner, full, red, tracer),
-        )
+        spanned = inner if method.name in batches else _spanned(inner, full, tracer)
+        setattr(servicer, method.name, _counted(spanned, full, red))
 
 
 class BatchItems:
@@ -119,11 +116,19 @@ class BatchItems:
         self._red.observe(self._full_method, "OK", time.perf_counter() - started_perf)
 
 
-def _counted(
-    inner: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]],
-    full_method: str,
-    red: GrpcRedMetrics,
-) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+Servicer = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+def _status(context: grpc.aio.ServicerContext[Any, Any], failed: bool) -> tuple[int, str]:
+    """The call's status code and name as the servicer set them; when it set none, code 0 and the
+    name UNKNOWN if it raised, else OK."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.value[0], code.name
+    return 0, "UNKNOWN" if failed else "OK"
+
+
+def _counted(inner: Servicer, full_method: str, red: GrpcRedMetrics) -> Servicer:
     async def counted(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
         failed = True
@@ -132,24 +137,16 @@ def _counted(
             failed = False
             return response
         finally:
-            code = context.code()
-            name = code.name if isinstance(code, grpc.StatusCode) else ("UNKNOWN" if failed else "OK")
-            red.observe(full_method, name, time.perf_counter() - started)
+            red.observe(full_method, _status(context, failed)[1], time.perf_counter() - started)
 
     return counted
 
 
-def _observed(
-    inner: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]],
-    full_method: str,
-    red: GrpcRedMetrics,
-    tracer: trace.Tracer,
-) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+def _spanned(inner: Servicer, full_method: str, tracer: trace.Tracer) -> Servicer:
     span_name = full_method.lstrip("/")
     attributes = _rpc_attributes(full_method)
 
-    async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        started = time.perf_counter()
+    async def spanned(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         parent = extract_context({k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)})
         span = tracer.start_span(span_name, context=parent, kind=SpanKind.SERVER)
         with ActiveSpan(span, record_exception=False):
@@ -161,17 +158,13 @@ def _observed(
                 failed = False
                 return response
             finally:
-                code = context.code()
-                name = code.name if isinstance(code, grpc.StatusCode) else ("UNKNOWN" if failed else "OK")
                 if span.is_recording():
-                    span.set_attribute(
-                        "rpc.grpc.status_code", code.value[0] if isinstance(code, grpc.StatusCode) else 0
-                    )
+                    code, name = _status(context, failed)
+                    span.set_attribute("rpc.grpc.status_code", code)
                     if name != "OK":
                         span.set_status(StatusCode.ERROR, name)
-                red.observe(full_method, name, time.perf_counter() - started)
 
-    return observed
+    return spanned
 
 
 async def traced_call(

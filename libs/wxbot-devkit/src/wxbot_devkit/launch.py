@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections import deque
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TextIO
 
 import httpx
+
+from wxbot_common.cpu_priority import AUTOGROUP
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -337,3 +340,13 @@ async def redis_client(data_dir: Path) -> AsyncIterator[Redis]:
     finally:
         await client.aclose()
         await server.stop()
+
+
+def autogroup_settable() -> bool:
+    """Whether this host lets a session leader set its autogroup's nice value, as a service started
+    here does with `CPU_NICE` (some containers do not: there only the nice value applies)."""
+    if not AUTOGROUP.exists():
+        return False
+    probe = f"from pathlib import Path; Path({str(AUTOGROUP)!r}).write_text('1')"
+    run = subprocess.run([sys.executable, "-c", probe], check=False, start_new_session=True, capture_output=True)
+    return run.returncode == 0

@@ -62,10 +62,7 @@ class SeenMessages:
             return False
 
     async def remember(self, event_id: str) -> None:
-        try:
-            await self._redis.set(self._key(event_id), "1", ex=self._ttl_s)
-        except RedisError as exc:
-            self._log.warning("dedupe_unavailable", error=repr(exc))
+        await self._remember_all([event_id])
 
     async def publish_once(self, event: Message, publisher: EventPublisher, created_at: int) -> PubAck | None:
         """Publish `event` unless its id was published before (then None, or an ack marked
