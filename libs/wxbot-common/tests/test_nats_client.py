@@ -13,7 +13,8 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 
-from wxbot_common.nats.connection import CoalescingClient
+from wxbot_common.nats.connection import CoalescingClient, connect_nats
+from wxbot_common.settings import CommonSettings
 from wxbot_devkit.fakes.waiting import wait_until
 from wxbot_devkit.launch import NatsServer
 
@@ -106,3 +107,32 @@ async def test_acked_publishes_work_again_after_the_server_restarts(
     await wait_until(lambda: client.is_connected, 20, "reconnected")
     ack = await client.publish_acked("t.a", b"2", {}, 5.0)  # the PubAck subscription was sent again
     assert ack.seq == 2
+
+
+async def test_a_connection_without_echo_misses_only_its_own_core_messages(
+    server: NatsServer, client: CoalescingClient
+) -> None:
+    """What context's projecting replica relies on: its own watermark announcements stay away, the
+    other replicas' arrive, and events it appends to the stream still reach its stream consumer."""
+    quiet = await connect_nats(CommonSettings(nats_url=server.url), "no-echo", echo=False)
+    try:
+        heard: list[bytes] = []
+
+        async def on_announcement(msg: Msg) -> None:
+            heard.append(msg.data)
+
+        await quiet.subscribe("ann", cb=on_announcement)
+        streamed = await quiet.jetstream().subscribe("t.>", stream="T", ordered_consumer=True)
+        await quiet.publish("ann", b"own")
+        await quiet.flush()
+        await client.publish("ann", b"other")
+        await quiet.jetstream().publish("t.reset", b"appended by itself")
+        assert (await streamed.next_msg(timeout=5)).data == b"appended by itself"
+        await wait_until(lambda: heard or None, 5.0, "the other connection's announcement")
+        await quiet.publish("ann", b"own again")
+        await client.publish("ann", b"other again")
+        await wait_until(lambda: len(heard) >= 2 or None, 5.0, "the second announcement")
+        await quiet.flush()
+        assert heard == [b"other", b"other again"]
+    finally:
+        await quiet.close()

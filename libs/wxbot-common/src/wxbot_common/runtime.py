@@ -58,9 +58,12 @@ def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
 class ServiceRuntime:
     """Owns the shared resources of one service process and their ordered shutdown."""
 
-    def __init__(self, name: str, settings: CommonSettings) -> None:
+    def __init__(self, name: str, settings: CommonSettings, *, nats_echo: bool = True) -> None:
+        """`nats_echo=False` for a service that publishes on a subject it also subscribes to and
+        has no use for its own messages there."""
         self.name = name
         self.settings = settings
+        self._nats_echo = nats_echo
         self.registry = CollectorRegistry()
         self.readiness = Readiness()
         self.log = get_logger(f"wxbot.{name}")
@@ -80,7 +83,7 @@ class ServiceRuntime:
         configure_logging(self.name, self.settings.log_level, self.settings.log_format)
         lowered = lower_cpu_priority(self.settings.cpu_nice)  # before any thread starts: they inherit it
         self._telemetry = setup_telemetry(self.name)
-        self._nc = await connect_nats(self.settings, f"wxbot-{self.name}")
+        self._nc = await connect_nats(self.settings, f"wxbot-{self.name}", echo=self._nats_echo)
         await ensure_topology(
             self.js,
             StreamSettings(

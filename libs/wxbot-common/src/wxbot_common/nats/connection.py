@@ -144,8 +144,13 @@ class CoalescingClient(Client):
                         f.set_result(None)
 
 
-async def connect_nats(settings: CommonSettings, name: str, first_connect_timeout_s: float = 60.0) -> Client:
-    """Connect with unlimited reconnects (the client default gives up after ~2 minutes)."""
+async def connect_nats(
+    settings: CommonSettings, name: str, first_connect_timeout_s: float = 60.0, echo: bool = True
+) -> Client:
+    """Connect with unlimited reconnects (the client default gives up after ~2 minutes).
+
+    `echo=False`: the server keeps what this connection publishes from its own subscriptions
+    (JetStream deliveries come from the server and are not affected)."""
     log = get_logger("wxbot.nats")
 
     async def on_error(exc: Exception) -> None:
@@ -175,6 +180,7 @@ async def connect_nats(settings: CommonSettings, name: str, first_connect_timeou
                 error_cb=on_error,
                 disconnected_cb=on_disconnected,
                 reconnected_cb=on_reconnected,
+                no_echo=not echo,
             )
             return nc
     raise RuntimeError("unreachable")
