@@ -38,6 +38,7 @@ from bench.profiler import Profiler
 from bench.report import Results
 from bench.scenarios import SCENARIOS
 from bench.stats import Sent, check_order
+from bench.timeline import timeline_of
 from wxbot_common.runtime import settle_garbage_collector
 from wxbot_devkit.fakes.llm import FakeLLM
 from wxbot_devkit.fakes.wecom import FakeWeCom, SentMessage
@@ -280,23 +281,13 @@ def replicas_of(args: argparse.Namespace, default: int = 1) -> dict[str, int]:
     }
 
 
-async def start_sink(run_dir: Path) -> tuple[Child, dict[str, str]]:
-    """The OTLP receiver in a process of its own, so its CPU shows apart from the load generator's."""
+async def start_sink(run_dir: Path, dump: Path | None = None) -> tuple[Child, dict[str, str]]:
+    """The OTLP receiver in a process of its own, so its CPU shows apart from the load generator's;
+    with `dump`, it also writes every export request there (for the timeline)."""
     http_port, grpc_port = free_port(), free_port()
-    child = Child(
-        "otlp-sink",
-        [
-            sys.executable,
-            "-m",
-            "wxbot_devkit.otlp_sink",
-            "--quiet",
-            "--http-port",
-            str(http_port),
-            "--grpc-port",
-            str(grpc_port),
-        ],
-        cwd=run_dir,
-    )
+    command = [sys.executable, "-m", "wxbot_devkit.otlp_sink", "--quiet"]
+    command += ["--http-port", str(http_port), "--grpc-port", str(grpc_port)]
+    child = Child("otlp-sink", command + (["--dump", str(dump)] if dump else []), cwd=run_dir)
     await child.start()
     deadline = time.monotonic() + 30.0
     while not any(line.startswith("OTLP/HTTP") for line in child.lines):
@@ -401,6 +392,8 @@ async def run(args: argparse.Namespace) -> Results:
     meter = Meter()
     sink: Child | None = None
     profiler: Profiler | None = None
+    dump_dir = tempfile.TemporaryDirectory(prefix="wxbot-bench-spans-") if args.timeline and args.otlp else None
+    dump = Path(dump_dir.name) / "spans.otlp" if dump_dir is not None else None
     await wecom.start()
     await llm.start()
     try:
@@ -408,7 +401,7 @@ async def run(args: argparse.Namespace) -> Results:
             run_dir = Path(tmp)
             otlp: dict[str, str] | None = None
             if args.otlp:
-                sink, otlp = await start_sink(run_dir)
+                sink, otlp = await start_sink(run_dir, dump)
             config = StackConfig(
                 run_dir=run_dir,
                 ports="free",
@@ -456,6 +449,9 @@ async def run(args: argparse.Namespace) -> Results:
         for line in sink.lines:
             if m := SINK_TOTALS.search(line):
                 results.sink_spans, results.sink_traces = int(m[1]), int(m[2])
+    if dump_dir is not None and dump is not None:
+        with dump_dir:
+            results.timeline_traces, results.timeline = timeline_of(dump) if dump.exists() else (0, [])
     finish(results, tracker, llm, meter, args)
     return results
 
@@ -641,6 +637,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH")
     p.add_argument("--profile", metavar="DIR", help="record a py-spy profile of each service process into DIR")
+    p.add_argument(
+        "--timeline",
+        action="store_true",
+        help="with --otlp: where a message's time goes — each span's median offset, read from the exported traces",
+    )
     return p
 
 
@@ -650,7 +651,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     first, _ = p.parse_known_args(argv)
     if first.scenario:
         p.set_defaults(**SCENARIOS[first.scenario].defaults)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.timeline and not args.otlp:
+        p.error("--timeline reads the traces the services export: add --otlp (the idle scenario exports none)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

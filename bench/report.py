@@ -13,6 +13,7 @@ from typing import Any
 from bench.procstat import ProcFigures
 from bench.profiler import ProfileSummary, render_summary
 from bench.stats import overhead_s, summary_ms
+from bench.timeline import Milestone
 
 SERVICE_ROLES = ("service",)
 SYSTEM_ROLES = ("service", "infra")  # what a deployment runs: the services, NATS and Redis
@@ -123,6 +124,8 @@ class Results:
     profile_dir: str | None = None
     profiles: list[ProfileSummary] = field(default_factory=list)
     profile_errors: list[str] = field(default_factory=list)
+    timeline_traces: int | None = None  # whole-message traces the timeline was read from (--timeline)
+    timeline: list[Milestone] = field(default_factory=list)
 
     # -- derived -----------------------------------------------------------------------------------
 
@@ -221,9 +224,25 @@ class Results:
         ]
         if self.stopped_early:
             lines.append(f"  STOPPED EARLY          {self.stopped_early}")
+        if self.timeline_traces is not None:
+            lines += ["", self.render_timeline()]
         lines += ["", self.render_processes()]
         if self.profile_dir is not None:
             lines += ["", self.render_profiles()]
+        return "\n".join(lines)
+
+    def render_timeline(self) -> str:
+        lines = [
+            f"Where a message's time goes: median over {self.timeline_traces} traced messages, ms from the start "
+            "of the callback's answer (span start → end; its own duration p50 / p90)"
+        ]
+        for m in self.timeline:
+            lines.append(
+                f"  {m.service:<9} {m.kind:<8} {m.name[:52]:<52} {m.start_ms:8.2f} → {m.end_ms:8.2f}"
+                f"   {m.duration_p50_ms:6.2f} / {m.duration_p90_ms:6.2f}"
+            )
+        if not self.timeline:
+            lines.append("  (no whole-message trace reached the sink)")
         return "\n".join(lines)
 
     def render_processes(self) -> str:
@@ -373,4 +392,9 @@ class Results:
             "processes": [asdict(p) for p in self.processes],
             "profiles": [asdict(s) for s in self.profiles] if self.profile_dir is not None else None,
             "profile_dir": self.profile_dir,
+            "timeline": (
+                {"traces": self.timeline_traces, "spans": [asdict(m) for m in self.timeline]}
+                if self.timeline_traces is not None
+                else None
+            ),
         }

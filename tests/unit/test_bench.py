@@ -203,3 +203,63 @@ def test_hop_probe_times_every_way_of_reading(capsys: pytest.CaptureFixture[str]
         line = next(line for line in out.splitlines() if line.strip().startswith(mode + " "))
         p50 = float(line.split("p50")[1].split()[0])
         assert 0 < p50 < 1_000_000, line  # microseconds: a delivered message, not a stale one
+
+
+def _span(trace: int, span: int, parent: int, service: str, name: str, start_ms: float, end_ms: float) -> Any:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    request = ExportTraceServiceRequest()
+    resource = request.resource_spans.add()
+    resource.resource.attributes.add(key="service.name").value.string_value = service
+    out = resource.scope_spans.add().spans.add()
+    out.trace_id, out.span_id = trace.to_bytes(16, "big"), span.to_bytes(8, "big")
+    out.parent_span_id = parent.to_bytes(8, "big") if parent else b""
+    out.name = name
+    out.kind = Span.SpanKind.SPAN_KIND_CONSUMER if parent else Span.SpanKind.SPAN_KIND_SERVER
+    out.start_time_unix_nano, out.end_time_unix_nano = int(start_ms * 1e6), int(end_ms * 1e6)
+    return request
+
+
+def test_timeline_gives_each_step_its_median_offset_from_the_callback(tmp_path: Any) -> None:
+    """Three whole-message traces and a duplicate's two-span trace, dumped as the sink writes them:
+    offsets count from each trace's root; a step in under half of the messages is left out; a
+    repeated name is a step of its own; a torn last record is ignored."""
+    from bench.timeline import timeline_of
+    from wxbot_devkit.otlp_sink import write_dump
+
+    dump = tmp_path / "spans.otlp"
+    with dump.open("wb") as out:
+        for n, (t0, hop) in enumerate([(1000.0, 2.0), (5000.0, 4.0), (9000.0, 9.0)], start=1):
+            parts = [
+                (1, 0, "gateway", "POST /wecom/callback", 0.0, 1.0),
+                (2, 1, "safety", "process wxbot.evt.inbound.received", hop, hop + 1),
+                (3, 2, "nlp", "POST", hop + 2, hop + 5),
+                (4, 3, "nlp", "POST", hop + 6, hop + 7),
+            ]
+            if n == 1:
+                parts.append((5, 1, "gateway", "rare", 0.5, 0.6))
+            for span, parent, service, name, start, end in parts:
+                write_dump(out, _span(n, span, parent, service, name, t0 + start, t0 + end))
+        write_dump(out, _span(7, 1, 0, "gateway", "POST /wecom/callback", 0.0, 1.0))
+        write_dump(out, _span(7, 2, 1, "gateway", "dedupe", 0.2, 0.3))
+        out.write(b"\x40\x00\x00\x00partial")
+    traces, steps = timeline_of(dump)
+    assert traces == 3
+    assert [(m.service, m.name, m.traces) for m in steps] == [
+        ("gateway", "POST /wecom/callback", 3),
+        ("safety", "process wxbot.evt.inbound.received", 3),
+        ("nlp", "POST", 3),
+        ("nlp", "POST", 3),
+    ]
+    assert (steps[1].start_ms, steps[2].start_ms, steps[3].end_ms) == (4.0, 6.0, 11.0)
+    assert steps[2].duration_p50_ms == pytest.approx(3.0)
+    results = Results("custom", "x", "closed", 1, 0, 0.0, 0.0, timeline_traces=traces, timeline=steps)
+    assert "Where a message's time goes: median over 3 traced messages" in results.render()
+    assert results.to_json()["timeline"]["spans"][1]["start_ms"] == 4.0
+
+
+def test_timeline_needs_the_exported_traces() -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--scenario", "idle", "--timeline"])
+    assert parse_args(["--scenario", "steady", "--timeline"]).timeline is True

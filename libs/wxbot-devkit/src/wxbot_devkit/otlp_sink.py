@@ -3,6 +3,8 @@
 Tests point the services' `OTEL_EXPORTER_OTLP_*` at it and assert on the flattened `SpanRecord`s.
 `python -m wxbot_devkit.otlp_sink` prints each span as it arrives; with `--quiet` it only counts them
 and prints the totals when stopped (SIGINT/SIGTERM), as the benchmark runs it in a process of its own.
+`--dump PATH` also appends every export request to PATH as it came (see `write_dump`/`read_dump`),
+for the benchmark's timeline of where a message's time goes.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import asyncio
 import contextlib
 import gzip
 import signal
+import struct
 import threading
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, BinaryIO, Literal, Self, TypeVar
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
@@ -37,6 +41,29 @@ from wxbot_devkit.fakes.waiting import wait_until
 
 T = TypeVar("T")
 PROTOBUF = "application/x-protobuf"
+DUMP_LENGTH = struct.Struct("<I")  # each dumped request: its length, then its protobuf bytes
+
+
+def write_dump(out: BinaryIO, request: ExportTraceServiceRequest) -> None:
+    raw = request.SerializeToString()
+    out.write(DUMP_LENGTH.pack(len(raw)) + raw)
+
+
+def read_dump(path: Path) -> list[ExportTraceServiceRequest]:
+    """The export requests a `--dump` file holds, in arrival order (a torn last one is left out)."""
+    data = path.read_bytes()
+    requests: list[ExportTraceServiceRequest] = []
+    at = 0
+    while at + DUMP_LENGTH.size <= len(data):
+        (size,) = DUMP_LENGTH.unpack_from(data, at)
+        at += DUMP_LENGTH.size
+        if at + size > len(data):
+            break
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(data[at : at + size])
+        requests.append(request)
+        at += size
+    return requests
 
 
 @dataclass(slots=True)
@@ -122,10 +149,13 @@ class OtlpSink:
         grpc_port: int = 0,
         on_span: Callable[[SpanRecord], None] | None = None,
         count_only: bool = False,
+        dump: BinaryIO | None = None,
     ) -> None:
-        """`count_only`: decode each export but keep no spans, only the counts (for long benchmark runs)."""
+        """`count_only`: decode each export but keep no spans, only the counts (for long benchmark runs);
+        `dump`: also write each export request there as it came."""
         self._host = host
         self._count_only = count_only
+        self._dump = dump
         self.span_count = 0
         self._trace_ids: set[bytes] = set()
         self._grpc_port_requested = grpc_port
@@ -189,6 +219,9 @@ class OtlpSink:
     # -- ingestion ---------------------------------------------------------------------------------
 
     def _ingest(self, request: ExportTraceServiceRequest) -> None:
+        if self._dump is not None:
+            with self._lock:
+                write_dump(self._dump, request)
         if self._count_only:
             ids = [span.trace_id for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]
             with self._lock:
@@ -272,6 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--http-port", type=int, default=4318)
     parser.add_argument("--grpc-port", type=int, default=4317)
     parser.add_argument("--quiet", action="store_true", help="count spans, print only the totals when stopped")
+    parser.add_argument("--dump", type=Path, metavar="PATH", help="append every export request to PATH as well")
     args = parser.parse_args(argv)
 
     async def run() -> None:
@@ -280,19 +314,26 @@ def main(argv: list[str] | None = None) -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
+        with contextlib.ExitStack() as files:
+            dump = files.enter_context(args.dump.open("ab")) if args.dump else None
+            sink = await serve(stop, dump)
+        print(
+            f"received {sink.span_count} spans of {sink.trace_count} traces in {sink.export_calls} export calls",
+            flush=True,
+        )
+
+    async def serve(stop: asyncio.Event, dump: BinaryIO | None) -> OtlpSink:
         async with OtlpSink(
             host=args.host,
             http_port=args.http_port,
             grpc_port=args.grpc_port,
             on_span=None if args.quiet else _print_span,
             count_only=args.quiet,
+            dump=dump,
         ) as sink:
             print(f"OTLP/HTTP {sink.http_endpoint}  OTLP/gRPC {sink.grpc_endpoint}", flush=True)
             await stop.wait()
-        print(
-            f"received {sink.span_count} spans of {sink.trace_count} traces in {sink.export_calls} export calls",
-            flush=True,
-        )
+        return sink
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
