@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -365,3 +366,26 @@ async def test_otlp_sink_grpc(sink: OtlpSink) -> None:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
     await export_and_check(sink, OTLPSpanExporter(endpoint=sink.grpc_endpoint, insecure=True, timeout=5), "svc-grpc")
+
+
+async def test_otlp_sink_dumps_what_it_receives(tmp_path: Path) -> None:
+    """`--dump`: each export request as it came, read back by `read_dump` (the bench's timeline)."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    from wxbot_devkit.otlp_sink import flatten, read_dump
+
+    dump = tmp_path / "spans.otlp"
+    with dump.open("ab") as out:
+        async with OtlpSink(count_only=True, dump=out) as sink:
+            trace_id, spans = make_trace("svc-dump")
+            exporter = OTLPSpanExporter(endpoint=sink.grpc_endpoint, insecure=True, timeout=5)
+            try:
+                assert await asyncio.to_thread(exporter.export, spans) == SpanExportResult.SUCCESS
+            finally:
+                await asyncio.to_thread(exporter.shutdown)
+            await wait_until(lambda: sink.span_count == 2 or None, 5.0, "both spans counted")
+    records = [r for request in read_dump(dump) for r in flatten(request)]
+    assert sorted((r.name, r.trace_id, r.service_name) for r in records) == [
+        ("POST /callback", trace_id, "svc-dump"),
+        ("send wxbot.evt", trace_id, "svc-dump"),
+    ]
