@@ -451,7 +451,7 @@ async def run(args: argparse.Namespace) -> Results:
                 results.sink_spans, results.sink_traces = int(m[1]), int(m[2])
     if dump_dir is not None and dump is not None:
         with dump_dir:
-            results.timeline_traces, results.timeline = timeline_of(dump) if dump.exists() else (0, [])
+            results.timeline_traces, results.timeline = timeline_of(dump)
     finish(results, tracker, llm, meter, args)
     return results
 

@@ -34,9 +34,9 @@ class Milestone:
     duration_p90_ms: float
 
 
-def milestones(traces: list[list[SpanRecord]], min_share: float = MIN_SHARE) -> list[Milestone]:
-    """Spans of whole-message traces, keyed by service, name and occurrence within the trace (a
-    second `POST` is another step), ordered by median start."""
+def milestones(traces: list[list[SpanRecord]], min_share: float = MIN_SHARE) -> tuple[int, list[Milestone]]:
+    """(how many traces are whole messages, their spans) — keyed by service, name and occurrence
+    within the trace (a second `POST` is another step), ordered by median start."""
     starts: dict[tuple[str, str, str, int], list[float]] = defaultdict(list)
     ends: dict[tuple[str, str, str, int], list[float]] = defaultdict(list)
     durations: dict[tuple[str, str, str, int], list[float]] = defaultdict(list)
@@ -69,7 +69,7 @@ def milestones(traces: list[list[SpanRecord]], min_share: float = MIN_SHARE) -> 
         for key in starts
         if whole and len(starts[key]) >= min_share * whole
     ]
-    return sorted(rows, key=lambda m: (m.start_ms, m.end_ms))
+    return whole, sorted(rows, key=lambda m: (m.start_ms, m.end_ms))
 
 
 def p90(values: list[float]) -> float:
@@ -77,11 +77,11 @@ def p90(values: list[float]) -> float:
 
 
 def timeline_of(dump: Path) -> tuple[int, list[Milestone]]:
-    """(whole-message traces, their milestones) from the sink's dump file."""
+    """(whole-message traces, their milestones) from the sink's dump file (none: no span came)."""
+    if not dump.exists():
+        return 0, []
     grouped: dict[str, list[SpanRecord]] = defaultdict(list)
     for request in read_dump(dump):
         for span in flatten(request):
             grouped[span.trace_id].append(span)
-    traces = list(grouped.values())
-    whole = sum(1 for spans in traces if len(spans) >= MIN_SPANS and sum(not s.parent_span_id for s in spans) == 1)
-    return whole, milestones(traces)
+    return milestones(list(grouped.values()))

@@ -128,16 +128,30 @@ def _status(context: grpc.aio.ServicerContext[Any, Any], failed: bool) -> tuple[
     return 0, "UNKNOWN" if failed else "OK"
 
 
+async def _settled(
+    inner: Servicer,
+    request: Any,
+    context: grpc.aio.ServicerContext[Any, Any],
+    settle: Callable[[int, str], None],
+) -> Any:
+    """`inner`'s answer; `settle(code, name)` with the call's status once it has one, raised or not."""
+    failed = True
+    try:
+        response = await inner(request, context)
+        failed = False
+        return response
+    finally:
+        settle(*_status(context, failed))
+
+
 def _counted(inner: Servicer, full_method: str, red: GrpcRedMetrics) -> Servicer:
     async def counted(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
-        failed = True
-        try:
-            response = await inner(request, context)
-            failed = False
-            return response
-        finally:
-            red.observe(full_method, _status(context, failed)[1], time.perf_counter() - started)
+
+        def settle(_code: int, name: str) -> None:
+            red.observe(full_method, name, time.perf_counter() - started)
+
+        return await _settled(inner, request, context, settle)
 
     return counted
 
@@ -149,20 +163,17 @@ def _spanned(inner: Servicer, full_method: str, tracer: trace.Tracer) -> Service
     async def spanned(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         parent = extract_context({k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)})
         span = tracer.start_span(span_name, context=parent, kind=SpanKind.SERVER)
+
+        def settle(code: int, name: str) -> None:
+            if span.is_recording():
+                span.set_attribute("rpc.grpc.status_code", code)
+                if name != "OK":
+                    span.set_status(StatusCode.ERROR, name)
+
         with ActiveSpan(span, record_exception=False):
             if span.is_recording():
                 span.set_attributes(attributes)
-            failed = True
-            try:
-                response = await inner(request, context)
-                failed = False
-                return response
-            finally:
-                if span.is_recording():
-                    code, name = _status(context, failed)
-                    span.set_attribute("rpc.grpc.status_code", code)
-                    if name != "OK":
-                        span.set_status(StatusCode.ERROR, name)
+            return await _settled(inner, request, context, settle)
 
     return spanned
 
