@@ -37,7 +37,7 @@ from bench.procstat import Meter
 from bench.profiler import Profiler
 from bench.report import Results
 from bench.scenarios import SCENARIOS
-from bench.stats import Sent, check_order
+from bench.stats import Sent, check_order, rounds
 from bench.timeline import timeline_of
 from wxbot_common.runtime import settle_garbage_collector
 from wxbot_devkit.fakes.llm import FakeLLM
@@ -576,6 +576,8 @@ def finish(results: Results, tracker: Tracker, llm: FakeLLM, meter: Meter, args:
     results.order_examples = order.examples
     if tracker.arrived_at:
         results.wall_s = max(tracker.arrived_at.values()) - meter.load_started
+    if results.mode == "closed":
+        results.rounds = rounds(tracker.owner, tracker.sent_at, tracker.arrived_at, meter.load_started)
     results.llm_max_in_flight = llm.max_in_flight
     results.cpu_window_s = meter.window_s
     results.idle_window_s = meter.load_started - meter.idle_started

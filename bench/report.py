@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.procstat import ProcFigures
 from bench.profiler import ProfileSummary, render_summary
-from bench.stats import overhead_s, summary_ms
+from bench.stats import Round, overhead_s, summary_ms
 from bench.timeline import Milestone
 
 SERVICE_ROLES = ("service",)
@@ -126,6 +126,7 @@ class Results:
     profile_errors: list[str] = field(default_factory=list)
     timeline_traces: int | None = None  # whole-message traces the timeline was read from (--timeline)
     timeline: list[Milestone] = field(default_factory=list)
+    rounds: list[Round] = field(default_factory=list)  # closed loop: the k-th message of every user
 
     # -- derived -----------------------------------------------------------------------------------
 
@@ -206,6 +207,8 @@ class Results:
             lines.append(row(f"  … {len(self.e2e_alone_s)} not queued", alone))
         if self.mode == "open":
             lines.append(row("send lag (generator)", self.send_lag_s))
+        elif len(self.rounds) > 1:
+            lines.append(f"  rounds                 {self._rounds_line()}")
         lines += [
             f"  lost replies           {self.lost}" + (f"   ({self.late} more came late)" if self.late else ""),
             f"  duplicated replies     {self.duplicated}"
@@ -230,6 +233,14 @@ class Results:
         if self.profile_dir is not None:
             lines += ["", self.render_profiles()]
         return "\n".join(lines)
+
+    def _rounds_line(self) -> str:
+        """Each round's last reply (s from the load's start) and its e2e p50 / max: where a closed loop's length goes."""
+        return " · ".join(
+            f"#{r.index + 1} done {r.last_reply_s:.2f} s (e2e p50 {r.e2e_p50_s * 1000:.0f} / max "
+            f"{r.e2e_max_s * 1000:.0f} ms)"
+            for r in self.rounds
+        )
 
     def render_timeline(self) -> str:
         lines = [
@@ -381,6 +392,7 @@ class Results:
                 "overhead_not_queued": summary_ms(overhead_s(self.e2e_alone_s, self.llm_latency_s)),
                 "send_lag": summary_ms(self.send_lag_s) if self.mode == "open" else None,
             },
+            "rounds": [asdict(r) for r in self.rounds] or None,
             "server_ack_buckets": self.server_ack or None,
             "redis_calls": self.redis_calls or None,
             "sink": {"spans": self.sink_spans, "traces": self.sink_traces} if self.otlp else None,

@@ -81,3 +81,43 @@ def check_order(
             else:
                 result.overlapping += 1
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """The k-th message of every closed-loop user: when its last reply came (s from the load's start)
+    and its end-to-end times. In a closed loop the run's length is the sum of each round's slowest
+    conversation, so this shows which round a burst loses its time in."""
+
+    index: int
+    messages: int
+    last_reply_s: float
+    e2e_p50_s: float
+    e2e_max_s: float
+
+
+def rounds(
+    owner: Mapping[str, tuple[str, int]],
+    sent_at: Mapping[str, float],
+    arrived_at: Mapping[str, float],
+    load_started: float,
+) -> list[Round]:
+    """Group answered messages by their index in their user's conversation (unanswered ones are left out)."""
+    by_index: dict[int, list[str]] = {}
+    for tag, (_, index) in owner.items():
+        if tag in arrived_at and tag in sent_at:
+            by_index.setdefault(index, []).append(tag)
+    out = []
+    for index in sorted(by_index):
+        tags = by_index[index]
+        e2e = [arrived_at[t] - sent_at[t] for t in tags]
+        out.append(
+            Round(
+                index=index,
+                messages=len(tags),
+                last_reply_s=max(arrived_at[t] for t in tags) - load_started,
+                e2e_p50_s=percentile(e2e, 0.5),
+                e2e_max_s=max(e2e),
+            )
+        )
+    return out

@@ -23,7 +23,7 @@ from bench.procstat import (
 from bench.profiler import short_path, summarize
 from bench.report import Results, ceiling
 from bench.scenarios import MAKE_BENCH, SCENARIOS
-from bench.stats import Sent, check_order, overhead_s, percentile, summary_ms
+from bench.stats import Sent, check_order, overhead_s, percentile, rounds, summary_ms
 
 
 def stat_line(comm: str, utime: int, stime: int) -> str:
@@ -162,6 +162,20 @@ def test_scenarios_preset_defaults_and_explicit_knobs_win() -> None:
     assert (steady.rate, steady.duration, steady.users, steady.llm_latency) == (50.0, 20.0, 200, 0.2)
     plain = parse_args([])
     assert plain.scenario is None and plain.rate is None and plain.otlp is False and plain.warmup == 2
+
+
+def test_rounds_group_a_closed_loop_by_message_index_and_show_each_rounds_last_reply() -> None:
+    owner = {"a0": ("a", 0), "a1": ("a", 1), "b0": ("b", 0), "b1": ("b", 1), "c0": ("c", 0)}
+    sent = {"a0": 10.0, "a1": 11.5, "b0": 10.0, "b1": 12.0, "c0": 10.1}
+    arrived = {"a0": 11.4, "b0": 11.9, "a1": 12.6, "b1": 13.2}  # c0 never answered: left out
+    first, second = rounds(owner, sent, arrived, load_started=10.0)
+    assert (first.index, first.messages, second.index, second.messages) == (0, 2, 1, 2)
+    assert first.last_reply_s == pytest.approx(1.9) and second.last_reply_s == pytest.approx(3.2)
+    assert first.e2e_max_s == pytest.approx(1.9) and first.e2e_p50_s == pytest.approx(1.65)
+    assert second.e2e_p50_s == pytest.approx(1.15)
+    results = Results("custom", "closed", "closed", 2, 4, 1.0, 0.1, rounds=[first, second])
+    assert "#1 done 1.90 s (e2e p50 1650 / max 1900 ms) · #2 done 3.20 s" in results.render()
+    assert results.to_json()["rounds"][1]["last_reply_s"] == pytest.approx(3.2)
 
 
 def test_report_renders_and_serializes_an_empty_run() -> None:
