@@ -235,7 +235,7 @@ class Results:
         return "\n".join(lines)
 
     def _rounds_line(self) -> str:
-        """Each round's last reply (s from the load's start) and its e2e p50 / max: where a closed loop's length goes."""
+        """Each round's last reply (s from the load's start) and e2e p50 / max: where a closed loop's time goes."""
         return " · ".join(
             f"#{r.index + 1} done {r.last_reply_s:.2f} s (e2e p50 {r.e2e_p50_s * 1000:.0f} / max "
             f"{r.e2e_max_s * 1000:.0f} ms)"
