@@ -16,6 +16,7 @@ publishing, before acknowledging — is acknowledged without asking the LLM agai
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import EventKind
 from wxbot_common.rpc import traced_call
 from wxbot_common.skill_contract import CallContext
-from wxbot_nlp.answer_cache import AnswerCache
+from wxbot_nlp.answer_cache import AnswerCache, Claim
 from wxbot_nlp.drafting import (
     APOLOGY,
     IMAGE_NOTICE,
@@ -133,6 +134,28 @@ class History:
     known: bool  # False: context could not be asked, the answer goes without it (and is not cached)
 
 
+async def image_and_cached(
+    vision: Vision | None, cache: AnswerCache | None, accepted: ev.InboundAccepted, scope: str
+) -> tuple[VisionTurn | None, str | Claim | None]:
+    """The recent image a question is about, and with `cache` (a standalone question) the cached
+    answer, the caller's claim to ask the LLM, or None (another caller is asking it).
+
+    Two independent round trips, asked together: one wait instead of two before the LLM call. A
+    standalone question almost never follows an image (the image would have left turns in the
+    history), so a claim taken for a question that turns out to be about one is rarely given back.
+    """
+    question = accepted.message.text
+    if vision is None:
+        return None, await cache.get_or_claim(scope, question) if cache is not None else None
+    if cache is None:
+        return await vision.for_follow_up(accepted), None
+    turn, found = await asyncio.gather(vision.for_follow_up(accepted), cache.get_or_claim(scope, question))
+    if turn is not None and isinstance(found, Claim):
+        await cache.release(found)  # asked with the image instead: those waiting on the question ask it
+        return turn, None
+    return turn, found
+
+
 class Drafter:
     def __init__(
         self,
@@ -220,26 +243,26 @@ class Drafter:
         question = accepted.message.text
         history = await self._history(accepted, variant.name, last_try)
         deadline = AnswerDeadline(self._policy.answer_deadline_s)  # history waits for earlier answers
-        # A question right after an image is asked with that image (never cached: the text alone is not the question).
-        if self._vision is not None and (turn := await self._vision.for_follow_up(accepted)) is not None:
+        standalone = history.known and not history.turns and not plan.grounding
+        cache = self._cache if standalone else None
+        scope = variant.fingerprint
+        turn, found = await image_and_cached(self._vision, cache, accepted, scope)
+        if turn is not None:  # a question right after an image is asked with that image (never cached)
             await self._ask_llm(accepted, plan, variant, history.turns, deadline, turn)
             return
-        standalone = history.known and not history.turns and not plan.grounding
-        if self._cache is None or not standalone:
+        if cache is None:
             await self._ask_llm(accepted, plan, variant, history.turns, deadline)
             return
-        scope = variant.fingerprint
-        found = await self._cache.get_or_claim(scope, question)
         if found is None:  # the same question is with the LLM right now: share its answer
-            cached, result = await self._cache.wait_for_answer(scope, question, deadline.left()), "joined"
+            cached, result = await cache.wait_for_answer(scope, question, deadline.left()), "joined"
         elif isinstance(found, str):
             cached, result = found, "hit"
         else:  # ours to ask: store the answer for the others, or release the claim so that they try
             self._metrics.cache.labels("miss", variant.name).inc()
-            async with self._cache.holding(found):
+            async with cache.holding(found):
                 answer = await self._ask_llm(accepted, plan, variant, history.turns, deadline)
                 if answer is not None:
-                    await self._cache.put_and_release(found, answer)
+                    await cache.put_and_release(found, answer)
             return
         if cached is None:  # the one we waited for gave up: try ourselves in the time left (uncached)
             self._metrics.cache.labels("miss", variant.name).inc()
