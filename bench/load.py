@@ -25,14 +25,14 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import aiohttp
 import uvloop
 from redis.asyncio import Redis
 
-from bench.host_speed import reference_loop_ms
+from bench.host_speed import parse_probe_line, reference_loop_ms
 from bench.procstat import Meter
 from bench.profiler import Profiler
 from bench.report import Results
@@ -57,6 +57,7 @@ XML_HEADERS = {"Content-Type": "text/xml; charset=utf-8"}
 IDLE_WINDOW_S = 1.0
 WARMUP_TIMEOUT_S = 30.0
 MAX_DRAIN_S = 60.0
+BENCH_ROOT = Path(__file__).resolve().parent.parent  # where `python -m bench…` is importable from
 PIPELINE = ("gateway", "safety", "nlp", "context")  # the path of a message: the order of the report
 # Then the built-in skills (idle unless the model calls them) and the analytics read model (it reads
 # every event but is not on a reply's path: its CPU is reported apart from the services').
@@ -426,10 +427,17 @@ async def run(args: argparse.Namespace) -> Results:
                     for name, pid in profiler.pids:
                         meter.add(f"py-spy {name}", "profiler", pid)
                 before = await redis_calls(stack.redis.url)
+                probe = Child("speed-probe", [sys.executable, "-m", "bench.host_speed", "--probe"], cwd=BENCH_ROOT)
+                await probe.start()
+                meter.add("speed probe", "profiler", probe.pid)
                 # This process is WeCom, the LLM and the users: with the default collector thresholds
                 # its full passes stalled all three for ~0.1 s at a time inside the measured window.
                 settle_garbage_collector()
-                await drive(args, stack.gateway_urls, tracker, results, meter, wecom, llm)
+                try:
+                    await drive(args, stack.gateway_urls, tracker, results, meter, wecom, llm)
+                finally:
+                    await probe.stop()
+                results.speed_idle_ms, results.speed_load_ms = probe_slices(probe.lines, meter)
                 after = await redis_calls(stack.redis.url)
                 results.host_loop_after_ms = reference_loop_ms()
                 results.redis_calls = {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
@@ -454,6 +462,21 @@ async def run(args: argparse.Namespace) -> Results:
             results.timeline_traces, results.timeline = timeline_of(dump)
     finish(results, tracker, llm, meter, args)
     return results
+
+
+def probe_slices(lines: Iterable[str], meter: Meter) -> tuple[list[float], list[float]]:
+    """The speed probe's slices (bench.host_speed) in the idle window before the load and in the load phase."""
+    idle: list[float] = []
+    load: list[float] = []
+    for line in lines:
+        if (parsed := parse_probe_line(line)) is None:
+            continue
+        at, ms = parsed
+        if meter.idle_started <= at < meter.load_started:
+            idle.append(ms)
+        elif meter.load_started <= at <= meter.load_ended:
+            load.append(ms)
+    return idle, load
 
 
 async def redis_calls(url: str) -> dict[str, int]:

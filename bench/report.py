@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.procstat import ProcFigures
 from bench.profiler import ProfileSummary, render_summary
-from bench.stats import Round, overhead_s, summary_ms
+from bench.stats import Round, overhead_s, percentile, summary_ms
 from bench.timeline import Milestone
 
 SERVICE_ROLES = ("service",)
@@ -91,6 +91,8 @@ class Results:
     cores: int = field(default_factory=usable_cores)
     host_loop_ms: float | None = None  # bench.host_speed: CPU ms of a fixed workload before the run
     host_loop_after_ms: float | None = None  # … and after it (the host's speed drifts within minutes)
+    speed_idle_ms: list[float] = field(default_factory=list)  # the probe's slices in the idle window before the load
+    speed_load_ms: list[float] = field(default_factory=list)  # … and during the load phase
     sent: int = 0
     replies: int = 0  # messages that got at least one reply
     lost: int = 0
@@ -148,10 +150,19 @@ class Results:
         if self.host_loop_ms is None:
             return []
         after = f", {self.host_loop_after_ms:.0f} after" if self.host_loop_after_ms is not None else ""
-        return [
+        lines = [
             f"  host speed             reference loop {self.host_loop_ms:.0f} ms of CPU before the run{after}"
             " (~100 on a quiet reference machine; a VM drifts: compare CPU figures at similar values)"
         ]
+        if self.speed_load_ms:
+            idle = f"; idle just before {percentile(self.speed_idle_ms, 0.5):.0f}" if self.speed_idle_ms else ""
+            lines.append(
+                f"  … during the load      probe slices p50 {percentile(self.speed_load_ms, 0.5):.0f} "
+                f"(p10–p90 {percentile(self.speed_load_ms, 0.1):.0f}–{percentile(self.speed_load_ms, 0.9):.0f}, "
+                f"{len(self.speed_load_ms)} slices){idle} (bench.host_speed --probe: cold slices read ~2× the "
+                "loop; compare runs by it)"
+            )
+        return lines
 
     def _load_line(self) -> str:
         if self.mode == "open":
@@ -354,6 +365,10 @@ class Results:
             "machine": self.machine,
             "cores": self.cores,
             "host_reference_loop_ms": {"before": self.host_loop_ms, "after": self.host_loop_after_ms},
+            "host_probe_ms": {
+                "idle_p50": round(percentile(self.speed_idle_ms, 0.5), 1) if self.speed_idle_ms else None,
+                "load": summary_ms([ms / 1000 for ms in self.speed_load_ms]) if self.speed_load_ms else None,
+            },
             "config": {
                 "mode": self.mode,
                 "users": self.users,

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from typing import Any
 
 import pytest
 
-from bench.host_speed import reference_loop_ms
-from bench.load import parse_args
+from bench.host_speed import parse_probe_line, reference_loop_ms, slice_ms
+from bench.load import BENCH_ROOT, parse_args, probe_slices
 from bench.procstat import (
     CLK_TCK,
+    Meter,
     ProcSample,
     Tracked,
     figures,
@@ -193,6 +197,34 @@ def test_host_speed_is_measured_and_reported_with_the_run() -> None:
     assert f"reference loop {loop_ms:.0f} ms of CPU before the run, 250 after" in results.render()
     assert results.to_json()["host_reference_loop_ms"] == {"before": loop_ms, "after": 250.0}
     assert "host speed" not in Results("custom", "nothing", "closed", 1, 0, 0.0, 0.0).render()
+
+
+def test_the_speed_probe_reports_slices_during_the_load_and_just_before_it() -> None:
+    assert 1.0 < slice_ms() < 100_000.0
+    assert parse_probe_line("probe 12.5 180.2") == (12.5, 180.2)
+    assert parse_probe_line("Traceback (most recent call last):") is None and parse_probe_line("probe x 1") is None
+    meter = Meter()
+    meter.idle_started, meter.load_started, meter.load_ended = 10.0, 11.0, 20.0
+    lines = ["probe 9.5 100", "probe 10.5 150", "probe 12.0 200", "probe 19.9 220", "probe 20.5 90", "noise"]
+    idle, load = probe_slices(lines, meter)
+    assert (idle, load) == ([150.0], [200.0, 220.0])  # before the idle window and after the load: left out
+    results = Results("custom", "x", "closed", 1, 0, 0.0, 0.0, host_loop_ms=100.0)
+    results.speed_idle_ms, results.speed_load_ms = idle, load
+    assert "probe slices p50 210 (p10–p90 202–218, 2 slices); idle just before 150" in results.render()
+    assert results.to_json()["host_probe_ms"]["idle_p50"] == 150.0
+
+
+@pytest.mark.timeout(30)
+def test_the_speed_probe_process_prints_slices_until_it_is_stopped() -> None:
+    cmd = [sys.executable, "-m", "bench.host_speed", "--probe", "--every", "0.05"]
+    with subprocess.Popen(cmd, cwd=BENCH_ROOT, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        first = parse_probe_line(proc.stdout.readline())
+        assert first is not None and abs(first[0] - time.perf_counter()) < 10  # one clock with this process
+        proc.terminate()
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=10) == 0  # SIGTERM ends it cleanly
+    assert all(parse_probe_line(line) is not None for line in rest.splitlines())
 
 
 def test_help_lists_every_knob_and_scenario(capsys: pytest.CaptureFixture[str]) -> None:
