@@ -80,6 +80,17 @@ async def test_a_question_about_a_recent_image_is_asked_with_it_and_gives_its_cl
     assert isinstance(await cache.get_or_claim("v1", "what breed is it?"), Claim)
 
 
+async def test_a_failed_image_lookup_gives_the_cache_claim_back_and_fails_the_question(
+    vision: Vision, redis: Redis
+) -> None:
+    cache = AnswerCache(redis, ttl_s=60, max_wait_s=5)
+    fields = {"name": "sha256-cc", "size": "not-a-size", "type": "image/png", "sha256": "cc" * 32}
+    await redis.hset("wxbot:nlp:image:c-broken", mapping={**fields, "seq": 1, "at": repr(time.time())})
+    with pytest.raises(ValueError, match="not-a-size"):  # redelivered by the consumer, as any handler error
+        await image_and_cached(vision, cache, question("c-broken", "and this?", 2), "v3")
+    assert isinstance(await cache.get_or_claim("v3", "and this?"), Claim)  # not held by the failed attempt
+
+
 async def test_without_a_cache_only_the_image_is_looked_up_and_without_vision_only_the_cache(
     vision: Vision, redis: Redis
 ) -> None:

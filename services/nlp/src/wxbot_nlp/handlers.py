@@ -149,10 +149,18 @@ async def image_and_cached(
         return None, await cache.get_or_claim(scope, question) if cache is not None else None
     if cache is None:
         return await vision.for_follow_up(accepted), None
-    turn, found = await asyncio.gather(vision.for_follow_up(accepted), cache.get_or_claim(scope, question))
+    turn, found = await asyncio.gather(
+        vision.for_follow_up(accepted), cache.get_or_claim(scope, question), return_exceptions=True
+    )
     if turn is not None and isinstance(found, Claim):
-        await cache.release(found)  # asked with the image instead: those waiting on the question ask it
-        return turn, None
+        # Asked with the image instead, or not at all (the lookup failed): those waiting on the
+        # question must not wait for an answer this caller will never store.
+        await cache.release(found)
+        found = None
+    if isinstance(turn, BaseException):
+        raise turn
+    if isinstance(found, BaseException):
+        raise found
     return turn, found
 
 
