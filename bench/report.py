@@ -159,8 +159,8 @@ class Results:
             lines.append(
                 f"  … during the load      probe slices p50 {percentile(self.speed_load_ms, 0.5):.0f} "
                 f"(p10–p90 {percentile(self.speed_load_ms, 0.1):.0f}–{percentile(self.speed_load_ms, 0.9):.0f}, "
-                f"{len(self.speed_load_ms)} slices){idle} (bench.host_speed --probe: cold slices read ~2× the "
-                "loop; compare runs by it)"
+                f"{len(self.speed_load_ms)} slices){idle} (bench.host_speed --probe: a cold slice reads above the "
+                "warm loop; compare runs by it)"
             )
         return lines
 
@@ -245,13 +245,17 @@ class Results:
             lines += ["", self.render_profiles()]
         return "\n".join(lines)
 
-    def _rounds_line(self) -> str:
-        """Each round's last reply (s from the load's start) and e2e p50 / max: where a closed loop's time goes."""
-        return " · ".join(
+    def _rounds_line(self, shown: int = 6) -> str:
+        """Each round's last reply (s from the load's start) and e2e p50 / max: where a closed loop's
+        time goes. Of many rounds (`fast` has 20) the first three and the last two; JSON has all."""
+        parts = [
             f"#{r.index + 1} done {r.last_reply_s:.2f} s (e2e p50 {r.e2e_p50_s * 1000:.0f} / max "
             f"{r.e2e_max_s * 1000:.0f} ms)"
             for r in self.rounds
-        )
+        ]
+        if len(parts) > shown:
+            parts = [*parts[:3], "…", *parts[-2:]]
+        return " · ".join(parts)
 
     def render_timeline(self) -> str:
         lines = [

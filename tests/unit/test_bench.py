@@ -27,7 +27,7 @@ from bench.procstat import (
 from bench.profiler import short_path, summarize
 from bench.report import Results, ceiling
 from bench.scenarios import MAKE_BENCH, SCENARIOS
-from bench.stats import Sent, check_order, overhead_s, percentile, rounds, summary_ms
+from bench.stats import Round, Sent, check_order, overhead_s, percentile, rounds, summary_ms
 
 
 def stat_line(comm: str, utime: int, stime: int) -> str:
@@ -180,6 +180,9 @@ def test_rounds_group_a_closed_loop_by_message_index_and_show_each_rounds_last_r
     results = Results("custom", "closed", "closed", 2, 4, 1.0, 0.1, rounds=[first, second])
     assert "#1 done 1.90 s (e2e p50 1650 / max 1900 ms) · #2 done 3.20 s" in results.render()
     assert results.to_json()["rounds"][1]["last_reply_s"] == pytest.approx(3.2)
+    many = [Round(i, 50, 0.2 * (i + 1), 0.15, 0.19) for i in range(20)]
+    line = Results("custom", "closed", "closed", 50, 1000, 0.0, 0.1, rounds=many).render()
+    assert "#3 done 0.60 s (e2e p50 150 / max 190 ms) · … · #19 done 3.80 s" in line and "#4 " not in line
 
 
 def test_report_renders_and_serializes_an_empty_run() -> None:
