@@ -7,12 +7,33 @@ their own with `running_world`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
+from typing import Any
 
 import pytest
 
 from tests.e2e.console_helpers import CONSOLE_ENV
 from tests.e2e.harness import World, running_world
+
+TAIL_LINES = 40
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """A failed test on a whole stack shows what each process said last (and what the supervisor
+    did): the processes' output is kept, not printed, so a stuck pipeline is otherwise a bare timeout."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    worlds = {id(v): v for v in getattr(item, "funcargs", {}).values() if isinstance(v, World)}
+    for found in worlds.values():
+        stack = found.stack
+        children = [stack.nats.child, stack.redis.child, *(r.child for r in stack.replicas)]
+        for child in children:
+            report.sections.append((f"{child.name}: last {TAIL_LINES} lines", child.tail(TAIL_LINES)))
+        if stack.config.supervise:
+            report.sections.append(("supervisor", "\n".join(list(stack.supervisor.log)[-TAIL_LINES:])))
 
 
 @pytest.fixture(scope="session")
