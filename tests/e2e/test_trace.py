@@ -54,7 +54,9 @@ def _child(trace: list[SpanRecord], parent: SpanRecord, service: str, kind: str,
 
 
 async def test_the_span_tree_follows_the_message_and_carries_no_content_or_secrets(world: World) -> None:
-    user, text = "e2e-tree-user-5521", "tree text 7731 should never be in a span"
+    # The marker is a word no hex id, hash or port can contain (a digit run like "7731" turned up in
+    # a random event id or port now and then: the check failed with nothing leaked).
+    user, text = "e2e-tree-user-5521", "tree text wombat should never be in a span"
     _, msg_id = await send_text(world, user, text)
     await world.wecom.wait_for_messages(user, 1, timeout=20)
     trace = await world.sink.wait_for(lambda spans: find_message_trace(spans, wecom_event_id(msg_id)), timeout=30)
@@ -87,7 +89,7 @@ async def test_the_span_tree_follows_the_message_and_carries_no_content_or_secre
 
     # no message content, raw user id or credential in any attribute
     everything = " ".join(f"{s.name} {s.attributes}" for s in trace)
-    for forbidden in (text, "7731", user, SECRET, LLM_KEY):
+    for forbidden in (text, "wombat", user, SECRET, LLM_KEY):
         assert forbidden not in everything, forbidden
     tokens = [s.attributes.get("url.full", "") for s in trace if "access_token" in str(s.attributes)]
     assert tokens and all("access_token=REDACTED" in t for t in tokens)
@@ -122,7 +124,7 @@ async def test_history_lookups_asked_together_keep_each_message_in_its_own_trace
 
 
 async def test_logs_are_json_with_trace_ids_and_hold_no_content_user_id_or_secret(world: World) -> None:
-    user, text = "e2e-logs-user-8830", "log text 4419 must not be logged"
+    user, text = "e2e-logs-user-8830", "log text platypus must not be logged"  # a marker no hex id contains
     await send_text(world, user, text)
     await world.wecom.wait_for_messages(user, 1, timeout=20)
     lines = [line for service in sorted(TRACED_SERVICES) for line in world.stack.logs(service)]
@@ -130,5 +132,5 @@ async def test_logs_are_json_with_trace_ids_and_hold_no_content_user_id_or_secre
     assert records and len(records) >= len(lines) * 0.9  # JSON lines (a stray library line may not be)
     assert any(r.get("trace_id") and r.get("span_id") for r in records)
     everything = "\n".join(lines)
-    for forbidden in (text, "4419", user, SECRET, LLM_KEY, world.stack.env.get("WECOM_ENCODING_AES_KEY", "-")):
+    for forbidden in (text, "platypus", user, SECRET, LLM_KEY, world.stack.env.get("WECOM_ENCODING_AES_KEY", "-")):
         assert forbidden not in everything, forbidden
