@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import nats
 import pytest
 from nats.aio.client import Client
 
@@ -22,7 +21,7 @@ from wxbot_common.media.store import (
 )
 from wxbot_common.nats.subjects import MEDIA_BUCKET
 from wxbot_common.nats.topology import StreamSettings, ensure_topology
-from wxbot_devkit.launch import NatsServer
+from wxbot_devkit.launch import nats_client
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -32,14 +31,9 @@ BIG = bytes(range(256)) * 2048  # 512 KiB: four object-store chunks
 
 @pytest.fixture(scope="module")
 async def nc(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Client]:
-    server = NatsServer(Path(tmp_path_factory.mktemp("nats")))
-    await server.start()
-    client = await nats.connect(server.url)
-    await ensure_topology(client.jetstream(), StreamSettings(consumers=()))
-    await ensure_topology(client.jetstream(), StreamSettings(consumers=(), media_ttl_s=1.0, media_bucket="SHORT"))
-    yield client
-    await client.drain()
-    await server.stop()
+    async with nats_client(Path(tmp_path_factory.mktemp("nats"))) as client:
+        await ensure_topology(client.jetstream(), StreamSettings(consumers=(), media_ttl_s=1.0, media_bucket="SHORT"))
+        yield client
 
 
 @pytest.fixture

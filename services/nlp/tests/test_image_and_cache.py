@@ -9,16 +9,14 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import nats
 import pytest
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from wxbot_common.media.store import MediaStore
-from wxbot_common.nats.topology import StreamSettings, ensure_topology
 from wxbot_devkit.fakes.media_files import png_bytes
-from wxbot_devkit.launch import NatsServer, redis_client
+from wxbot_devkit.launch import nats_client, redis_client
 from wxbot_nlp.answer_cache import AnswerCache, Claim
 from wxbot_nlp.handlers import image_and_cached
 from wxbot_nlp.vision import PendingImages, Vision, VisionMetrics
@@ -29,13 +27,8 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 async def nc(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Client]:
-    server = NatsServer(Path(tmp_path_factory.mktemp("nats")))
-    await server.start()
-    client = await nats.connect(server.url)
-    await ensure_topology(client.jetstream(), StreamSettings(consumers=()))
-    yield client
-    await client.drain()
-    await server.stop()
+    async with nats_client(Path(tmp_path_factory.mktemp("nats"))) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

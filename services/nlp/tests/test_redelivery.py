@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -21,8 +20,7 @@ from wxbot_common.meta import derive_meta
 from wxbot_common.nats.consumer import Delivery
 from wxbot_common.nats.publisher import EventPublisher
 from wxbot_common.nats.subjects import EVENTS_STREAM, EventKind
-from wxbot_common.nats.topology import StreamSettings, ensure_topology
-from wxbot_devkit.launch import NatsServer
+from wxbot_devkit.launch import nats_client
 from wxbot_nlp.drafting import APOLOGY
 from wxbot_nlp.handlers import Drafter, DraftingPolicy, NlpMetrics
 from wxbot_nlp.kb import KnowledgeBase
@@ -51,13 +49,8 @@ class CountingLLM:
 
 @pytest.fixture(scope="module")
 async def nc(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Client]:
-    server = NatsServer(Path(tmp_path_factory.mktemp("nats")))
-    await server.start()
-    client = await nats.connect(server.url)
-    await ensure_topology(client.jetstream(), StreamSettings(consumers=()))
-    yield client
-    await client.close()
-    await server.stop()
+    async with nats_client(Path(tmp_path_factory.mktemp("nats"))) as client:
+        yield client
 
 
 @pytest.fixture

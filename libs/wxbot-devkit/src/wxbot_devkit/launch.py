@@ -26,6 +26,7 @@ import httpx
 from wxbot_common.cpu_priority import AUTOGROUP
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client as NatsClient
     from redis.asyncio import Redis
 
 COLOURS = ["\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[31m", "\033[96m", "\033[95m"]
@@ -339,6 +340,25 @@ async def redis_client(data_dir: Path) -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
+        await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def nats_client(data_dir: Path) -> AsyncIterator[NatsClient]:
+    """A client of a fresh nats-server (JetStream) in `data_dir` with the event stream and the media
+    bucket in place, both closed on exit: the real NATS of unit tests."""
+    import nats
+
+    from wxbot_common.nats.topology import StreamSettings, ensure_topology
+
+    server = NatsServer(data_dir)
+    await server.start()
+    client = await nats.connect(server.url)
+    try:
+        await ensure_topology(client.jetstream(), StreamSettings(consumers=()))
+        yield client
+    finally:
+        await client.close()
         await server.stop()
 
 
