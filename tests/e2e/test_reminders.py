@@ -25,6 +25,7 @@ from tests.e2e.harness import CONFIG, World, logged, running_world, send_text
 from wxbot_common.nats.subjects import EventKind
 from wxbot_common.skill_contract import CallContext
 from wxbot_devkit.fakes.llm import ChatRequest, ToolCall
+from wxbot_devkit.fakes.waiting import wait_until_async
 from wxbot_devkit.fakes.wecom import SentMessage
 from wxbot_devkit.system import Replica
 from wxbot_gateway.inbound import wecom_conversation_id
@@ -126,8 +127,12 @@ async def test_remind_me_tomorrow_at_nine_fires_once_at_that_time_through_the_pi
         if a.source == ev.REPLY_SOURCE_SKILL
     ]
     assert approved.text == "⏰ 提醒：开会"  # safety checked it on the way out
-    sent = [ev.ReplySent.FromString(r) for r in await logged(rw, EventKind.SENT, conversation)]
-    assert message.msgid in [m for s in sent for m in s.provider_msg_ids]  # the gateway recorded sending it
+
+    async def recorded() -> bool:  # ReplySent follows the WeCom call: it may land just after the message
+        sent = [ev.ReplySent.FromString(r) for r in await logged(rw, EventKind.SENT, conversation)]
+        return message.msgid in [m for s in sent for m in s.provider_msg_ids]
+
+    await wait_until_async(recorded, 10, "the gateway's record of sending the reminder")
     await asyncio.sleep(3)  # a second delivery would come now, if any
     assert len(reminders_of(rw, user, "开会")) == 1 and await fired(rw, user) == 1
 
