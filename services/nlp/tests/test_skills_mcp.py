@@ -140,6 +140,9 @@ async def test_a_server_s_tools_are_listed_and_called_in_either_protocol_era(fak
 
 
 async def test_a_change_notification_lists_again_at_once(fake: FakeMcpServer) -> None:
+    # A server slow to take up the subscription: a bridge that offered the tools before the
+    # server acknowledged it would miss a change made at once (seen on a slow CI run).
+    fake.listen_delay_s = 0.5
     bridge = McpBridge(McpServer("fake", fake.url), interval_s=60)  # no periodic listing in this test
     task = await running(bridge)
     try:

@@ -6,7 +6,8 @@ Tools: `forecast(city)` answers in text; `slow(seconds)` sleeps first; `broken()
 `huge()` returns 1,000,000 characters; `picture()` an image and a caption; `lookup_order(order_id)`
 shares its name with the NATS skill of the e2e tests. Knobs: `legacy=True` answers like a 2025-era
 server (it does not know `server/discover`, so clients fall back to the `initialize` handshake and a
-session id); `refuse_connections()` / `accept_connections()` take it away and bring it back on the
+session id); `listen_delay_s` holds a `subscriptions/listen` request back before the SDK takes it
+up; `refuse_connections()` / `accept_connections()` take it away and bring it back on the
 same port (a new SDK session manager, as a restarted server: old session ids are unknown);
 `add_tool(name)` grows the list at run time. `calls` records each call with its `_meta.traceparent`.
 
@@ -44,12 +45,15 @@ class McpCall:
     traceparent: str | None
 
 
-class _WithoutDiscover:
-    """ASGI wrapper: `server/discover` answered as a 2025-era server answers a method it does not know
-    outside a session (HTTP 400), so a client falls back to the initialize handshake."""
+class _Gate:
+    """ASGI wrapper for the knobs that act on a request before the SDK sees it: `server/discover`
+    answered as a 2025-era server answers a method it does not know outside a session (HTTP 400), so
+    a client falls back to the initialize handshake; `subscriptions/listen` held back a while, as a
+    slow server acknowledges a subscription late."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, server: FakeMcpServer) -> None:
         self._app = app
+        self._server = server
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -64,10 +68,12 @@ class _WithoutDiscover:
             method = json.loads(body).get("method")
         except (ValueError, AttributeError):
             method = None
-        if method == "server/discover":
+        if method == "server/discover" and self._server.legacy:
             error = {"code": -32600, "message": "Bad Request: Missing session ID"}
             await JSONResponse({"jsonrpc": "2.0", "id": None, "error": error}, status_code=400)(scope, receive, send)
             return
+        if method == "subscriptions/listen" and self._server.listen_delay_s:
+            await asyncio.sleep(self._server.listen_delay_s)  # the knob itself: a late acknowledgment
         pending = list(messages)
 
         async def replay() -> Message:
@@ -82,6 +88,7 @@ class FakeMcpServer(FakeService):
     def __init__(self, name: str = "fake-mcp", version: str = "1.0.0", legacy: bool = False) -> None:
         super().__init__()
         self.legacy = legacy
+        self.listen_delay_s = 0.0  # before a `subscriptions/listen` stream is taken up
         self.calls: list[McpCall] = []
         self.mcp = MCPServer(name, version=version, log_level="WARNING")
         self._add_tools()
@@ -93,8 +100,7 @@ class FakeMcpServer(FakeService):
     @property
     def app(self) -> ASGIApp:
         """A new app each time it listens: the SDK's session manager runs once, as a server process would."""
-        app: ASGIApp = self.mcp.streamable_http_app(streamable_http_path=PATH)
-        return _WithoutDiscover(app) if self.legacy else app
+        return _Gate(self.mcp.streamable_http_app(streamable_http_path=PATH), self)
 
     def _record(self, name: str, arguments: dict[str, Any], ctx: Context) -> None:
         meta = ctx.request_context.meta or {}

@@ -30,6 +30,7 @@ from typing import Any
 
 import anyio
 import mcp_types as types
+from anyio.abc import TaskStatus
 from mcp import Client
 from mcp.client.session import IncomingMessage
 from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
@@ -179,15 +180,15 @@ class McpBridge:
             message_handler=self._on_message,
             client_info=types.Implementation(name="wxbot-nlp", version=version("wxbot-nlp")),
         )
-        async with client:
+        async with client, anyio.create_task_group() as group:
+            # Subscribed before the first listing: a change made in between is not missed.
+            await group.start(self._listen, client)
             await self._relist(client)
             self._client = client
             self._log.info("mcp_server_connected", protocol=client.protocol_version, tools=len(self._tools))
-            async with anyio.create_task_group() as group:
-                group.start_soon(self._listen, client)
-                while True:
-                    await self._nap(self._interval_s)
-                    await self._relist(client)
+            while True:
+                await self._nap(self._interval_s)
+                await self._relist(client)
 
     async def _relist(self, client: Client) -> None:
         listed: list[types.Tool] = []
@@ -208,16 +209,23 @@ class McpBridge:
             self._tools = tools
             self._on_change()
 
-    async def _listen(self, client: Client) -> None:
-        """On a 2026-era session, wake the listing when the server says its tools changed."""
+    async def _listen(self, client: Client, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """On a 2026-era session, wake the listing when the server says its tools changed.
+        Started once the server has acknowledged the subscription (or there is none to have)."""
+        started = False
         try:
             async with client.listen(tools_list_changed=True) as changes:
+                task_status.started()
+                started = True
                 async for _ in changes:
                     self._wake.set()
         except ListenNotSupportedError:
             return  # a 2025-era session: the change arrives as a notification (`_on_message`)
         except (MCPError, SubscriptionLost, TimeoutError) as exc:
             self._log.debug("mcp_listen_ended", reason=_reason(exc))
+        finally:
+            if not started:
+                task_status.started()
         self._wake.set()  # the stream ended: look at the server now
 
     async def _on_message(self, message: IncomingMessage) -> None:
