@@ -1,7 +1,9 @@
-"""The lean span encoder produces the request the official OTLP encoder does, for every kind of span."""
+"""The lean span encoder produces the request the official OTLP encoder does, for every kind of span,
+the SDK's and the lean tracer's."""
 
 from __future__ import annotations
 
+import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
@@ -19,6 +21,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.span import TraceState
 
+from wxbot_common.lean_tracer import LeanTracerProvider
 from wxbot_common.span_export import SpanEncoder
 
 
@@ -31,11 +34,14 @@ class _Keep(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def _spans() -> list[ReadableSpan]:
+Provider = type[TracerProvider] | type[LeanTracerProvider]
+
+
+def _spans(make: Provider) -> list[ReadableSpan]:
     kept = _Keep()
-    provider = TracerProvider(resource=Resource.create({"service.name": "nlp", "replica": 2, "on": True}))
+    provider = make(resource=Resource.create({"service.name": "nlp", "replica": 2, "on": True}))
     provider.add_span_processor(SimpleSpanProcessor(kept))
-    other = TracerProvider(resource=Resource.create({"service.name": "gateway"}))
+    other = make(resource=Resource.create({"service.name": "gateway"}))
     other.add_span_processor(SimpleSpanProcessor(kept))
     tracer = provider.get_tracer("wxbot.nats", "1.0", schema_url="https://opentelemetry.io/schemas/1.21.0")
     remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1), trace_state=TraceState([("k", "v")]))
@@ -69,8 +75,9 @@ def _spans() -> list[ReadableSpan]:
     return kept.spans
 
 
-def test_the_lean_encoder_equals_the_official_one() -> None:
-    spans = _spans()
+@pytest.mark.parametrize("make", [TracerProvider, LeanTracerProvider], ids=["sdk-spans", "lean-spans"])
+def test_the_lean_encoder_equals_the_official_one(make: Provider) -> None:
+    spans = _spans(make)
     encoder = SpanEncoder()
     for _ in range(2):  # the second time from the caches
         assert ExportTraceServiceRequest.FromString(encoder.encode(spans)) == encode_spans(spans)
@@ -79,7 +86,7 @@ def test_the_lean_encoder_equals_the_official_one() -> None:
 
 
 def test_an_attribute_that_cannot_be_encoded_is_left_out_as_officially() -> None:
-    spans = _spans()
+    spans = _spans(TracerProvider)
     root = next(s for s in spans if s.name == "root")
     root._attributes = dict(root.attributes or {}, huge=2**70)
     assert ExportTraceServiceRequest.FromString(SpanEncoder().encode([root])) == encode_spans([root])

@@ -11,6 +11,9 @@ Context travels as W3C `traceparent` only: OpenTelemetry's default adds the `bag
 propagator, which nothing here uses and which costs a header scan per hop; `OTEL_PROPAGATORS`
 (e.g. `tracecontext,baggage`) still decides when it is set.
 
+Spans are `wxbot_common.lean_tracer.LeanSpan`s (the SDK's sampler, limits, processors and
+exporters; a lighter span object).
+
 Redis commands get spans only with `TRACE_REDIS=true`: a span per command roughly doubles the
 cost of a Redis call, and the service spans around them already time each stage.
 """
@@ -25,17 +28,18 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from wxbot_common.lean_tracer import LeanTracerProvider
 
 
 @dataclass
 class Telemetry:
     """The configured tracer provider; `shutdown()` flushes spans before the process exits."""
 
-    provider: TracerProvider
+    provider: LeanTracerProvider
     exporting: bool
 
     def tracer(self, name: str) -> trace.Tracer:
@@ -77,7 +81,7 @@ def setup_telemetry(service_name: str, env: Mapping[str, str] | None = None) -> 
     # Nothing to export and no sampler asked for: record nothing. Spans still get ids (so logs
     # carry trace ids and the context still propagates), but cost a tenth of a recorded span.
     sampler = ALWAYS_OFF if exporter is None and not env.get("OTEL_TRACES_SAMPLER") else None
-    provider = TracerProvider(resource=resource, sampler=sampler)
+    provider = LeanTracerProvider(resource, sampler)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
@@ -102,7 +106,7 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, safe="")))
 
 
-def _instrument_libraries(provider: TracerProvider, redis: bool) -> None:
+def _instrument_libraries(provider: LeanTracerProvider, redis: bool) -> None:
     if redis:
         from opentelemetry.instrumentation.redis import RedisInstrumentor
 
