@@ -1,9 +1,11 @@
 """The subject contract: one message type per kind, no personal data, stable ids."""
 
+import uuid
+
 import pytest
 
 from wxbot_common.errors import PermanentError
-from wxbot_common.ids import derived_event_id, inbound_event_id
+from wxbot_common.ids import WXBOT_NAMESPACE, derived_event_id, inbound_event_id
 from wxbot_common.nats.subjects import EventKind
 from wxbot_common.nats.topology import ALL_CONSUMERS
 
@@ -43,3 +45,12 @@ def test_durable_names_are_valid_and_filters_are_event_subjects() -> None:
     for spec in ALL_CONSUMERS:
         assert spec.durable.replace("-", "").isalnum()
         assert all(s.startswith("wxbot.evt.") for s in spec.filter_subjects)
+
+
+@pytest.mark.parametrize("provider_msg_id", ["123", "7316529348862164481", "wx-消息-🙂", ""])
+def test_event_ids_are_the_rfc_4122_name_based_uuids_of_earlier_releases(provider_msg_id: str) -> None:
+    # A redelivery after an upgrade must derive the id the old release derived (JetStream dedupes on it).
+    expected = uuid.uuid5(WXBOT_NAMESPACE, f"in:wecom:ww1:1000002:{provider_msg_id}")
+    got = inbound_event_id("wecom", "ww1:1000002", provider_msg_id)
+    assert got == str(expected) and uuid.UUID(got).version == 5
+    assert derived_event_id("nlp", got, "drafted") == str(uuid.uuid5(WXBOT_NAMESPACE, f"nlp/{got}/drafted"))
