@@ -44,3 +44,16 @@ def test_projection_meaning_of_events() -> None:
     resolved = change_for(EventKind.APPROVED, notice, 7)
     assert resolved is not None and resolved.op is Op.RESOLVE
     assert change_for(EventKind.DRAFTED, ev.ReplyDrafted(), 7) is None
+
+
+def test_an_image_message_leaves_a_user_turn_marked_as_an_image() -> None:
+    image = ev.InboundAccepted(message=ev.MessageReceived(kind=ev.MESSAGE_KIND_IMAGE, text="[image]"))
+    text = ev.InboundAccepted(message=ev.MessageReceived(kind=ev.MESSAGE_KIND_TEXT, text="what breed is it?"))
+    image_change, text_change = change_for(EventKind.ACCEPTED, image, 8), change_for(EventKind.ACCEPTED, text, 9)
+    assert image_change is not None and image_change.turn is not None and image_change.turn.image
+    assert text_change is not None and text_change.turn is not None and not text_change.turn.image
+    stored = image_change.turn.to_json()
+    assert StoredTurn.from_json(stored).image
+    assert '"i"' not in text_change.turn.to_json()  # text turns are stored as before
+    # turns stored before the mark existed read as text turns
+    assert not StoredTurn.from_json('{"r": "user", "t": "[image]", "s": 3, "at": 1.0, "k": 5}').image

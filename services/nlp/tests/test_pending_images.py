@@ -10,7 +10,8 @@ from redis.asyncio import Redis
 
 from wxbot_common.media.store import MediaRef
 from wxbot_devkit.launch import redis_client
-from wxbot_nlp.vision import PendingImages
+from wxbot_nlp.vision import PendingImages, may_have_image
+from wxbot_proto.context.v1 import context_pb2 as ctx
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -50,3 +51,41 @@ async def test_a_newer_image_replaces_the_older_and_a_redelivered_older_one_does
     assert await pending.claim("c4", "q", seq=33, at=1020.0) == NEWER
     await pending.forget("c4")  # /reset
     assert await pending.claim("c4", "q", seq=33, at=1020.0) is None
+
+
+def _turn(role: ctx.Role.ValueType, at: float, image: bool = False) -> ctx.Turn:
+    turn = ctx.Turn(role=role, text="[image]" if image else "words", image=image)
+    turn.at.FromNanoseconds(int(at * 1e9))
+    return turn
+
+
+USER, BOT = ctx.ROLE_USER, ctx.ROLE_ASSISTANT
+
+
+@pytest.mark.parametrize(
+    ("turns", "complete", "truncated", "expected"),
+    [
+        ([], True, False, False),  # a first message: an image would have left a turn
+        ([_turn(USER, 990.0), _turn(BOT, 991.0)], True, False, False),  # all of it, no image
+        ([_turn(USER, 990.0, image=True), _turn(BOT, 991.0)], True, False, True),
+        ([_turn(USER, 100.0, image=True), _turn(BOT, 101.0)], True, False, True),  # too old: the claim says no
+        ([_turn(USER, 900.0), _turn(BOT, 901.0)], True, True, True),  # cut inside the window
+        ([_turn(USER, 500.0), _turn(BOT, 501.0), _turn(USER, 950.0), _turn(BOT, 951.0)], True, True, False),
+        ([], True, True, True),  # nothing fitted the budget: nothing to go by
+        ([], False, False, True),  # an earlier message unanswered: the history cannot tell
+    ],
+    ids=[
+        "no history",
+        "no image turn",
+        "an image turn",
+        "an old image",
+        "cut inside the window",
+        "cut before the window",
+        "nothing fitted",
+        "incomplete",
+    ],
+)
+def test_a_question_asks_for_a_pending_image_only_when_its_history_allows_one(
+    turns: list[ctx.Turn], complete: bool, truncated: bool, expected: bool
+) -> None:
+    assert may_have_image(turns, complete, truncated, asked_at=1000.0, window_s=300.0) is expected

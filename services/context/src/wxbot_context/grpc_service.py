@@ -84,12 +84,15 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
         turns, tokens = fit_budget(snapshot.turns, budget)
         return pb.GetHistoryResponse(
             turns=[
-                pb.Turn(role=_ROLES[t.role], text=t.text, origin_sequence=t.origin_sequence, at=_ts(t.at))
+                pb.Turn(
+                    role=_ROLES[t.role], text=t.text, origin_sequence=t.origin_sequence, at=_ts(t.at), image=t.image
+                )
                 for t in turns
             ],
             applied_sequence=self._watermark.applied,
             complete=complete,
             estimated_tokens=tokens,
+            truncated=len(turns) < len(snapshot.turns),
         )
 
     async def _ordered_snapshot(self, ckey: str, min_seq: int) -> tuple[Snapshot, bool]:

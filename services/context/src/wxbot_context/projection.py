@@ -61,7 +61,8 @@ def change_for(kind: EventKind, event: Message, origin_seq: int) -> Change | Non
         return Change(Op.PENDING)
     if kind is EventKind.ACCEPTED:
         assert isinstance(event, ev.InboundAccepted)
-        return Change(Op.USER, StoredTurn("user", event.message.text, origin_seq, now))
+        image = event.message.kind == ev.MESSAGE_KIND_IMAGE
+        return Change(Op.USER, StoredTurn("user", event.message.text, origin_seq, now, image=image))
     if kind is EventKind.APPROVED:
         assert isinstance(event, ev.ReplyApproved)
         if event.source in _NOT_DIALOGUE and not event.media:  # a drawing (/draw) is part of it

@@ -66,23 +66,37 @@ class StoredTurn:
     origin_sequence: int
     at: float
     tokens: int = -1  # its estimate, stored with it: estimated once when projected, not on every read
+    image: bool = False  # a user turn that was an image message (nlp asks for the image only after one)
 
     def __post_init__(self) -> None:
         if self.tokens < 0:
             object.__setattr__(self, "tokens", estimate_tokens(self.text))
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"r": self.role, "t": self.text, "s": self.origin_sequence, "at": round(self.at, 3), "k": self.tokens},
-            ensure_ascii=False,
-        )
+        stored: dict[str, object] = {
+            "r": self.role,
+            "t": self.text,
+            "s": self.origin_sequence,
+            "at": round(self.at, 3),
+            "k": self.tokens,
+        }
+        if self.image:
+            stored["i"] = 1
+        return json.dumps(stored, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> StoredTurn:
         # str, not bytes: json.loads would sniff the bytes' encoding first, for every turn of every read.
         # Turns stored before "k" existed get their estimate now.
         d = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-        return cls(role=d["r"], text=d["t"], origin_sequence=int(d["s"]), at=float(d["at"]), tokens=int(d.get("k", -1)))
+        return cls(
+            role=d["r"],
+            text=d["t"],
+            origin_sequence=int(d["s"]),
+            at=float(d["at"]),
+            tokens=int(d.get("k", -1)),
+            image=bool(d.get("i")),
+        )
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ from wxbot_nlp.resilience import AnswerDeadline, ResilientBackend
 from wxbot_nlp.skills.commands import SkillCommands
 from wxbot_nlp.tool_loop import ToolLoop
 from wxbot_nlp.variants import Variant, assign
-from wxbot_nlp.vision import Vision, VisionError, VisionTurn
+from wxbot_nlp.vision import Vision, VisionError, VisionTurn, may_have_image, occurred_at
 from wxbot_proto.context.v1 import context_pb2 as ctx
 from wxbot_proto.context.v1 import context_pb2_grpc as ctx_grpc
 from wxbot_proto.events.v1 import events_pb2 as ev
@@ -132,6 +132,7 @@ class DraftingPolicy:
 class History:
     turns: list[HistoryTurn]
     known: bool  # False: context could not be asked, the answer goes without it (and is not cached)
+    image_possible: bool = True  # False: no image this question could be about (`may_have_image`)
 
 
 async def image_and_cached(
@@ -254,7 +255,8 @@ class Drafter:
         standalone = history.known and not history.turns and not plan.grounding
         cache = self._cache if standalone else None
         scope = variant.fingerprint
-        turn, found = await image_and_cached(self._vision, cache, accepted, scope)
+        vision = self._vision if history.image_possible else None  # no claim that cannot succeed
+        turn, found = await image_and_cached(vision, cache, accepted, scope)
         if turn is not None:  # a question right after an image is asked with that image (never cached)
             await self._ask_llm(accepted, plan, variant, history.turns, deadline, turn)
             return
@@ -354,7 +356,12 @@ class Drafter:
             raise TransientError(f"context unavailable: {exc.code().name}", delay_s=1.0) from exc
         if not response.complete:
             self._log.warning("history_incomplete", origin=accepted.meta.origin_sequence)
-        return History([HistoryTurn(_ROLE[t.role], t.text) for t in response.turns if t.role in _ROLE], known=True)
+        window_s = self._vision.follow_up_window_s if self._vision is not None else 0.0
+        image_possible = window_s > 0 and may_have_image(
+            response.turns, response.complete, response.truncated, occurred_at(accepted), window_s
+        )
+        turns = [HistoryTurn(_ROLE[t.role], t.text) for t in response.turns if t.role in _ROLE]
+        return History(turns, known=True, image_possible=image_possible)
 
     def _record(self, completion: Completion, elapsed_s: float, variant: str) -> None:
         self._metrics.llm_latency.labels(completion.model, "ok", variant).observe(elapsed_s)

@@ -11,10 +11,15 @@ conversation (restart-safe, shared by every replica) holding the reference, the 
 sequence and time; the first later text message of the window claims it by event id, so a
 redelivery of that message gets the image again and any other message does not. History keeps
 text only — "[image]" or the caption, then the description — so old images are never re-sent.
+
+The claim is a Redis round trip before every question's LLM call, and most conversations never
+send an image: context marks the user turn of an image message (`Turn.image`), so a question whose
+history shows no image turn within the window skips it (`may_have_image`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +36,7 @@ from wxbot_common.media.store import MediaError as StoreError
 from wxbot_common.media.store import MediaRef, MediaStore
 from wxbot_common.media.vision import IMAGE_TEXT
 from wxbot_nlp.resilience import ResilientBackend
+from wxbot_proto.context.v1 import context_pb2 as ctx
 from wxbot_proto.events.v1 import events_pb2 as ev
 
 DESCRIBE_PROMPT = (
@@ -124,6 +130,24 @@ class VisionMetrics:
         )
 
 
+def may_have_image(
+    turns: Sequence[ctx.Turn], complete: bool, truncated: bool, asked_at: float, window_s: float
+) -> bool:
+    """Whether a pending image may wait for a question with this history (GetHistory's `turns`,
+    oldest first, `complete` and `truncated`, for the question that arrived at `asked_at`): False
+    only when it cannot. The image message leaves a user turn marked `image`, projected before the
+    question's history is answered (that waits for earlier messages), so an image within the window
+    shows in the history — unless the history is not complete, or was cut inside the window."""
+    if not complete or any(turn.image for turn in turns):
+        return True
+    if not truncated:
+        return False
+    if not turns:
+        return True  # nothing fitted the budget: nothing to go by
+    oldest = turns[0].at.seconds + turns[0].at.nanos / 1e9  # when it was projected: after it arrived
+    return oldest >= asked_at - window_s  # cut inside the window: an image turn may have been left out
+
+
 def occurred_at(accepted: ev.InboundAccepted) -> float:
     """When the user's message arrived at the gateway (unix seconds), the same on every redelivery."""
     at = accepted.message.meta.occurred_at
@@ -169,6 +193,11 @@ class Vision:
         )
         self._metrics.images.labels(turn.use).inc()
         return turn
+
+    @property
+    def follow_up_window_s(self) -> float:
+        """How long after an image a question may be about it (0: never)."""
+        return self._pending.window_s if self._pending is not None else 0.0
 
     async def for_follow_up(self, accepted: ev.InboundAccepted) -> VisionTurn | None:
         """The turn of a text question about the conversation's recent image, or None (no image, too late)."""
