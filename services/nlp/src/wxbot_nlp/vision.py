@@ -137,7 +137,9 @@ def may_have_image(
     oldest first, `complete` and `truncated`, for the question that arrived at `asked_at`): False
     only when it cannot. The image message leaves a user turn marked `image`, projected before the
     question's history is answered (that waits for earlier messages), so an image within the window
-    shows in the history — unless the history is not complete, or was cut inside the window."""
+    shows in the history — unless the history is not complete, or was cut inside the window. (The
+    store keeps `CONTEXT_MAX_TURNS` turns, 50: an image turn it dropped had 25 messages after it,
+    and the first text question among them claimed the image, unless all 25 were commands.)"""
     if not complete or any(turn.image for turn in turns):
         return True
     if not truncated:
