@@ -12,6 +12,10 @@ SDK cleans them), status rules (OK is final, UNSET ignored), exception events, `
 one with its default delegates is decided from the parent's flag without a call.
 
 Processors get `on_end` only (`BatchSpanProcessor` and `SimpleSpanProcessor` do nothing on start).
+It leans on a few SDK internals (the attribute cleaner, `ParentBased`'s delegates, the
+`OTEL_TRACES_SAMPLER` reader, the API's context-manager decorator), which is why libs/wxbot-common
+pins opentelemetry-api and -sdk to 1.45.x: `test_lean_tracer.py` compares it with the SDK again
+before the bound moves.
 """
 
 from __future__ import annotations
