@@ -139,3 +139,14 @@ def test_sampling_decisions_are_the_sdk_s(sampler: sdk_sampling.Sampler) -> None
         return seen
 
     assert decisions(LeanTracerProvider) == decisions(TracerProvider)
+
+
+def test_otel_sdk_disabled_turns_tracing_off_as_with_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    memory = InMemorySpanExporter()
+    provider = LeanTracerProvider(resource=Resource.create({}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    span = provider.get_tracer("t").start_span("s")
+    assert not span.is_recording() and not span.get_span_context().is_valid
+    span.end()
+    assert memory.get_finished_spans() == ()

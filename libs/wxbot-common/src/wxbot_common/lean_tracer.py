@@ -21,6 +21,7 @@ before the bound moves.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -346,6 +347,7 @@ class LeanTracerProvider(trace_api.TracerProvider):
 
     def __init__(self, resource: Resource, sampler: sdk_sampling.Sampler | None = None) -> None:
         self.resource = resource
+        self.disabled = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"  # as the SDK
         self.sampler = sampler if sampler is not None else sdk_sampling._get_from_env_or_default()
         self.limits = SpanLimits()
         self.follows_parent = _follows_parent(self.sampler)
@@ -360,6 +362,8 @@ class LeanTracerProvider(trace_api.TracerProvider):
         schema_url: str | None = None,
         attributes: types.Attributes = None,
     ) -> trace_api.Tracer:
+        if self.disabled:
+            return trace_api.NoOpTracer()
         key = (instrumenting_module_name, instrumenting_library_version, schema_url)
         tracer = self._tracers.get(key) if not attributes else None
         if tracer is None:
