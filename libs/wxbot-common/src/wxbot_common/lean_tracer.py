@@ -51,7 +51,6 @@ _UNSET = Status(StatusCode.UNSET)
 _PLAIN = (str, bool, int, float)
 _SAMPLED, _RANDOM = int(TraceFlags.SAMPLED), int(TraceFlags.RANDOM_TRACE_ID)
 _FLAGS = {f: TraceFlags(f) for f in range(4)}  # the flag combinations a span here can carry
-_DROP_ON_PARENT = sdk_sampling.ALWAYS_OFF, sdk_sampling.ALWAYS_ON
 _SAMPLE, _DROP = sdk_sampling.Decision.RECORD_AND_SAMPLE, sdk_sampling.Decision.DROP
 
 
@@ -398,7 +397,7 @@ def _follows_parent(sampler: sdk_sampling.Sampler) -> bool:
     """A parent-based sampler whose decision under a parent is the parent's flag (the defaults)."""
     if not isinstance(sampler, sdk_sampling.ParentBased):
         return False
-    off, on = _DROP_ON_PARENT
+    on, off = sdk_sampling.ALWAYS_ON, sdk_sampling.ALWAYS_OFF
     delegates = (
         getattr(sampler, "_remote_parent_sampled", None),
         getattr(sampler, "_remote_parent_not_sampled", None),

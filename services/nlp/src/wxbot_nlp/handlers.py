@@ -57,7 +57,7 @@ from wxbot_nlp.resilience import AnswerDeadline, ResilientBackend
 from wxbot_nlp.skills.commands import SkillCommands
 from wxbot_nlp.tool_loop import ToolLoop
 from wxbot_nlp.variants import Variant, assign
-from wxbot_nlp.vision import Vision, VisionError, VisionTurn, may_have_image, occurred_at
+from wxbot_nlp.vision import Vision, VisionError, VisionTurn
 from wxbot_proto.context.v1 import context_pb2 as ctx
 from wxbot_proto.context.v1 import context_pb2_grpc as ctx_grpc
 from wxbot_proto.events.v1 import events_pb2 as ev
@@ -356,10 +356,7 @@ class Drafter:
             raise TransientError(f"context unavailable: {exc.code().name}", delay_s=1.0) from exc
         if not response.complete:
             self._log.warning("history_incomplete", origin=accepted.meta.origin_sequence)
-        window_s = self._vision.follow_up_window_s if self._vision is not None else 0.0
-        image_possible = window_s > 0 and may_have_image(
-            response.turns, response.complete, response.truncated, occurred_at(accepted), window_s
-        )
+        image_possible = self._vision is not None and self._vision.may_follow_image(response, accepted)
         turns = [HistoryTurn(_ROLE[t.role], t.text) for t in response.turns if t.role in _ROLE]
         return History(turns, known=True, image_possible=image_possible)
 

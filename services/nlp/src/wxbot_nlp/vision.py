@@ -196,10 +196,13 @@ class Vision:
         self._metrics.images.labels(turn.use).inc()
         return turn
 
-    @property
-    def follow_up_window_s(self) -> float:
-        """How long after an image a question may be about it (0: never)."""
-        return self._pending.window_s if self._pending is not None else 0.0
+    def may_follow_image(self, history: ctx.GetHistoryResponse, accepted: ev.InboundAccepted) -> bool:
+        """Whether `for_follow_up` may find an image for this question, judged from its history."""
+        if self._pending is None:
+            return False
+        return may_have_image(
+            history.turns, history.complete, history.truncated, occurred_at(accepted), self._pending.window_s
+        )
 
     async def for_follow_up(self, accepted: ev.InboundAccepted) -> VisionTurn | None:
         """The turn of a text question about the conversation's recent image, or None (no image, too late)."""
