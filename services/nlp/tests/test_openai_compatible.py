@@ -12,7 +12,9 @@ from wxbot_common.http_client import TracedHttp, create_session
 from wxbot_devkit.fakes.llm import ChatRequest, FakeLLM, ToolCall
 from wxbot_devkit.launch import free_port
 from wxbot_nlp.llm import LlmRejectedError, LlmUnavailableError, Message
+from wxbot_nlp.media_out import DrawTool
 from wxbot_nlp.openai_compatible import OpenAICompatibleBackend, retry_after_s
+from wxbot_nlp.skills.registry import Tool
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -142,3 +144,22 @@ async def test_a_tool_call_left_unanswered_is_rejected_as_openai_does(llm: FakeL
     async with TracedHttp(create_session(16, 10.0)) as client:
         with pytest.raises(LlmRejectedError, match="did not have response messages: c1"):
             await backend(llm, client, False).complete(unanswered, [WEATHER])
+
+
+async def test_tools_arrive_whole_and_a_changed_tool_is_sent_as_it_is_now(llm: FakeLLM) -> None:
+    """The tools' JSON is made once per definition (ToolsJson): what the model receives must still
+    be each definition exactly, in the order given, and a tool redeployed with another contract
+    (a new `Tool`, hence a new definition) must reach the model in its new form at once."""
+    city = {"type": "object", "properties": {"city": {"type": "string"}}}
+    old = Tool("weather", "Weather in a city", city, "s", "w", "1")
+    draw = DrawTool(drawer=None)  # type: ignore[arg-type]  # only its definition is used here
+    async with TracedHttp(create_session(16, 10.0)) as client:
+        b = backend(llm, client, False)
+        for _ in range(2):
+            await b.complete([{"role": "user", "content": "hi"}], [old.definition(), draw.definition()], "none")
+            assert llm.requests[-1].body["tools"] == [old.definition(), draw.definition()]
+            assert llm.requests[-1].body["tool_choice"] == "none"
+        new = Tool("weather", "Weather, by city and day", {"type": "object", "properties": {}}, "s", "w", "2")
+        await b.complete([{"role": "user", "content": "hi"}], [new.definition()])
+    assert llm.requests[-1].body["tools"] == [new.definition()] != [old.definition()]
+    assert llm.requests[-1].body["tool_choice"] == "auto"

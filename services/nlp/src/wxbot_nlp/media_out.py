@@ -216,10 +216,7 @@ class DrawTool:
 
     def __init__(self, drawer: Drawer) -> None:
         self.drawer = drawer
-
-    @staticmethod
-    def definition() -> dict[str, Any]:
-        return {
+        self._definition: dict[str, Any] = {
             "type": "function",
             "function": {
                 "name": DRAW_TOOL,
@@ -238,6 +235,10 @@ class DrawTool:
                 },
             },
         }
+
+    def definition(self) -> dict[str, Any]:
+        """One dict for the tool's life (requests encode it once); read it, never change it."""
+        return self._definition
 
     async def call(self, arguments: str, timeout_s: float) -> tuple[ToolResult, list[ev.MediaRef]]:
         try:

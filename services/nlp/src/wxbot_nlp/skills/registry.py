@@ -55,13 +55,19 @@ class Tool:
     command: str | None = None
     validator: Any = field(default=None, compare=False, repr=False)  # a jsonschema Validator
     source: Source = "nats"
+    _definition: dict[str, Any] = field(init=False, compare=False, repr=False)
 
-    def definition(self) -> dict[str, Any]:
-        """The entry of the chat request's `tools`."""
-        return {
+    def __post_init__(self) -> None:
+        definition = {
             "type": "function",
             "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
         }
+        object.__setattr__(self, "_definition", definition)
+
+    def definition(self) -> dict[str, Any]:
+        """The entry of the chat request's `tools`: one dict for the tool's life, which requests
+        encode once (`openai_compatible.ToolsJson`); read it, never change it."""
+        return self._definition
 
     def same_contract(self, other: Tool) -> bool:
         return (self.description, self.parameters, self.subject, self.command) == (
