@@ -42,6 +42,7 @@ from redis.asyncio import Redis
 
 from wxbot_common.ids import conversation_key
 from wxbot_common.logs import get_logger
+from wxbot_common.redis_scripts import BatchedScripts
 
 LEFT_SUBJECT = "wxbot.outbox.left"  # core NATS, outside the event stream's subjects
 OUTBOX_TTL_S = 24 * 3600
@@ -155,9 +156,10 @@ class Outbox:
         self._poll_s = poll_s
         self._watches: dict[str, _Watch] = {}
         self._sub: object | None = None
-        self._enter = redis.register_script(_ENTER)
-        self._leave = redis.register_script(_LEAVE)
-        self._first = redis.register_script(_FIRST)
+        scripts = BatchedScripts(redis)  # a busy turn's enters and leaves: one round trip
+        self._enter = scripts.register_script(_ENTER)
+        self._leave = scripts.register_script(_LEAVE)
+        self._first = scripts.register_script(_FIRST)
         self._log = get_logger("wxbot.outbox")
 
     async def start(self) -> None:

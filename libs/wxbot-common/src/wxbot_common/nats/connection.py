@@ -19,7 +19,6 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from wxbot_common.logs import get_logger
 from wxbot_common.settings import CommonSettings
 
-
 FLUSH_TURNS = 2  # event-loop turns the flusher lets run before it writes what they queued
 
 
@@ -42,8 +41,9 @@ class CoalescingClient(Client):
     fast` (docs/performance.md): nats-server reads per reply 7.6 → 4.3, the services' CPU per
     reply down by about a sixth. A second turn gathers the handlers the first one woke (a
     PubAck wakes the handler that acks its input): `burst` service CPU per reply 5.3–5.5 →
-    4.2–5.0 ms in six of six interleaved pairs, throughput up 4 %. The body is nats-py 2.16's `_flusher` otherwise, which is why
-    libs/wxbot-common pins nats-py to 2.16.x (re-check these methods before raising the bound).
+    4.2–5.0 ms in six of six interleaved pairs, throughput up 4 %. The body is nats-py 2.16's
+    `_flusher` otherwise, which is why libs/wxbot-common pins nats-py to 2.16.x (re-check these
+    methods before raising the bound).
 
     **Reads.** nats-py hands each message of a subscription to a queue, which a task of the
     subscription drains, awaiting the callback: a queue hand-off and a task switch per message.
