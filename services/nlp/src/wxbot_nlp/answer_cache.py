@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from wxbot_common.logs import get_logger
+from wxbot_common.redis_scripts import BatchedScripts
 
 _NOISE = re.compile(r"[\s\u3000]+|[?？!！。.,，~～]+$")
 # KEYS: answer, claim. ARGV: token, claim ms. The answer (a hit), 1 (claimed: ask the LLM) or 0
@@ -78,10 +79,11 @@ class AnswerCache:
         self._ttl_s = ttl_s
         self._max_wait_s = max_wait_s
         self._claim_ms = max(1, int(claim_ttl_s * 1000))
-        self._get_or_claim = redis.register_script(_GET_OR_CLAIM)
-        self._put_and_release = redis.register_script(_PUT_AND_RELEASE)
-        self._release = redis.register_script(_RELEASE)
-        self._renew = redis.register_script(_RENEW)
+        scripts = BatchedScripts(redis)  # the askers of one loop turn: one round trip
+        self._get_or_claim = scripts.register_script(_GET_OR_CLAIM)
+        self._put_and_release = scripts.register_script(_PUT_AND_RELEASE)
+        self._release = scripts.register_script(_RELEASE)
+        self._renew = scripts.register_script(_RENEW)
         self._log = get_logger("wxbot.nlp.cache")
 
     @staticmethod

@@ -35,6 +35,7 @@ from wxbot_common.media.sniff import sniff_image
 from wxbot_common.media.store import MediaError as StoreError
 from wxbot_common.media.store import MediaRef, MediaStore
 from wxbot_common.media.vision import IMAGE_TEXT
+from wxbot_common.redis_scripts import BatchedScripts
 from wxbot_nlp.resilience import ResilientBackend
 from wxbot_proto.context.v1 import context_pb2 as ctx
 from wxbot_proto.events.v1 import events_pb2 as ev
@@ -83,8 +84,9 @@ class PendingImages:
         self._redis = redis
         self.window_s = window_s
         # EVALSHA, loaded on first use: the claim runs for every question, so not the script text each time.
-        self._remember = redis.register_script(_REMEMBER)
-        self._claim = redis.register_script(_CLAIM)
+        scripts = BatchedScripts(redis)  # the calls of one loop turn: one round trip
+        self._remember = scripts.register_script(_REMEMBER)
+        self._claim = scripts.register_script(_CLAIM)
 
     @staticmethod
     def _key(conversation_id: str) -> str:

@@ -15,6 +15,8 @@ import time
 
 from redis.asyncio import Redis
 
+from wxbot_common.redis_scripts import BatchedScripts
+
 _HIT = """
 local seen = redis.call('GET', KEYS[3])
 if seen then
@@ -33,7 +35,7 @@ COUNTED_TTL_S = 900  # how long a message's counts are remembered: beyond its la
 
 class RateCounter:
     def __init__(self, redis: Redis) -> None:
-        self._hit = redis.register_script(_HIT)
+        self._hit = BatchedScripts(redis).register_script(_HIT)  # a busy turn's counts: one round trip
 
     async def hit(self, user_key: str, event_id: str, now: float | None = None) -> tuple[int, int]:
         """Count the message `event_id` (once, however often asked); the user's counts in its minute
