@@ -67,6 +67,9 @@ class BatchedScripts:
     async def _alone(call: _Call) -> None:
         try:
             result = await call.script(keys=call.keys, args=call.args)
+        except asyncio.CancelledError:
+            call.answer.cancel()  # shutting down: the caller must not wait for an answer that never comes
+            raise
         except Exception as exc:
             _settle(call, exc=exc)
         else:
@@ -78,6 +81,10 @@ class BatchedScripts:
                 for call in calls:
                     pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
                 results = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            for call in calls:
+                call.answer.cancel()
+            raise
         except Exception as exc:  # the connection failed: every call of the pipeline failed with it
             for call in calls:
                 _settle(call, exc=exc)
