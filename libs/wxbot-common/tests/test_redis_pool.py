@@ -4,8 +4,6 @@ their turn, a wait too long fails clearly, and an interrupted command leaves not
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -16,16 +14,6 @@ from wxbot_common.redis_client import create_redis
 from wxbot_devkit.launch import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    s = RedisServer(tmp_path)
-    await s.start()
-    try:
-        yield s
-    finally:
-        await s.stop()
 
 
 async def blpop(redis: Redis, key: str, hold_s: float) -> object:
