@@ -14,6 +14,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from wxbot_common.http_protocol import OneSendHttpProtocol
+
 
 class Readiness:
     """Named readiness checks; the pod is ready when every check is true and it is not stopping."""
@@ -92,7 +94,7 @@ class HttpServer:
             log_config=None,
             access_log=False,
             lifespan="off",
-            http="httptools",
+            http=OneSendHttpProtocol,
             limit_concurrency=limit_concurrency,
             timeout_graceful_shutdown=5,
             ws_max_size=ws_max_bytes or 16 * 1024 * 1024,  # uvicorn's default

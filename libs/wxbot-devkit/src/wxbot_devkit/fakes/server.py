@@ -21,6 +21,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from wxbot_common.http_protocol import OneSendHttpProtocol
+
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 STARTUP_TIMEOUT_S = 10.0
@@ -93,6 +95,7 @@ class AppServer:
             timeout_keep_alive=KEEP_ALIVE_S,
             timeout_graceful_shutdown=int(max(1.0, self._graceful_timeout_s)),
             backlog=4096,
+            http=OneSendHttpProtocol,
         )
         server = uvicorn.Server(config) if self._handle_signals else _NoSignalServer(config)
         self._server, self._sock = server, sock
