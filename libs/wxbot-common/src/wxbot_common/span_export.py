@@ -17,9 +17,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.otlp.proto.http._common import RequestPayloadTooLargeError, _is_request_too_large
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind
 
@@ -239,3 +242,38 @@ class LeanOtlpSpanExporter(OTLPSpanExporter):
 
     def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
         return ExportTraceServiceRequest.FromString(self._encoder.encode(data))
+
+
+class LeanOtlpHttpSpanExporter(HttpSpanExporter):
+    """The OTLP/HTTP span exporter with `SpanEncoder` in place of the official encoder.
+
+    Its `export` is the official one's with the encoder swapped: the same size limit, retries,
+    timeouts and exporter metrics (they live in the base class and its client).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._encoder = SpanEncoder()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._shutdown:
+            _log.warning("Exporter already shutdown, ignoring batch")
+            return SpanExportResult.FAILURE
+        with self._metrics.export_operation(len(spans)) as result:
+            try:
+                data = self._encoder.encode(spans)
+            except Exception as error:  # as the official exporter: a batch that cannot be encoded is dropped
+                _log.error("Failed to encode span batch: %s", error)
+                result.error = error
+                return SpanExportResult.FAILURE
+            if _is_request_too_large(data, self._max_request_size):
+                _log.warning(
+                    "Dropping span batch: %d bytes exceed max_request_size %d", len(data), self._max_request_size
+                )
+                result.error = RequestPayloadTooLargeError(f"{len(data)} bytes exceed {self._max_request_size}")
+                return SpanExportResult.FAILURE
+            outcome = self._client.export(data)
+            if not outcome.success:
+                result.error = outcome.error
+                return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS

@@ -60,11 +60,10 @@ def _exporter(env: Mapping[str, str]) -> SpanExporter | None:
     protocol = (
         env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
     ).lower()
-    if protocol.startswith("http"):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+    from wxbot_common.span_export import LeanOtlpHttpSpanExporter, LeanOtlpSpanExporter
 
-        return HttpExporter()
-    from wxbot_common.span_export import LeanOtlpSpanExporter
+    if protocol.startswith("http"):
+        return LeanOtlpHttpSpanExporter()
 
     return LeanOtlpSpanExporter()
 
