@@ -24,7 +24,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
 _log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ _KIND_FIELD = {
 _FLAGS_HAS_IS_REMOTE = 0x100
 _FLAGS_IS_REMOTE = 0x200
 _CACHE_MAX = 4096  # encoded attributes kept; cleared when full (unique values such as ids churn it)
+_CACHEABLE = frozenset((str, bool, int, float))  # exact types: a subclass may hash or print otherwise
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
@@ -86,6 +87,9 @@ _PARENT_ID = b"\x22\x08"
 _START_TAG = b"\x39"
 _END_TAG = b"\x41"
 _FLAGS_TAG = b"\x85\x01"
+_SPAN_TAG = b"\x12"  # ScopeSpans.spans (field 2, length-delimited)
+_FLAGS_LOCAL_PARENT = _FLAGS_TAG + _PACK_I(_FLAGS_HAS_IS_REMOTE)
+_FLAGS_REMOTE_PARENT = _FLAGS_TAG + _PACK_I(_FLAGS_HAS_IS_REMOTE | _FLAGS_IS_REMOTE)
 
 
 def _any_value(value: Any) -> bytes:
@@ -131,6 +135,8 @@ class SpanEncoder:
         self._attributes: dict[tuple[str, type, Any], bytes] = {}
         self._resources: dict[int, tuple[Resource, bytes]] = {}
         self._scopes: dict[InstrumentationScope | None, bytes] = {}
+        self._names: dict[str, bytes] = {}  # span names repeat: their encoded field
+        self._statuses: dict[tuple[str | None, StatusCode], bytes] = {}
 
     def _attribute_fields(self, field: int, attributes: Mapping[str, Any] | None) -> bytes:
         if not attributes:
@@ -138,7 +144,7 @@ class SpanEncoder:
         cache = self._attributes
         parts = []
         for key, value in attributes.items():
-            cacheable = isinstance(value, str | bool | int | float)
+            cacheable = type(value) in _CACHEABLE
             encoded = cache.get((key, type(value), value)) if cacheable else None
             if encoded is None:
                 try:
@@ -176,18 +182,24 @@ class SpanEncoder:
         assert context is not None
         parent = span.parent
         start, end = span.start_time, span.end_time
+        name = self._names.get(span.name)
+        if name is None:
+            name = _str_field(5, span.name)
+            if len(self._names) < _CACHE_MAX:
+                self._names[span.name] = name
         parts = [
             _TRACE_ID + context.trace_id.to_bytes(16, "big"),
             _SPAN_ID + context.span_id.to_bytes(8, "big"),
             _str_field(3, _trace_state(context)) if context.trace_state else b"",
             _PARENT_ID + parent.span_id.to_bytes(8, "big") if parent else b"",
-            _str_field(5, span.name),
+            name,
             _KIND_FIELD[span.kind],
             _START_TAG + _PACK_Q(start) if start else b"",
             _END_TAG + _PACK_Q(end) if end else b"",
             self._attribute_fields(9, span.attributes),
-            _uint_field(10, span.dropped_attributes),
         ]
+        if span.dropped_attributes:
+            parts.append(_uint_field(10, span.dropped_attributes))
         for event in span.events:
             body = (
                 _fixed64_field(1, event.timestamp)
@@ -196,7 +208,8 @@ class SpanEncoder:
                 + _uint_field(4, event.dropped_attributes)
             )
             parts.append(_len_field(11, body))
-        parts.append(_uint_field(12, span.dropped_events))
+        if span.dropped_events:
+            parts.append(_uint_field(12, span.dropped_events))
         for link in span.links:
             body = (
                 _len_field(1, link.context.trace_id.to_bytes(16, "big"))
@@ -206,11 +219,20 @@ class SpanEncoder:
                 + _fixed32_field(6, _span_flags(link.context))
             )
             parts.append(_len_field(13, body))
-        parts.append(_uint_field(14, span.dropped_links))
+        if span.dropped_links:
+            parts.append(_uint_field(14, span.dropped_links))
         status = span.status
-        parts.append(_len_field(15, _str_field(2, status.description) + _uint_field(3, status.status_code.value)))
-        parts.append(_FLAGS_TAG + _PACK_I(_span_flags(parent)))
-        return _len_field(2, b"".join(parts))
+        key = (status.description, status.status_code)
+        encoded_status = self._statuses.get(key)
+        if encoded_status is None:
+            code = status.status_code.value
+            encoded_status = _len_field(15, _str_field(2, status.description) + _uint_field(3, code))
+            if len(self._statuses) < _CACHE_MAX:
+                self._statuses[key] = encoded_status
+        parts.append(encoded_status)
+        parts.append(_FLAGS_REMOTE_PARENT if parent is not None and parent.is_remote else _FLAGS_LOCAL_PARENT)
+        body = b"".join(parts)
+        return _SPAN_TAG + _varint(len(body)) + body
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         grouped: dict[int, tuple[Resource, dict[InstrumentationScope | None, list[bytes]]]] = {}
