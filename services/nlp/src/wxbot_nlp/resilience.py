@@ -177,19 +177,39 @@ class ResilientBackend:
             )
 
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self._attempts) | _StopAtDeadline(deadline),
-                wait=self._wait_for,
-                retry=retry_if_exception_type(LlmUnavailableError),
-                reraise=True,
-            ):
-                with attempt:
-                    completion = await self._attempt(self._primary, messages, deadline, tools, tool_choice)
+            try:  # most answers take one attempt: the retry machinery only once it failed
+                completion = await self._attempt(self._primary, messages, deadline, tools, tool_choice)
+            except LlmUnavailableError as first:
+                completion = await self._retries(first, messages, deadline, tools, tool_choice)
         except LlmUnavailableError as exc:
             self.breaker.failed(exc.retry_after_s)
             raise
         self.breaker.succeeded()
         return completion
+
+    async def _retries(
+        self,
+        first: LlmUnavailableError,
+        messages: list[Message],
+        deadline: AnswerDeadline,
+        tools: Tools,
+        tool_choice: ToolChoice | None,
+    ) -> Completion:
+        """Attempts after a failed first one: tenacity is told of the first failure as its own first
+        attempt, so its waits, stops and attempt numbers are those of one loop from the start."""
+        failed: LlmUnavailableError | None = first
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self._attempts) | _StopAtDeadline(deadline),
+            wait=self._wait_for,
+            retry=retry_if_exception_type(LlmUnavailableError),
+            reraise=True,
+        ):
+            with attempt:
+                if failed is not None:
+                    replayed, failed = failed, None
+                    raise replayed
+                return await self._attempt(self._primary, messages, deadline, tools, tool_choice)
+        raise AssertionError("tenacity ends with an answer or the last error")  # pragma: no cover
 
     async def complete(
         self,
