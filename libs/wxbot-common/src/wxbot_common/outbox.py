@@ -147,6 +147,7 @@ class Outbox:
         stale_s: float = STALE_S,
         resolver: Resolver | None = None,
         check_after_s: float = CHECK_AFTER_S,
+        scripts: BatchedScripts | None = None,
     ) -> None:
         self._redis = redis
         self._stale_s = stale_s
@@ -156,7 +157,7 @@ class Outbox:
         self._poll_s = poll_s
         self._watches: dict[str, _Watch] = {}
         self._sub: object | None = None
-        scripts = BatchedScripts(redis)  # a busy turn's enters and leaves: one round trip
+        scripts = scripts or BatchedScripts(redis)  # a busy turn's enters and leaves: one round trip
         self._enter = scripts.register_script(_ENTER)
         self._leave = scripts.register_script(_LEAVE)
         self._first = scripts.register_script(_FIRST)

@@ -73,13 +73,23 @@ class Claim:
 
 
 class AnswerCache:
-    def __init__(self, redis: Redis, ttl_s: int, max_wait_s: float, claim_ttl_s: float = CLAIM_TTL_S) -> None:
-        """`max_wait_s`: the longest a waiter waits for another asker (that asker's whole LLM budget)."""
+    def __init__(
+        self,
+        redis: Redis,
+        ttl_s: int,
+        max_wait_s: float,
+        claim_ttl_s: float = CLAIM_TTL_S,
+        *,
+        scripts: BatchedScripts | None = None,
+    ) -> None:
+        """`max_wait_s`: the longest a waiter waits for another asker (that asker's whole LLM budget);
+        `scripts`: the service's script batcher, so this turn's calls share a round trip with its
+        other scripts' (its own by default)."""
         self._redis = redis
         self._ttl_s = ttl_s
         self._max_wait_s = max_wait_s
         self._claim_ms = max(1, int(claim_ttl_s * 1000))
-        scripts = BatchedScripts(redis)  # the askers of one loop turn: one round trip
+        scripts = scripts or BatchedScripts(redis)  # the askers of one loop turn: one round trip
         self._get_or_claim = scripts.register_script(_GET_OR_CLAIM)
         self._put_and_release = scripts.register_script(_PUT_AND_RELEASE)
         self._release = scripts.register_script(_RELEASE)

@@ -13,6 +13,7 @@ from wxbot_common.media.speech import Speaker
 from wxbot_common.media.store import MediaStore
 from wxbot_common.nats.topology import NLP_DRAFTER
 from wxbot_common.redis_client import create_redis
+from wxbot_common.redis_scripts import BatchedScripts
 from wxbot_common.rpc import create_channel
 from wxbot_common.runtime import ServiceRuntime
 from wxbot_nlp.answer_cache import AnswerCache
@@ -101,7 +102,12 @@ def build_backends(
 
 
 def build_vision(
-    settings: NlpSettings, redis: Redis, runtime: ServiceRuntime, http: TracedHttp, metrics: NlpMetrics
+    settings: NlpSettings,
+    redis: Redis,
+    runtime: ServiceRuntime,
+    http: TracedHttp,
+    metrics: NlpMetrics,
+    scripts: BatchedScripts | None = None,
 ) -> Vision:
     """Images for the model: read from the media store; VISION_MODEL gets a backend of its own
     (else each variant's chat model reads them); a pending image per conversation for follow-ups."""
@@ -126,7 +132,9 @@ def build_vision(
             attempt_timeout_s=settings.llm_timeout_s,
             deadline_s=settings.llm_answer_deadline_s,
         )
-    pending = PendingImages(redis, settings.image_followup_s) if settings.image_followup_s > 0 else None
+    pending = (
+        PendingImages(redis, settings.image_followup_s, scripts=scripts) if settings.image_followup_s > 0 else None
+    )
     store = MediaStore(runtime.js, max_bytes=settings.media_max_bytes)
     runtime.readiness.set("vision", True, f"model {settings.vision.model}")
     return Vision(store, pending, VisionMetrics(runtime.registry), backend)
@@ -191,6 +199,7 @@ async def main() -> None:
     runtime.on_shutdown(http.close)
     redis = create_redis(settings.redis_url, socket_timeout_s=2.0)
     runtime.on_shutdown(redis.aclose)
+    scripts = BatchedScripts(redis)  # the answer cache's and the image claim's calls of a turn: one round trip
     metrics = NlpMetrics(runtime.registry)
     variants = settings.variants()
     backends = build_backends(settings, http, variants, metrics)
@@ -221,7 +230,7 @@ async def main() -> None:
         skill_metrics.mcp_up.labels(bridge.name).set_function(_is_up(bridge))
     caller = SkillCaller(runtime.nc, skills, skill_metrics, settings.skills_result_max_chars, bridges)
     cache = (
-        AnswerCache(redis, settings.nlp_cache_ttl_s, max_wait_s=settings.llm_budget_s())
+        AnswerCache(redis, settings.nlp_cache_ttl_s, max_wait_s=settings.llm_budget_s(), scripts=scripts)
         if settings.nlp_cache_ttl_s > 0
         else None
     )
@@ -248,7 +257,7 @@ async def main() -> None:
         metrics,
         ToolLoop(skills, caller, settings.skills_max_rounds, settings.skills_call_timeout_s, local_tools),
         SkillCommands(skills, caller, min(settings.skills_call_timeout_s, settings.llm_answer_deadline_s)),
-        build_vision(settings, redis, runtime, http, metrics) if backends else None,
+        build_vision(settings, redis, runtime, http, metrics, scripts) if backends else None,
         media=media,
     )
     runtime.consume(NLP_DRAFTER, drafter.handle, settings.nlp_concurrency)

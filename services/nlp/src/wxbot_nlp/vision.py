@@ -80,11 +80,11 @@ def _text(value: object) -> str:
 class PendingImages:
     """The last image of each conversation, for the question that may follow it."""
 
-    def __init__(self, redis: Redis, window_s: float) -> None:
+    def __init__(self, redis: Redis, window_s: float, *, scripts: BatchedScripts | None = None) -> None:
         self._redis = redis
         self.window_s = window_s
         # EVALSHA, loaded on first use: the claim runs for every question, so not the script text each time.
-        scripts = BatchedScripts(redis)  # the calls of one loop turn: one round trip
+        scripts = scripts or BatchedScripts(redis)  # the calls of one loop turn: one round trip
         self._remember = scripts.register_script(_REMEMBER)
         self._claim = scripts.register_script(_CLAIM)
 

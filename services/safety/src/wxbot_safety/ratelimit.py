@@ -34,8 +34,8 @@ COUNTED_TTL_S = 900  # how long a message's counts are remembered: beyond its la
 
 
 class RateCounter:
-    def __init__(self, redis: Redis) -> None:
-        self._hit = BatchedScripts(redis).register_script(_HIT)  # a busy turn's counts: one round trip
+    def __init__(self, redis: Redis, *, scripts: BatchedScripts | None = None) -> None:
+        self._hit = (scripts or BatchedScripts(redis)).register_script(_HIT)  # a busy turn's counts: one round trip
 
     async def hit(self, user_key: str, event_id: str, now: float | None = None) -> tuple[int, int]:
         """Count the message `event_id` (once, however often asked); the user's counts in its minute
