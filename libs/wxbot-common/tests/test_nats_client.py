@@ -4,6 +4,7 @@ behave as nats-py's own (`js.publish`, queued callbacks), errors included, and s
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from nats.js.api import StreamConfig
 from wxbot_common.nats.connection import CoalescingClient, connect_nats
 from wxbot_common.settings import CommonSettings
 from wxbot_devkit.fakes.waiting import wait_until
-from wxbot_devkit.launch import NatsServer
+from wxbot_devkit.launch import NatsServer, embedded_nats_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -136,3 +137,15 @@ async def test_a_connection_without_echo_misses_only_its_own_core_messages(
         assert heard == [b"other", b"other again"]
     finally:
         await quiet.close()
+
+
+async def test_embedded_server_runs_go_on_one_thread_unless_told(
+    server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded nats-server shares its box with the services: one Go P (see `embedded_nats_env`),
+    while a GOMAXPROCS of the caller's still wins."""
+    assert server.child.pid is not None
+    environ = await asyncio.to_thread(Path(f"/proc/{server.child.pid}/environ").read_bytes)
+    assert f"GOMAXPROCS={os.environ.get('GOMAXPROCS') or '1'}".encode() in environ.split(b"\0")
+    monkeypatch.setenv("GOMAXPROCS", "2")
+    assert embedded_nats_env(os.environ)["GOMAXPROCS"] == "2"

@@ -215,6 +215,17 @@ class Child:
                 await asyncio.wait_for(self._pump, 2.0)
 
 
+def embedded_nats_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of an embedded nats-server: Go's scheduler on one thread unless GOMAXPROCS says.
+
+    On a box it shares with the services and Redis, a nats-server with a P per core wakes spare
+    threads to look for work after each message (futex hand-offs, context switches): one P cut
+    its CPU per reply by a quarter in `bench` `burst` (docs/performance.md, fifteenth session).
+    Blocking file writes still get threads of their own (Go does not count them against the Ps).
+    """
+    return {**env, "GOMAXPROCS": env.get("GOMAXPROCS") or "1"}
+
+
 class NatsServer:
     """nats-server with JetStream, data in `store_dir`."""
 
@@ -225,6 +236,7 @@ class NatsServer:
         self.child = Child(
             "nats",
             [find_nats_server(), "-js", "-sd", str(store_dir), "-a", host, "-p", str(self.port)],
+            env=embedded_nats_env(os.environ),
             echo=echo,
             colour=6,
         )
