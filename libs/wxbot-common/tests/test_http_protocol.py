@@ -1,4 +1,5 @@
-"""A service's HTTP server sends each ordinary response in one write, and never holds a stream back."""
+"""A service's HTTP server sends each ordinary response in one write, never holds a stream back, and
+lets its process sleep while idle."""
 
 from __future__ import annotations
 
@@ -115,3 +116,28 @@ async def test_a_streamed_response_sends_its_head_before_its_body_exists() -> No
         writer.close()
     finally:
         await server.stop()
+
+
+def _times_scheduled() -> int:
+    """How many times the kernel has put this thread on a CPU (each wake-up of the event loop is one)."""
+    return int(Path("/proc/thread-self/schedstat").read_text().split()[2])
+
+
+async def _wakeups_while_idle(server: HttpServer | _PlainUvicorn, idle_s: float) -> int:
+    await server.start()
+    try:
+        before = _times_scheduled()
+        await asyncio.sleep(idle_s)  # the idle period being measured, not a wait for something
+        return _times_scheduled() - before
+    finally:
+        await server.stop()
+
+
+def test_an_idle_server_wakes_its_process_about_once_a_second_where_uvicorn_wakes_it_ten_times() -> None:
+    app = _hello_app()
+    port_a, port_b = free_port(), free_port()
+    ours = uvloop.run(_wakeups_while_idle(HttpServer(app, "127.0.0.1", port_a), 2.0))
+    theirs = uvloop.run(_wakeups_while_idle(_PlainUvicorn(app, port_b), 2.0))
+
+    assert theirs >= 15, f"the measurement should see uvicorn's 0.1 s ticks ({theirs} wake-ups in 2 s)"
+    assert ours <= 8, f"{ours} wake-ups in 2 s of idling"
