@@ -32,6 +32,7 @@ import aiohttp
 import uvloop
 from redis.asyncio import Redis
 
+from bench import repeat
 from bench.host_speed import parse_probe_line, reference_loop_ms
 from bench.procstat import Meter
 from bench.profiler import Profiler
@@ -661,6 +662,14 @@ def parser() -> argparse.ArgumentParser:
         help="trace this share of messages (parentbased_traceidratio); default: every message",
     )
     p.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N times, each on a fresh stack, and print the median and range of the headline figures "
+        "(a shared or virtual machine drifts by several per cent between runs); --json then holds every run",
+    )
     p.add_argument("--profile", metavar="DIR", help="record a py-spy profile of each service process into DIR")
     p.add_argument(
         "--timeline",
@@ -679,15 +688,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.timeline and not args.otlp:
         p.error("--timeline reads the traces the services export: add --otlp (the idle scenario exports none)")
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
+    if args.repeat > 1 and (args.profile or args.timeline):
+        p.error("--profile and --timeline describe one run: leave --repeat at 1")
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    results = uvloop.run(run(args))
-    print(results.render(), flush=True)
+    runs: list[dict[str, object]] = []
+    for n in range(1, args.repeat + 1):
+        if args.repeat > 1:
+            print(f"=== run {n} of {args.repeat} ===", flush=True)
+        results = uvloop.run(run(args))
+        print(results.render(), flush=True)
+        runs.append(results.to_json())
+    document: object = runs[0]
+    if args.repeat > 1:
+        print("\n" + repeat.render(runs), flush=True)
+        document = {"summary": repeat.summary(runs), "runs": runs}
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"\nfigures written to {path}")

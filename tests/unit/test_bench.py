@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from bench import repeat
 from bench.host_speed import parse_probe_line, reference_loop_ms, slice_ms
 from bench.load import BENCH_ROOT, parse_args, probe_slices
 from bench.procstat import (
@@ -312,3 +313,35 @@ def test_timeline_needs_the_exported_traces() -> None:
     with pytest.raises(SystemExit):
         parse_args(["--scenario", "idle", "--timeline"])
     assert parse_args(["--scenario", "steady", "--timeline"]).timeline is True
+
+
+def _run_figures(replies_per_s: float, ack_p99: float, services_ms: float, lost: int = 0) -> dict[str, Any]:
+    return {
+        "replies_per_s": replies_per_s,
+        "latency_ms": {"callback_ack": {"p99": ack_p99}, "overhead_not_queued": {}},
+        "cpu_ms_per_reply": {"services": services_ms, "everything": services_ms + 2},
+        "host_reference_loop_ms": {"before": 120.0, "after": 130.0},
+        "lost": lost,
+        "duplicated": 0,
+        "order_violations": 0,
+    }
+
+
+def test_repeated_runs_report_the_median_and_range_of_each_figure() -> None:
+    runs = [_run_figures(141.0, 120.0, 4.0), _run_figures(152.0, 100.0, 3.5, lost=1), _run_figures(139.0, 90.0, 4.2)]
+    summary = repeat.summary(runs)
+    assert summary["figures"]["replies/s"] == {"median": 141.0, "min": 139.0, "max": 152.0}
+    assert summary["figures"]["CPU per reply, services"]["median"] == 4.0
+    assert "overhead p50, not queued" not in summary["figures"]  # a figure no run had is left out
+    assert summary["each_run_replies_per_s"] == [141.0, 152.0, 139.0]
+    assert summary["lost"] == 1
+    text = repeat.render(runs)
+    assert "141.0 (median; 139.0–152.0)" in text and "4.00 ms (median; 3.50–4.20)" in text
+    assert "141.0, 152.0, 139.0" in text and "lost / duplicated / order" in text and " 1 / 0 / 0" in text
+
+
+def test_repeat_needs_one_run_at_least_and_describes_no_single_run() -> None:
+    assert parse_args(["--scenario", "burst", "--repeat", "3"]).repeat == 3
+    for bad in (["--repeat", "0"], ["--repeat", "2", "--profile", "/tmp/p"], ["--repeat", "2", "--timeline"]):
+        with pytest.raises(SystemExit):
+            parse_args(["--scenario", "burst", *bad])
