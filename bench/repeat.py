@@ -73,14 +73,16 @@ def summary(runs: Sequence[Figures]) -> dict[str, Any]:
 
 
 def render(runs: Sequence[Figures]) -> str:
-    lines = [f"Over {len(runs)} runs, each on a fresh stack:"]
-    for label, unit, digits, pick in _ROWS:
-        spread = Spread.of(_present(runs, pick))
-        if spread is not None:
-            lines.append(f"  {label:<28} {spread.render(unit, digits)}")
-    each = ", ".join(f"{v:.1f}" for v in _present(runs, lambda r: r["replies_per_s"]))
-    lines.append(f"  {'each run, replies/s':<28} {each}")
+    """The summary as the report's closing lines (read from `summary`, not computed again)."""
     total = summary(runs)
+    lines = [f"Over {len(runs)} runs, each on a fresh stack:"]
+    for label, unit, digits, _ in _ROWS:
+        figure = total["figures"].get(label)
+        if figure is not None:
+            spread = Spread(figure["median"], figure["min"], figure["max"])
+            lines.append(f"  {label:<28} {spread.render(unit, digits)}")
+    each = ", ".join(f"{v:.1f}" for v in total["each_run_replies_per_s"])
+    lines.append(f"  {'each run, replies/s':<28} {each}")
     lines.append(
         f"  {'lost / duplicated / order':<28} {total['lost']} / {total['duplicated']} / {total['order_violations']}"
     )
