@@ -39,7 +39,9 @@ async def nlp_metric(world: World, name: str) -> float:
     """One sample of the nlp replica's /metrics (`name` with its labels, as exposed)."""
     async with httpx.AsyncClient(timeout=5) as client:
         text = (await client.get(f"{world.stack.service_urls()['nlp'][0]}/metrics")).text
-    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(f"{name} "))
+    found = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(f"{name} ")]
+    assert found, f"nlp's /metrics has no {name}: is it nlp answering there?\n{text[:500]}"
+    return found[0]
 
 
 async def offered(world: World) -> float:

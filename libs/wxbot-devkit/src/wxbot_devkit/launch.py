@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -33,10 +36,54 @@ COLOURS = ["\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[31m
 RESET = "\033[0m"
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+class PortPool:
+    """Ports for children that bind them later. The kernel's own pick (bind to port 0, close) can
+    name the same port twice before either child has bound it — a stack takes seven or more at once —
+    and an outgoing connection can take it meanwhile; both have cost a CI run. So these come from
+    outside the kernel's ephemeral range, in turn, each checked free, never twice in one process."""
+
+    def __init__(self, low: int, high: int, start: int) -> None:
+        if not low <= start < high:
+            raise ValueError(f"start {start} is outside [{low}, {high})")
+        self._low, self._high, self._next = low, high, start
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        with self._lock:
+            for _ in range(self._high - self._low):
+                port = self._next
+                self._next = self._low + (port + 1 - self._low) % (self._high - self._low)
+                if port_is_free(port):
+                    return port
+        raise RuntimeError(f"no free port in [{self._low}, {self._high})")
+
+
+def ephemeral_range(path: Path = EPHEMERAL_RANGE) -> tuple[int, int]:
+    """The kernel's range for port-0 binds and outgoing connections (Linux's default if unreadable)."""
+    try:
+        low, high = (int(part) for part in path.read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
+@functools.cache
+def port_pool() -> PortPool:
+    """The process's one pool (process-wide on purpose: every stack and test in it draws from it),
+    over the larger gap beside the ephemeral range, starting at a random port so that two test runs
+    on one machine do not walk in step."""
+    low, high = ephemeral_range()
+    below, above = (max(1024, low - 12000), low), (high + 1, 65536)
+    bottom, top = max(below, above, key=lambda r: r[1] - r[0])
+    return PortPool(bottom, top, random.randrange(bottom, top))
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now that no other caller in this process has been given."""
+    return port_pool().take()
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
