@@ -1,5 +1,5 @@
 """On a shared box the gateway answering WeCom runs first: the stack (`make run`, the bench, these
-tests) starts every other service with CPU_NICE 10, which the scheduler sees in the process's
+tests) starts every other service with CPU_NICE 19, which the scheduler sees in the process's
 nice value and in its session's autogroup."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import pytest
 
 from tests.e2e.harness import World
 from wxbot_devkit.launch import autogroup_settable
+from wxbot_devkit.system import StackConfig
 
 pytestmark = [
     pytest.mark.e2e,
@@ -32,4 +33,4 @@ def test_every_service_but_the_callback_gateway_yields_the_cpu(world: World) -> 
     assert seen["gateway"] == (mine, "0")
     for name, (nice, autogroup) in seen.items():
         if name != "gateway":
-            assert (nice, autogroup) == (min(19, mine + 10), "10"), name
+            assert (nice, autogroup) == (min(19, mine + StackConfig.backend_nice), str(StackConfig.backend_nice)), name
