@@ -20,13 +20,15 @@ def test_a_stacks_worth_of_ports_and_more_are_all_different_and_outside_the_kern
 
 
 def test_a_busy_port_is_passed_over_the_pool_wraps_around_and_says_when_all_are_busy() -> None:
+    first, second = free_port(), free_port()
+    while second != first + 1:  # two neighbours, both free and given to no one else
+        first, second = second, free_port()
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", free_port() + 1))  # free_port() is free and no one else is given it
-        busy = taken.getsockname()[1]
-        pool = PortPool(busy - 1, busy + 1, busy)
-        assert [pool.take(), pool.take(), pool.take()] == [busy - 1, busy - 1, busy - 1]
-        with pytest.raises(RuntimeError, match=f"no free port in \\[{busy}, {busy + 1}\\)"):
-            PortPool(busy, busy + 1, busy).take()
+        taken.bind(("127.0.0.1", first))
+        pool = PortPool(first, second + 1, first)
+        assert [pool.take(), pool.take(), pool.take()] == [second, second, second]
+        with pytest.raises(RuntimeError, match=f"no free port in \\[{first}, {second}\\)"):
+            PortPool(first, second, first).take()
 
 
 def test_the_kernels_range_is_read_and_a_missing_file_means_linuxs_default(tmp_path: Path) -> None:
