@@ -512,8 +512,8 @@ async def warm_up(
     finally:
         wecom.on_message = hook
     llm.max_in_flight = llm.in_flight
-    per_url = -(-(args.users if args.rate is None else min(args.users, OPEN_LOOP_CONNECTIONS)) // len(urls))
-    await open_connections(session, urls, per_url)
+    at_once = args.users if args.rate is None else min(args.users, OPEN_LOOP_CONNECTIONS)
+    await open_connections(session, urls, math.ceil(at_once / len(urls)))
 
 
 async def open_connections(session: aiohttp.ClientSession, urls: list[str], per_url: int) -> None:
