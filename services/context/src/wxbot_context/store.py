@@ -190,14 +190,29 @@ class ContextStore:
 
     async def snapshots(self, asks: list[tuple[str, int]]) -> list[Snapshot]:
         """Each conversation's turns and unanswered messages before a sequence, in one round trip."""
+        return (await self._read(asks, with_position=False))[1]
+
+    async def position_and_snapshots(self, asks: list[tuple[str, int]]) -> tuple[int, list[Snapshot]]:
+        """The applied position, then the snapshots, in one round trip. Redis runs a pipeline's
+        commands in order and each event's script moves the position together with the
+        conversation it touched, so every event up to the position read is in the snapshots."""
+        return await self._read(asks, with_position=True)
+
+    async def _read(self, asks: list[tuple[str, int]], with_position: bool) -> tuple[int, list[Snapshot]]:
         async with self._redis.pipeline(transaction=False) as pipe:
+            if with_position:
+                pipe.get(POSITION_KEY)
             for ckey, before_sequence in asks:
                 turns_key, pending_key, _, _ = _keys(ckey)
                 pipe.lrange(turns_key, 0, -1)
                 pipe.zrangebyscore(pending_key, "-inf", f"({before_sequence}" if before_sequence > 0 else "+inf")
             raw = await pipe.execute()
+        position = 0
+        if with_position:
+            head, raw = raw[0], raw[1:]
+            position = int(head) if head else 0
         fresh_after = time.time() - self._stale_s
-        return [
+        return position, [
             _snapshot(raw[2 * i], raw[2 * i + 1], before_sequence, fresh_after)
             for i, (_, before_sequence) in enumerate(asks)
         ]
