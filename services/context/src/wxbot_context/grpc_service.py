@@ -63,7 +63,7 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
         A lookup for a sequence this replica has not seen applied yet (a follower learns it from the
         leader's announcement, a moment after the write) is read anyway, with the applied position
         in the same round trip: it is answered when Redis already has its event, instead of being
-        sent back to wait alone — with two context replicas that was most of a follower's lookups.
+        sent back to be asked again alone (a gRPC call, a Redis read and a wait of its own).
         """
         started_ns, started_perf = time.time_ns(), time.perf_counter()
         applied = self._watermark.applied
