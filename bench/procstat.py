@@ -1,7 +1,8 @@
 """CPU, memory and file descriptors of every process of a run, from /proc.
 
 CPU is utime + stime (fields 14 and 15 of /proc/PID/stat, in clock ticks) for another process, and
-`resource.getrusage` for the load generator itself; memory is VmRSS / VmHWM of /proc/PID/status; fds
+`resource.getrusage` for the load generator itself, with the kernel's part (stime) kept apart: it
+tells whether a process's CPU goes to system calls or to its own code; memory is VmRSS / VmHWM of /proc/PID/status; fds
 are the entries of /proc/PID/fd. A process that is gone reads as None.
 """
 
@@ -27,16 +28,22 @@ class ProcSample:
     hwm_kb: int | None  # peak RSS since the process started
     fds: int | None
     syscalls: tuple[int, int, int] | None = None  # read calls, write calls, voluntary context switches
+    system_s: float | None = None  # the kernel's part of cpu_s
 
 
-def parse_stat_cpu_ticks(stat: str) -> int:
-    """utime + stime, in clock ticks, from the text of /proc/PID/stat.
+def parse_stat_ticks(stat: str) -> tuple[int, int]:
+    """(utime, stime), in clock ticks, from the text of /proc/PID/stat.
 
     The command name (field 2) is in parentheses and may hold spaces or ')', so split after the last ')'.
     """
     fields = stat[stat.rindex(")") + 2 :].split()
     # fields[0] is field 3 (state): utime (field 14) and stime (field 15) are fields[11] and fields[12].
-    return int(fields[11]) + int(fields[12])
+    return int(fields[11]), int(fields[12])
+
+
+def parse_stat_cpu_ticks(stat: str) -> int:
+    """utime + stime, in clock ticks, from the text of /proc/PID/stat."""
+    return sum(parse_stat_ticks(stat))
 
 
 def parse_status_kb(status: str, key: str) -> int | None:
@@ -75,17 +82,18 @@ def sample_pid(pid: int) -> ProcSample | None:
     """A reading of process `pid`, or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            ticks = parse_stat_cpu_ticks(f.read())
+            user, system = parse_stat_ticks(f.read())
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
             status = f.read()
     except (OSError, ValueError, IndexError):
         return None
     return ProcSample(
-        ticks / CLK_TCK,
+        (user + system) / CLK_TCK,
         parse_status_kb(status, "VmRSS"),
         parse_status_kb(status, "VmHWM"),
         _count_fds(pid),
         _syscalls(pid, status),
+        system / CLK_TCK,
     )
 
 
@@ -100,7 +108,8 @@ def sample_self() -> ProcSample:
         rss, hwm = parse_status_kb(status, "VmRSS"), parse_status_kb(status, "VmHWM")
     except OSError:
         pass
-    return ProcSample(usage.ru_utime + usage.ru_stime, rss, hwm, _count_fds("self"), _syscalls("self", status))
+    cpu = usage.ru_utime + usage.ru_stime
+    return ProcSample(cpu, rss, hwm, _count_fds("self"), _syscalls("self", status), usage.ru_stime)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +170,7 @@ class ProcFigures:
     reads_per_reply: float | None = None  # read system calls
     writes_per_reply: float | None = None  # write system calls (each socket write wakes a reader)
     sleeps_per_reply: float | None = None  # voluntary context switches of the main thread
+    kernel_share: float | None = None  # of cpu_ms, the part spent in the kernel (system calls, network stack)
 
 
 def _mb(kb: int | None) -> float | None:
@@ -175,6 +185,10 @@ def figures(t: Tracked, replies: int, idle_s: float) -> ProcFigures:
     idle = None
     if t.idle is not None and t.before is not None and idle_s > 0:
         idle = (t.before.cpu_s - t.idle.cpu_s) * 1000 / idle_s
+    kernel = None
+    if t.before is not None and t.after is not None and t.before.system_s is not None and t.after.system_s is not None:
+        spent = t.after.cpu_s - t.before.cpu_s
+        kernel = (t.after.system_s - t.before.system_s) / spent if spent > 0 else None
     per_reply: list[float | None] = [None, None, None]
     if t.before and t.after and t.before.syscalls and t.after.syscalls and replies > 0:
         per_reply = [(b - a) / replies for a, b in zip(t.before.syscalls, t.after.syscalls, strict=True)]
@@ -193,6 +207,7 @@ def figures(t: Tracked, replies: int, idle_s: float) -> ProcFigures:
         reads_per_reply=per_reply[0],
         writes_per_reply=per_reply[1],
         sleeps_per_reply=per_reply[2],
+        kernel_share=kernel,
     )
 
 

@@ -282,7 +282,7 @@ class Results:
         lines = [
             f"  CPU per delivered reply over the load phase ({self.cpu_window_s:.1f} s, from the first message to "
             f"the end of the drain), idle CPU over {self.idle_window_s:.1f} s before it",
-            f"  {'process':<24}{'pid':>8}{'CPU ms':>10}{'ms/reply':>10}{'share':>7}{'idle ms/s':>11}"
+            f"  {'process':<24}{'pid':>8}{'CPU ms':>10}{'ms/reply':>10}{'share':>7}{'kernel':>7}{'idle ms/s':>11}"
             f"   {'RSS MB before → after (peak)':<31}{'fds before → after':<20}syscalls/reply: read write sleep",
         ]
 
@@ -291,8 +291,9 @@ class Results:
             rss = f"{num(p.rss_mb_before, 6)} → {num(p.rss_mb_after, 6)} ({num(p.rss_mb_peak, 6).strip()})"
             fds = f"{count(p.fds_before):>5} → {count(p.fds_after)}"
             calls = f"{num(p.reads_per_reply, 6)}{num(p.writes_per_reply, 6)}{num(p.sleeps_per_reply, 6)}"
+            kernel = "      -" if p.kernel_share is None else f"{p.kernel_share:7.0%}"
             return (
-                f"  {p.name:<24}{p.pid:>8}{num(p.cpu_ms, 10)}{num(p.cpu_ms_per_reply, 10, 2)} {share}"
+                f"  {p.name:<24}{p.pid:>8}{num(p.cpu_ms, 10)}{num(p.cpu_ms_per_reply, 10, 2)} {share}{kernel}"
                 f"{num(p.idle_cpu_ms_per_s, 11)}  {rss:<31}{fds:<20}{calls}"
             )
 

@@ -17,11 +17,13 @@ from bench.load import BENCH_ROOT, parse_args, probe_slices
 from bench.procstat import (
     CLK_TCK,
     Meter,
+    ProcFigures,
     ProcSample,
     Tracked,
     figures,
     parse_proc_stat,
     parse_stat_cpu_ticks,
+    parse_stat_ticks,
     parse_status_kb,
     sample_pid,
 )
@@ -41,6 +43,10 @@ def stat_line(comm: str, utime: int, stime: int) -> str:
 
 def test_stat_cpu_ticks_is_utime_plus_stime() -> None:
     assert parse_stat_cpu_ticks(stat_line("python", 150, 30)) == 180
+
+
+def test_stat_keeps_the_kernels_part_apart() -> None:
+    assert parse_stat_ticks(stat_line("python", 150, 30)) == (150, 30)
 
 
 def test_stat_survives_a_command_name_with_spaces_and_parentheses() -> None:
@@ -65,6 +71,7 @@ def test_whole_box_from_proc_stat() -> None:
 def test_sample_of_this_process_and_of_a_missing_one() -> None:
     me = sample_pid(os.getpid())
     assert me is not None and me.cpu_s > 0 and (me.rss_kb or 0) > 0 and (me.fds or 0) > 0
+    assert me.system_s is not None and 0 <= me.system_s <= me.cpu_s
     assert sample_pid(0) is None  # /proc/0 never exists
     assert CLK_TCK > 0
 
@@ -72,9 +79,10 @@ def test_sample_of_this_process_and_of_a_missing_one() -> None:
 def test_figures_are_deltas_per_reply() -> None:
     t = Tracked("gateway-1", "service", 4242)
     t.idle = ProcSample(cpu_s=1.0, rss_kb=10240, hwm_kb=10240, fds=20)
-    t.before = ProcSample(cpu_s=1.01, rss_kb=10240, hwm_kb=10240, fds=20)
-    t.after = ProcSample(cpu_s=3.01, rss_kb=20480, hwm_kb=30720, fds=35)
+    t.before = ProcSample(cpu_s=1.01, rss_kb=10240, hwm_kb=10240, fds=20, system_s=0.5)
+    t.after = ProcSample(cpu_s=3.01, rss_kb=20480, hwm_kb=30720, fds=35, system_s=1.0)
     f = figures(t, replies=400, idle_s=1.0)
+    assert f.kernel_share == pytest.approx(0.25)  # 0.5 s of the 2 s in the kernel
     assert f.cpu_ms == pytest.approx(2000)
     assert f.cpu_ms_per_reply == pytest.approx(5.0)
     assert f.idle_cpu_ms_per_s == pytest.approx(10.0)
@@ -184,6 +192,19 @@ def test_rounds_group_a_closed_loop_by_message_index_and_show_each_rounds_last_r
     many = [Round(i, 50, 0.2 * (i + 1), 0.15, 0.19) for i in range(20)]
     line = Results("custom", "closed", "closed", 50, 1000, 0.0, 0.1, rounds=many).render()
     assert "#3 done 0.60 s (e2e p50 150 / max 190 ms) · … · #19 done 3.80 s" in line and "#4 " not in line
+
+
+def test_each_process_row_says_how_much_of_its_cpu_the_kernel_took() -> None:
+    def proc(name: str, kernel: float | None) -> ProcFigures:
+        return ProcFigures(name, "service", 42, 700.0, 0.7, 0.0, 90.0, 95.0, 96.0, 20, 21, kernel_share=kernel)
+
+    rows = [proc("gateway-1", 0.07), proc("nlp-1", None)]
+    results = Results("custom", "x", "closed", 1, 1000, 0.0, 0.0, processes=rows)
+    text = results.render()
+    gateway = next(line for line in text.splitlines() if "gateway-1" in line)
+    nlp = next(line for line in text.splitlines() if "nlp-1" in line)
+    assert "kernel" in text and " 7% " in gateway and "%      - " in nlp
+    assert results.to_json()["processes"][0]["kernel_share"] == pytest.approx(0.07)
 
 
 def test_report_renders_and_serializes_an_empty_run() -> None:
