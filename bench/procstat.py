@@ -2,8 +2,8 @@
 
 CPU is utime + stime (fields 14 and 15 of /proc/PID/stat, in clock ticks) for another process, and
 `resource.getrusage` for the load generator itself, with the kernel's part (stime) kept apart: it
-tells whether a process's CPU goes to system calls or to its own code; memory is VmRSS / VmHWM of /proc/PID/status; fds
-are the entries of /proc/PID/fd. A process that is gone reads as None.
+tells whether a process's CPU goes to system calls or to its own code. Memory is VmRSS / VmHWM of
+/proc/PID/status; fds are the entries of /proc/PID/fd. A process that is gone reads as None.
 """
 
 from __future__ import annotations
@@ -39,11 +39,6 @@ def parse_stat_ticks(stat: str) -> tuple[int, int]:
     fields = stat[stat.rindex(")") + 2 :].split()
     # fields[0] is field 3 (state): utime (field 14) and stime (field 15) are fields[11] and fields[12].
     return int(fields[11]), int(fields[12])
-
-
-def parse_stat_cpu_ticks(stat: str) -> int:
-    """utime + stime, in clock ticks, from the text of /proc/PID/stat."""
-    return sum(parse_stat_ticks(stat))
 
 
 def parse_status_kb(status: str, key: str) -> int | None:
@@ -185,10 +180,11 @@ def figures(t: Tracked, replies: int, idle_s: float) -> ProcFigures:
     idle = None
     if t.idle is not None and t.before is not None and idle_s > 0:
         idle = (t.before.cpu_s - t.idle.cpu_s) * 1000 / idle_s
+    sys_before = t.before.system_s if t.before else None
+    sys_after = t.after.system_s if t.after else None
     kernel = None
-    if t.before is not None and t.after is not None and t.before.system_s is not None and t.after.system_s is not None:
-        spent = t.after.cpu_s - t.before.cpu_s
-        kernel = (t.after.system_s - t.before.system_s) / spent if spent > 0 else None
+    if cpu_ms and sys_before is not None and sys_after is not None:
+        kernel = (sys_after - sys_before) * 1000 / cpu_ms
     per_reply: list[float | None] = [None, None, None]
     if t.before and t.after and t.before.syscalls and t.after.syscalls and replies > 0:
         per_reply = [(b - a) / replies for a, b in zip(t.before.syscalls, t.after.syscalls, strict=True)]

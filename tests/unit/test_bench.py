@@ -22,7 +22,6 @@ from bench.procstat import (
     Tracked,
     figures,
     parse_proc_stat,
-    parse_stat_cpu_ticks,
     parse_stat_ticks,
     parse_status_kb,
     sample_pid,
@@ -42,7 +41,7 @@ def stat_line(comm: str, utime: int, stime: int) -> str:
 
 
 def test_stat_cpu_ticks_is_utime_plus_stime() -> None:
-    assert parse_stat_cpu_ticks(stat_line("python", 150, 30)) == 180
+    assert sum(parse_stat_ticks(stat_line("python", 150, 30))) == 180
 
 
 def test_stat_keeps_the_kernels_part_apart() -> None:
@@ -50,7 +49,7 @@ def test_stat_keeps_the_kernels_part_apart() -> None:
 
 
 def test_stat_survives_a_command_name_with_spaces_and_parentheses() -> None:
-    assert parse_stat_cpu_ticks(stat_line("we ird) (name", 7, 5)) == 12
+    assert sum(parse_stat_ticks(stat_line("we ird) (name", 7, 5))) == 12
 
 
 def test_status_kb() -> None:

@@ -22,7 +22,7 @@ from wxbot_context.grpc_service import ContextServicer
 from wxbot_context.projection import Watermark
 from wxbot_context.settings import ContextSettings
 from wxbot_context.store import ApplyOp, ContextStore, Op, StoredTurn
-from wxbot_devkit.launch import RedisServer
+from wxbot_devkit.launch import redis_client
 from wxbot_proto.context.v1 import context_pb2 as pb
 
 pytestmark = pytest.mark.timeout(30)
@@ -32,14 +32,8 @@ CONVERSATION = "wecom:ww-test:1000002:follower-user"
 
 @pytest.fixture
 async def redis(tmp_path: Path) -> AsyncIterator[Redis]:
-    server = RedisServer(tmp_path)
-    await server.start()
-    client = Redis.from_url(server.url)
-    try:
+    async with redis_client(tmp_path) as client:
         yield client
-    finally:
-        await client.aclose()
-        await server.stop()
 
 
 def follower(store: ContextStore) -> tuple[ContextServicer, Watermark]:
